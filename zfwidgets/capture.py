@@ -1,0 +1,257 @@
+"""Capture of layer outputs and max-pool switches: the only module that registers hooks.
+
+Every hook handle is owned by one :class:`Capture`, which removes all of them on exit, also
+when the forward pass raises. The rest of the library (backprop, mining, occlusion) asks for
+what it needs through :class:`Capture`'s options rather than registering hooks itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._checks import check_model, resolve_layers
+
+__all__ = ["Capture", "capture", "default_layers", "eval_mode"]
+
+#: Module types captured when ``layers=None`` (ZFNET.md: conv, rectify, pool, fully connected).
+DEFAULT_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Linear)
+
+
+def default_layers(model: nn.Module) -> list[str]:
+    """Dotted names of every Conv2d, ReLU, MaxPool2d and Linear module of ``model``."""
+    return [n for n, m in model.named_modules() if n and isinstance(m, DEFAULT_TYPES)]
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass early; swallowed by :class:`Capture`."""
+
+
+class _Activations(dict):
+    """A dict whose missing keys explain themselves."""
+
+    def __init__(self, owner: Capture):
+        super().__init__()
+        self._owner = owner
+
+    def __missing__(self, key: str):
+        owner = self._owner
+        if key in owner.overwritten:
+            raise KeyError(
+                f"the output of {key!r} was modified in place after it was captured by an "
+                "operation outside a module (e.g. `out += identity`); use "
+                "capture(model, ..., clone=True) to copy outputs as they are produced"
+            )
+        if key in owner.layers and owner.calls.get(key, 0) == 0:
+            raise KeyError(f"{key!r} was not called by the forward pass (no output recorded)")
+        raise KeyError(f"{key!r} was not captured; captured layers: {sorted(self)}")
+
+
+class Capture:
+    """Records layer outputs (and max-pool switches) during forward passes of ``model``.
+
+    Use through :func:`capture`. After the ``with`` block:
+
+    - ``activations[name]``: the output of that module, shape as the module returns it, on the
+      model's device, detached. For a module called more than once in a forward (a ReLU reused
+      twice in a ResNet block), the output of its last call; ``calls[name]`` counts the calls.
+    - ``switches[name]``: for every captured ``nn.MaxPool2d``, the argmax indices of each
+      pooling window (flat indices into each input plane, as
+      ``F.max_pool2d(..., return_indices=True)`` returns them). ZFNET.md Sec. 2, step 1.
+
+    Outputs are protected against later in-place operations (``ReLU(inplace=True)``): with
+    ``clone="auto"`` an output is copied only just before an in-place module is about to
+    overwrite it; an in-place operation outside any module (``out += identity``) is detected
+    and reading that output raises ``KeyError`` telling to use ``clone=True``, which copies
+    every output as it is produced.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Iterable[str | nn.Module] | str | nn.Module | None = None,
+        *,
+        switches: bool = True,
+        clone: bool | str = "auto",
+        reduce: Callable[[str, torch.Tensor], Any] | None = None,
+        keep_graph: bool = False,
+        stop_at: tuple[str, int] | None = None,
+    ):
+        check_model(model)
+        if clone not in (True, False, "auto"):
+            raise ValueError(f"clone: expected True, False or 'auto', got {clone!r}")
+        self.model = model
+        if layers is None:
+            named = [(n, m) for n, m in model.named_modules() if n and isinstance(m, DEFAULT_TYPES)]
+        else:
+            named = resolve_layers(model, layers)
+        self.layers: list[str] = [n for n, _ in named]
+        self._modules = dict(named)
+        self._want_switches = switches
+        self._clone = clone
+        self._reduce = reduce
+        self._keep_graph = keep_graph
+        self._stop_at = stop_at
+        self.activations: dict[str, Any] = _Activations(self)
+        self.switches: dict[str, torch.Tensor] = {}
+        self.calls: dict[str, int] = {}
+        self.overwritten: set[str] = set()
+        self.stopped = False
+        self._handles: list[Any] = []
+        self._saved_return_indices: list[tuple[nn.MaxPool2d, bool]] = []
+        # name -> (tensor, version at capture, storage pointer) for outputs not yet copied
+        self._uncopied: dict[str, tuple[torch.Tensor, int, int]] = {}
+        self._active = False
+
+    # -- hooks ---------------------------------------------------------------------------
+    def _store(self, name: str, out: torch.Tensor) -> torch.Tensor | None:
+        """Store ``out`` for ``name``; return a replacement output for downstream or None."""
+        if self._reduce is not None:
+            self.activations[name] = self._reduce(name, out)
+            return None
+        if self._keep_graph:
+            # Keep the tensor with its graph; downstream gets a copy, so in-place ops after this
+            # layer can neither overwrite it nor rebase its history.
+            self.activations[name] = out
+            return out.clone()
+        if self._clone is True:
+            self.activations[name] = out.detach().clone()
+            return None
+        kept = out.detach()
+        self.activations[name] = kept
+        self._uncopied.pop(name, None)
+        if self._clone == "auto":
+            self._uncopied[name] = (kept, kept._version, _storage_ptr(kept))
+        return None
+
+    def _make_hook(self, name: str, is_pool: bool, had_indices: bool):
+        def hook(module: nn.Module, inputs: tuple, output: Any):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            replacement = None
+            if is_pool and self._want_switches and isinstance(output, tuple):
+                out, idx = output
+                self.switches[name] = idx
+                replacement = output if had_indices else out
+                output = out
+            if isinstance(output, torch.Tensor):
+                new = self._store(name, output)
+                if new is not None:
+                    replacement = (new, replacement[1]) if had_indices else new
+            if self._stop_at is not None and self._stop_at == (name, self.calls[name] - 1):
+                self.stopped = True
+                raise _Stop()
+            return replacement
+
+        return hook
+
+    def _pre_inplace(self, module: nn.Module, inputs: tuple) -> None:
+        # An in-place module is about to run: copy any captured output it would overwrite.
+        if not self._uncopied:
+            return
+        ptrs = {_storage_ptr(t) for t in inputs if isinstance(t, torch.Tensor)}
+        for name, (t, version, ptr) in list(self._uncopied.items()):
+            if ptr in ptrs:
+                del self._uncopied[name]
+                if t._version != version:  # already changed by an op outside any module
+                    self.overwritten.add(name)
+                    dict.pop(self.activations, name, None)
+                else:
+                    self.activations[name] = t.clone()
+
+    # -- context -------------------------------------------------------------------------
+    def __enter__(self) -> Capture:
+        if self._active:
+            raise RuntimeError("this Capture is already active")
+        self._active = True
+        try:
+            for name, module in self._modules.items():
+                is_pool = isinstance(module, nn.MaxPool2d)
+                had = bool(getattr(module, "return_indices", False)) if is_pool else False
+                if is_pool and self._want_switches and not had:
+                    self._saved_return_indices.append((module, module.return_indices))
+                    module.return_indices = True
+                self._handles.append(
+                    module.register_forward_hook(self._make_hook(name, is_pool, had), prepend=True)
+                )
+            if self._clone == "auto" and self._reduce is None and not self._keep_graph:
+                for module in self.model.modules():
+                    if getattr(module, "inplace", False) is True:
+                        self._handles.append(module.register_forward_pre_hook(self._pre_inplace))
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def _release(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        for module, value in self._saved_return_indices:
+            module.return_indices = value
+        self._saved_return_indices.clear()
+        self._active = False
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._release()
+        for name, (t, version, _) in self._uncopied.items():
+            if t._version != version:
+                self.overwritten.add(name)
+                dict.pop(self.activations, name, None)
+        self._uncopied.clear()
+        return exc_type is _Stop
+
+    def __repr__(self) -> str:
+        return f"Capture({len(self.layers)} layers, {len(self.activations)} recorded)"
+
+
+def _storage_ptr(t: torch.Tensor) -> int:
+    try:
+        return t.untyped_storage().data_ptr()
+    except RuntimeError:  # tensors without storage (e.g. some subclasses)
+        return id(t)
+
+
+def capture(
+    model: nn.Module,
+    layers: Iterable[str | nn.Module] | str | nn.Module | None = None,
+    *,
+    switches: bool = True,
+    clone: bool | str = "auto",
+) -> Capture:
+    """Record the outputs of ``layers`` (dotted ``named_modules()`` names or modules) and the
+    switches of every max-pool among them, for the forward passes run inside the ``with``.
+
+    Parameters
+    ----------
+    model : nn.Module
+    layers : names or modules, optional
+        ``None`` captures every ``Conv2d``, ``ReLU``, ``MaxPool2d`` and ``Linear``. An
+        unknown name raises ``ValueError`` listing close matches.
+    switches : bool
+        Record max-pool argmax indices (ZFNET.md Sec. 2, step 1) in ``cap.switches``.
+    clone : True, False or "auto"
+        How outputs are protected from later in-place operations (see :class:`Capture`).
+
+    Examples
+    --------
+    >>> with zf.capture(model) as cap:
+    ...     model(x)
+    >>> cap.activations["features.3"], cap.switches["features.2"]
+    """
+    return Capture(model, layers, switches=switches, clone=clone)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module in eval mode for the block; restore each module's own flag after."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
