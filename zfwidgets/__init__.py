@@ -2,8 +2,39 @@
 
 from __future__ import annotations
 
+from . import models
+from .atlas import Atlas
+from .backprop import backprop, deconv, guided_backprop, saliency
 from .capture import Capture, capture
+from .filters import (
+    FilterStats,
+    dead_filters,
+    dominating_filters,
+    filter_rms,
+    filters,
+    renormalize_filters_,
+)
+from .mining import mine
+from .occlusion import OcclusionResult, occlusion
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["Capture", "capture"]
+__all__ = [
+    "Atlas",
+    "Capture",
+    "FilterStats",
+    "OcclusionResult",
+    "backprop",
+    "capture",
+    "dead_filters",
+    "deconv",
+    "dominating_filters",
+    "filter_rms",
+    "filters",
+    "guided_backprop",
+    "mine",
+    "models",
+    "occlusion",
+    "renormalize_filters_",
+    "saliency",
+]

@@ -1,0 +1,154 @@
+"""Occlusion on ZFNet, side by side: the floor, zf.occlusion and Captum's Occlusion.
+
+ZFNET.md Sec. 3, Fig. 7. One image, a grey square (the image's per-channel mean) slid over it:
+
+(a) floor: a plain batched forward of exactly the same occluded images (built beforehand, not
+    timed), in the chunk size zf.occlusion chose;
+(b) zf.occlusion: the three maps (feature-map total, target probability, top class) from one
+    sweep, occluded copies built inside;
+(c) captum.attr.Occlusion for the target probability only, at perturbations_per_eval 1, 16
+    and 64.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_occlusion.py            # 224x224, window 32, stride 16
+    .venv/bin/python benchmarks/bench_occlusion.py --quick    # a tiny run that checks it works
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import zfwidgets.occlusion as zfo  # noqa: E402
+from zfwidgets.models import zfnet  # noqa: E402
+
+
+def occluded_images(x: torch.Tensor, rows: list[int], cols: list[int], window: int) -> torch.Tensor:
+    """Every occluded copy of x[0], rows-major, filled with the per-channel mean: (P, C, H, W)."""
+    fill = x[0].mean(dim=(1, 2)).reshape(-1, 1, 1)
+    out = x.repeat(len(rows) * len(cols), 1, 1, 1)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            out[i * len(cols) + j, :, r : r + window, c : c + window] = fill
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="96x96 image, 9 positions")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (median)")
+    parser.add_argument("--size", type=int, default=None, help="image side (default 224)")
+    parser.add_argument("--window", type=int, default=32, help="square side (default 32)")
+    parser.add_argument("--stride", type=int, default=None, help="step (default 16)")
+    args = parser.parse_args()
+    size = args.size or (96 if args.quick else 224)
+    window, stride = args.window, args.stride or (32 if args.quick else 16)
+    repeats = args.repeats or 3
+    captum_ppe = [1, 16, 64]
+
+    torch.manual_seed(0)
+    model = zfnet().eval()
+    x = torch.randn(1, 3, size, size)
+
+    # Warm-up, and the choices the floor reuses (positions, chunk size, target).
+    res = zfo.occlusion(model, x, window=window, stride=stride)
+    rows, cols = res.rows.tolist(), res.cols.tolist()
+    chunk, target = res.batch_size, int(res.target[0])
+    images = occluded_images(x, rows, cols, window)
+
+    def floor():
+        with torch.no_grad():
+            return torch.cat([model(images[i : i + chunk]) for i in range(0, len(images), chunk)])
+
+    def ours():
+        return zfo.occlusion(model, x, window=window, stride=stride)
+
+    try:
+        from captum.attr import Occlusion
+    except ImportError:  # pragma: no cover - captum is a test dependency
+        Occlusion = None
+        captum_ppe = []
+    if stride > window:  # Captum refuses strides larger than the window
+        captum_ppe = []
+
+    def captum(ppe: int):
+        def run():
+            occ = Occlusion(lambda inp: torch.softmax(model(inp), dim=1)[:, target])
+            with torch.no_grad():
+                return occ.attribute(
+                    x,
+                    sliding_window_shapes=(3, window, window),
+                    strides=(3, stride, stride),
+                    baselines=res.fill[:, :, None, None].expand_as(x).contiguous(),
+                    perturbations_per_eval=ppe,
+                )
+
+        return run
+
+    # Interleaved repeats (a, b, c1, c2, ... then again), so that drift in the machine's speed
+    # does not favour whichever method runs first; the median of each.
+    methods: dict[str, Callable[[], object]] = {"a": floor, "b": ours}
+    methods.update({f"c{ppe}": captum(ppe) for ppe in captum_ppe})
+    times: dict[str, list[float]] = {key: [] for key in methods}
+    outputs: dict[str, object] = {}
+    for _ in range(repeats):
+        for key, fn in methods.items():
+            start = time.perf_counter()
+            outputs[key] = fn()
+            times[key].append(time.perf_counter() - start)
+    t = {key: statistics.median(v) for key, v in times.items()}
+    results = [
+        ("(a) floor: batched forward of the occluded images", t["a"], ""),
+        ("(b) zf.occlusion, 3 maps", t["b"], f"{t['b'] / t['a']:.2f}x (a)"),
+    ]
+    results += [
+        (
+            f"(c) captum Occlusion, perturbations_per_eval={ppe}",
+            t[f"c{ppe}"],
+            f"{t[f'c{ppe}'] / t['b']:.2f}x (b)",
+        )
+        for ppe in captum_ppe
+    ]
+    # Sanity: the floor's probabilities are ours, and Captum's map is ours spread over pixels.
+    res = outputs["b"]
+    p = torch.softmax(outputs["a"], dim=1)[:, target].reshape(len(rows), len(cols))
+    diff_floor = float((p - res.probability[0]).abs().max())
+    diff_captum = None
+    if captum_ppe and (size - window) % stride == 0:
+        drop = res.baseline_probability[0] - res.probability[0]
+        total, count = torch.zeros(size, size), torch.zeros(size, size)
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                total[r : r + window, c : c + window] += drop[i, j]
+                count[r : r + window, c : c + window] += 1
+        attr = outputs[f"c{captum_ppe[0]}"]
+        diff_captum = float((attr[0, 0] - total / count).abs().max())
+
+    print(
+        f"ZFNet, 1 image {size}x{size}, window {window}, stride {stride}: "
+        f"{len(rows)}x{len(cols)} = {len(rows) * len(cols)} occluded images; "
+        f"chunk {chunk}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"median of {repeats}"
+    )
+    width = max(len(name) for name, _, _ in results)
+    print(f"{'method':<{width}}  {'seconds':>8}  ratio")
+    for name, seconds, ratio in results:
+        print(f"{name:<{width}}  {seconds:8.3f}  {ratio}")
+    print(f"max |p_floor - p_ours| = {diff_floor:.2e}", end="")
+    if diff_captum is not None:
+        print(f"; max |captum - ours as a pixel map| = {diff_captum:.2e}")
+    else:
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from models import assert_unchanged, hook_count, snapshot, tiny_zf, torchvision_model
+from torch import nn
+
+import zfwidgets as zf
+
+
+@pytest.fixture(scope="module")
+def alexnet():
+    return torchvision_model("alexnet")
+
+
+def test_activations_are_outputs_before_inplace_relu(alexnet):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 96, 96)
+    before = snapshot(alexnet)
+    with zf.capture(alexnet) as cap:
+        alexnet(x)
+    conv = alexnet.features[0](x)
+    assert torch.allclose(cap.activations["features.0"], conv)
+    assert (cap.activations["features.0"] < 0).any()  # not overwritten by the in-place ReLU
+    assert torch.allclose(cap.activations["features.1"], F.relu(conv))
+    _, idx = F.max_pool2d(F.relu(conv), 3, 2, return_indices=True)
+    assert torch.equal(cap.switches["features.2"], idx)
+    assert set(cap.switches) == {"features.2", "features.5", "features.12"}
+    assert cap.activations["classifier.6"].shape == (2, 1000)
+    assert all(not t.requires_grad for t in cap.activations.values())
+    assert_unchanged(alexnet, before)
+    for m in alexnet.modules():
+        if isinstance(m, nn.MaxPool2d):
+            assert m.return_indices is False
+
+
+def test_only_requested_layers(alexnet):
+    x = torch.randn(1, 3, 64, 64)
+    with zf.capture(alexnet, ["features.3", alexnet.features[6]]) as cap:
+        alexnet(x)
+    assert sorted(cap.activations) == ["features.3", "features.6"]
+    with pytest.raises(KeyError, match="not captured"):
+        cap.activations["features.0"]
+
+
+def test_reused_relu_keeps_last_call_and_counts():
+    model = torchvision_model("resnet18")
+    x = torch.randn(1, 3, 64, 64)
+    with zf.capture(model, ["layer1.0.relu", "layer1.0.bn2"], clone=True) as cap:
+        y = model(x)
+    assert cap.calls["layer1.0.relu"] == 2
+    # the block's output is the relu's last call
+    with zf.capture(model, ["layer1.0"]) as cap2:
+        model(x)
+    assert torch.allclose(cap.activations["layer1.0.relu"], cap2.activations["layer1.0"])
+    assert (cap.activations["layer1.0.bn2"] < 0).any()
+    assert y.shape == (1, 1000)
+
+
+def test_inplace_add_outside_modules_is_detected_not_silently_wrong():
+    model = torchvision_model("resnet18")
+    x = torch.randn(1, 3, 64, 64)
+    with zf.capture(model, ["layer1.0.bn2"]) as cap:  # `out += identity` follows bn2
+        model(x)
+    with pytest.raises(KeyError, match="clone=True"):
+        cap.activations["layer1.0.bn2"]
+    with zf.capture(model, ["layer1.0.bn2"], clone=True) as cap:
+        model(x)
+    block = model.layer1[0]
+    with torch.no_grad():
+        h = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        ref = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(h)))))
+    assert torch.allclose(cap.activations["layer1.0.bn2"], ref, atol=1e-6)
+
+
+def test_hooks_removed_when_forward_raises():
+    model = tiny_zf()
+    with pytest.raises(RuntimeError), zf.capture(model) as cap:
+        model(torch.randn(1, 4, 32, 32))  # wrong channel count: conv raises
+    assert hook_count(model) == 0
+    assert "0" not in cap.activations
+    assert all(m.return_indices is False for m in model.modules() if isinstance(m, nn.MaxPool2d))
+
+
+def test_unknown_layer_lists_close_names(alexnet):
+    with pytest.raises(ValueError, match="features.10"):
+        zf.capture(alexnet, ["feature.10"])
+    assert hook_count(alexnet) == 0
+
+
+def test_model_with_own_return_indices_pool_still_works():
+    pool = nn.MaxPool2d(2, return_indices=True)
+    x = torch.randn(1, 2, 4, 4)
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pool = pool
+
+        def forward(self, x):
+            y, idx = self.pool(x)
+            return y, idx
+
+    m = M()
+    with zf.capture(m) as cap:
+        y, idx = m(x)
+    assert torch.equal(cap.switches["pool"], idx)
+    assert pool.return_indices is True
+
+
+@pytest.mark.cuda
+def test_capture_on_cuda():
+    model = tiny_zf().cuda()
+    x = torch.randn(2, 3, 32, 32, device="cuda")
+    with zf.capture(model) as cap:
+        model(x)
+    assert cap.activations["0"].device.type == "cuda"
+    assert cap.switches["2"].device.type == "cuda"
