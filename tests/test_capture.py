@@ -115,3 +115,25 @@ def test_capture_on_cuda():
         model(x)
     assert cap.activations["0"].device.type == "cuda"
     assert cap.switches["2"].device.type == "cuda"
+
+
+def test_inplace_flags_restored_and_custom_inplace_modules_copied(alexnet):
+    x = torch.randn(1, 3, 64, 64)
+    with zf.capture(alexnet, ["features.0", "features.3"]) as cap:
+        alexnet(x)
+    assert all(m.inplace for m in alexnet.modules() if isinstance(m, nn.ReLU))
+
+    class MyClamp(nn.Module):  # honours `inplace`, unknown to the library
+        def __init__(self):
+            super().__init__()
+            self.inplace = True
+
+        def forward(self, t):
+            return t.clamp_(min=0) if self.inplace else t.clamp(min=0)
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), MyClamp())
+    with zf.capture(model, ["0"]) as cap:
+        model(x)
+    torch.testing.assert_close(cap.activations["0"], model[0](x))
+    assert (cap.activations["0"] < 0).any()
+    assert hook_count(model) == 0 and model[1].inplace is True

@@ -81,7 +81,7 @@ def test_pil_images_with_transform():
 def test_patches_and_reconstructions_are_receptive_field_crops(data):
     model = tiny_zf()
     atlas = zf.mine(model, data, layers=["4"], k=4, progress=False)
-    rf = atlas.fields["4"]
+    rf = atlas.field("4")
     size = atlas.crop_size("4")
     assert size == tuple(min(r, s) for r, s in zip(rf.size, (32, 32)))
     for c in [0, 5]:
@@ -116,7 +116,7 @@ def test_atlas_save_load_without_pickle(tmp_path, data):
         assert torch.equal(back.indices[layer], atlas.indices[layer])
         assert torch.equal(back.positions[layer], atlas.positions[layer])
         torch.testing.assert_close(back.values[layer], atlas.values[layer])
-        assert back.fields[layer] == atlas.fields[layer]
+        assert back.field(layer) == atlas.field(layer)
     torch.testing.assert_close(back.patches("8", 2), atlas.patches("8", 2))
     # with images stored, no model or data is needed
     atlas.save(path, images=True)

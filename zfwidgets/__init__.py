@@ -16,6 +16,7 @@ from .filters import (
 )
 from .mining import mine
 from .occlusion import OcclusionResult, occlusion
+from .receptive import ReceptiveField, receptive_field
 
 __version__ = "0.1.0.dev0"
 
@@ -24,6 +25,7 @@ __all__ = [
     "Capture",
     "FilterStats",
     "OcclusionResult",
+    "ReceptiveField",
     "backprop",
     "capture",
     "dead_filters",
@@ -35,6 +37,7 @@ __all__ = [
     "mine",
     "models",
     "occlusion",
+    "receptive_field",
     "renormalize_filters_",
     "saliency",
 ]

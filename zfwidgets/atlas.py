@@ -42,7 +42,7 @@ class Atlas:
     values[layer] : (C, k) float — each hit's spatial maximum
     indices[layer] : (C, k) long — dataset index of each hit
     positions[layer] : (C, k, 2) long — ``(y, x)`` of the maximum in the layer's output
-    fields[layer] : ReceptiveField — maps positions to input boxes
+    fields[layer] : ReceptiveField — maps positions to input boxes (see :meth:`field`)
     """
 
     layers: list[str]
@@ -58,6 +58,15 @@ class Atlas:
     _cache: dict = field(default_factory=dict, repr=False)
 
     # -- geometry ----------------------------------------------------------------------------
+    def field(self, layer: str):
+        """The receptive field of ``layer`` at the atlas's input size (computed once)."""
+        if layer not in self.fields:
+            self._need_data("field")
+            from .receptive import receptive_field
+
+            self.fields[layer] = receptive_field(self.model, layer, input_size=self.input_size)
+        return self.fields[layer]
+
     def _check(self, layer: str, channel: int | None) -> None:
         if layer not in self.values:
             raise ValueError(f"layer: {layer!r} is not in this atlas; it holds {self.layers}")
@@ -70,12 +79,12 @@ class Atlas:
 
     def crop_size(self, layer: str) -> tuple[int, int]:
         """(h, w) of every patch of ``layer``: the receptive field, at most the image size."""
-        rf = self.fields[layer]
+        rf = self.field(layer)
         return tuple(min(r, s) for r, s in zip(rf.size, self.input_size))
 
     def corners(self, layer: str, channel: int) -> list[tuple[int, int]]:
         """Top-left corner (may be negative) of each hit's crop, centred on its receptive field."""
-        rf = self.fields[layer]
+        rf = self.field(layer)
         h, w = self.crop_size(layer)
         out = []
         for y, x in self.positions[layer][channel].tolist():
@@ -184,7 +193,7 @@ class Atlas:
             "layers": self.layers,
             "k": self.k,
             "input_size": list(self.input_size),
-            "fields": {n: dataclasses.asdict(self.fields[n]) for n in self.layers},
+            "fields": {n: dataclasses.asdict(self.field(n)) for n in self.layers},
             "rule": rule,
             "spatial": {n: self.spatial.get(n, True) for n in self.layers},
         }

@@ -64,8 +64,9 @@ class Capture:
       ``F.max_pool2d(..., return_indices=True)`` returns them). ZFNET.md Sec. 2, step 1.
 
     Outputs are protected against later in-place operations (``ReLU(inplace=True)``): with
-    ``clone="auto"`` an output is copied only just before an in-place module is about to
-    overwrite it; an in-place operation outside any module (``out += identity``) is detected
+    ``clone="auto"`` torch's in-place modules run out of place for the duration of the block
+    (their flag is restored on exit; cheaper than copying), other modules flagged ``inplace``
+    get the output they are about to overwrite copied first; an in-place operation outside any module (``out += identity``) is detected
     and reading that output raises ``KeyError`` telling to use ``clone=True``, which copies
     every output as it is produced.
     """
@@ -103,6 +104,7 @@ class Capture:
         self.stopped = False
         self._handles: list[Any] = []
         self._saved_return_indices: list[tuple[nn.MaxPool2d, bool]] = []
+        self._saved_inplace: list[nn.Module] = []
         # name -> (tensor, version at capture, storage pointer) for outputs not yet copied
         self._uncopied: dict[str, tuple[torch.Tensor, int, int]] = {}
         self._active = False
@@ -179,7 +181,14 @@ class Capture:
                 )
             if self._clone == "auto" and self._reduce is None and not self._keep_graph:
                 for module in self.model.modules():
-                    if getattr(module, "inplace", False) is True:
+                    if getattr(module, "inplace", False) is not True:
+                        continue
+                    if type(module).__module__.startswith("torch.nn.modules."):
+                        # torch's own in-place modules (ReLU, Dropout, ...) run out of place for
+                        # the block: cheaper than copying every output they would overwrite
+                        self._saved_inplace.append(module)
+                        module.inplace = False
+                    else:  # a module of unknown behaviour: copy what it is about to overwrite
                         self._handles.append(module.register_forward_pre_hook(self._pre_inplace))
         except BaseException:
             self._release()
@@ -193,6 +202,9 @@ class Capture:
         for module, value in self._saved_return_indices:
             module.return_indices = value
         self._saved_return_indices.clear()
+        for module in self._saved_inplace:
+            module.inplace = True
+        self._saved_inplace.clear()
         self._active = False
 
     def __exit__(self, exc_type, exc, tb) -> bool:

@@ -109,10 +109,6 @@ def mine(
     check_images(model, first, name="data[0]")
     input_size = tuple(first.shape[2:])
 
-    from .receptive import receptive_field
-
-    fields = {n: receptive_field(model, n, input_size=input_size) for n in names}
-
     tops: dict[str, TopK] = {}
     spatial: dict[str, bool] = {}
     pending: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -162,7 +158,7 @@ def mine(
         values={n: t.values for n, t in tops.items()},
         indices={n: t.indices for n, t in tops.items()},
         positions={n: t.positions for n, t in tops.items()},
-        fields=fields,
+        fields={},
         input_size=input_size,
         model=model,
         source=source,
