@@ -103,18 +103,6 @@ def bench_mining(model, data, device, repeats):
     row("ratio mine / plain throughput (goal >= 0.9)", t["plain"] / t["mine"], "x")
 
 
-def captum_per_unit(model, module, x, units, device):
-    from captum.attr import NeuronDeconvolution
-
-    nd = NeuronDeconvolution(model, module)
-
-    def run():
-        for n, c, yy, xx in units:
-            nd.attribute(x[n : n + 1], neuron_selector=(c, yy, xx))
-
-    return timed(run, device, repeats=1) / len(units)
-
-
 def floor_time(model, x, layer, units, device, ours_strategy):
     """One forward per distinct image + a backward restricted to each unit's crop (no forward)."""
     imgs = torch.unique(units[:, 0])
@@ -187,20 +175,32 @@ def bench_reconstructions(model, device, quick, repeats):
         ("many units share an image", units_for(n_img * 9 // 2, 9 // 2 + 1), 10.0),
         ("every unit from its own image (atlas)", units_for(n_img, 1), 5.0),
     ]
-    sample = 4 if quick else 12
+    sample = 4 if quick else 8
+    from captum.attr import NeuronDeconvolution
+
+    nd = NeuronDeconvolution(model, module)
     for label, units, goal in cases:
         K = len(units)
-        t_ours = timed(lambda u=units: zf.deconv(model, x, layer=layer, units=u), device, repeats=1)
-        t_captum = captum_per_unit(model, module, x, units[:sample].tolist(), device)
+        picked = units[:sample].tolist()
+
+        def ours(u=units):
+            zf.deconv(model, x, layer=layer, units=u)
+
+        def captum(p=picked):
+            for n, c, yy, xx in p:
+                nd.attribute(x[n : n + 1], neuron_selector=(c, yy, xx))
+
+        t = paired({"ours": ours, "captum": captum}, device, repeats=1 if quick else 3)
+        t_ours, t_captum = t["ours"] / K, t["captum"] / sample
         t_floor = floor_time(model, x, layer, units, device, "crop")
         print(
             f"AlexNet conv5 deconv at 224x224: {label}: {K} units over {len(torch.unique(units[:, 0]))} images"
         )
-        row("zf.deconv per unit", t_ours / K * 1e3, "ms")
+        row("zf.deconv per unit", t_ours * 1e3, "ms")
         row(f"Captum NeuronDeconvolution loop per unit ({sample} sampled)", t_captum * 1e3, "ms")
-        row(f"speed-up vs Captum (goal >= {goal:g} on CPU)", t_captum / (t_ours / K), "x")
+        row(f"speed-up vs Captum (goal >= {goal:g} on CPU)", t_captum / t_ours, "x")
         row("floor: fwd per image + cropped bwd per unit, per unit", t_floor / K * 1e3, "ms")
-        row("ratio zf.deconv / floor (goal <= 2)", t_ours / t_floor, "x")
+        row("ratio zf.deconv / floor (goal <= 2)", t_ours * K / t_floor, "x")
 
     # one unit for the current image (the Explorer's click)
     x1 = x[:1]

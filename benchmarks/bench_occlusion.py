@@ -28,8 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import zfwidgets.occlusion as zfo  # noqa: E402
 from zfwidgets.models import zfnet  # noqa: E402
+from zfwidgets.occlusion import occlusion  # noqa: E402
 
 
 def occluded_images(x: torch.Tensor, rows: list[int], cols: list[int], window: int) -> torch.Tensor:
@@ -60,7 +60,7 @@ def main() -> None:
     x = torch.randn(1, 3, size, size)
 
     # Warm-up, and the choices the floor reuses (positions, chunk size, target).
-    res = zfo.occlusion(model, x, window=window, stride=stride)
+    res = occlusion(model, x, window=window, stride=stride)
     rows, cols = res.rows.tolist(), res.cols.tolist()
     chunk, target = res.batch_size, int(res.target[0])
     images = occluded_images(x, rows, cols, window)
@@ -70,7 +70,7 @@ def main() -> None:
             return torch.cat([model(images[i : i + chunk]) for i in range(0, len(images), chunk)])
 
     def ours():
-        return zfo.occlusion(model, x, window=window, stride=stride)
+        return occlusion(model, x, window=window, stride=stride)
 
     try:
         from captum.attr import Occlusion
