@@ -1,0 +1,312 @@
+"""LayerGrid and FilterGrid in stock Voila, in headless Chromium, end to end.
+
+One notebook, one kernel, one page for the module (every GET of a Voila URL starts a kernel):
+AlexNet (random weights) on a photo, its LayerGrid with a Python observer of ``channel``, a
+FilterGrid over two checkpoints, and a LayerGrid of a model whose layer name is HTML.
+Screenshots go to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from harness import VoilaServer, serve
+
+pytestmark = pytest.mark.browser
+
+EVIL = "<img src=x onerror=zfXSS=1>"
+
+CELLS = [
+    """\
+import copy
+
+import ipywidgets as W
+import numpy as np
+import torch
+import torchvision
+from matplotlib.cbook import get_sample_data
+from PIL import Image
+from torch import nn
+
+from zfwidgets.widgets import FilterGrid, LayerGrid
+
+torch.manual_seed(0)
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+photo = Image.open(get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+photo = photo.resize((224, 224))
+x = torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1).float() / 255
+x = torchvision.transforms.functional.normalize(x, MEAN, STD)
+model = torchvision.models.alexnet(weights=None).eval()
+""",
+    """\
+grid = LayerGrid(model, x, "features.1", mean=MEAN, std=STD)
+grid.add_class("zf-test-main")
+seen = W.Label("python saw: nothing yet")
+seen.add_class("zf-test-seen")
+grid.observe(lambda change: setattr(seen, "value", f"python saw channel {change.new}"), "channel")
+display(grid, seen)
+""",
+    """\
+# a second checkpoint with smooth, oriented colour filters, as training gives: Gabor gratings
+k = torch.arange(11) - 5.0
+yy, xx = torch.meshgrid(k, k, indexing="ij")
+theta = torch.arange(64) * torch.pi / 16
+freq = 0.4 + 0.3 * (torch.arange(64) % 4)
+u = xx * torch.cos(theta)[:, None, None] + yy * torch.sin(theta)[:, None, None]
+gabor = torch.cos(freq[:, None, None] * u) * torch.exp(-(xx**2 + yy**2) / 18)
+later = copy.deepcopy(model)
+with torch.no_grad():
+    w = gabor[:, None] * (torch.rand(64, 3) - 0.5)[:, :, None, None] * 0.05
+    for i in (3, 17):                      # RMS 0.15, above 0.1: dominating
+        w[i] *= 0.15 / w[i].pow(2).mean().sqrt()
+    later.features[0].weight.copy_(w)
+    later.features[0].bias[40] = -100.0    # never positive: dead
+filters = FilterGrid(
+    model,
+    checkpoints=[model.state_dict(), later.state_dict()],
+    labels=["epoch 0 (init)", "epoch 5"],
+    images=x[None],
+)
+filters.add_class("zf-test-filters")
+display(filters)
+""",
+    f"""\
+EVIL = {EVIL!r}
+tiny = nn.Sequential()
+tiny.add_module(EVIL, nn.Conv2d(3, 4, 3))
+tiny.add_module("relu", nn.ReLU())
+evil = LayerGrid(tiny.eval(), torch.randn(3, 16, 16), EVIL)
+evil.add_class("zf-test-evil")
+display(evil)
+""",
+]
+
+MAIN = ".zf-test-main canvas.zf-atlas"
+FILTERS = ".zf-test-filters canvas.zf-atlas"
+EVIL_ROOT = ".zf-test-evil"
+
+# Polls a predicate in the page, raced against a timer (page.evaluate has no time-out).
+WAIT = """async ([body, arg, ms]) => {
+  const pred = new Function("arg", body);
+  let done = false;
+  const timer = new Promise((_, reject) =>
+    setTimeout(() => { done = true; reject(new Error(`timed out after ${ms} ms`)); }, ms));
+  const poll = (async () => {
+    while (!done) {
+      let v = null;
+      try { v = pred(arg); } catch (e) { v = null; }
+      if (v) { done = true; return v; }
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  })();
+  return Promise.race([poll, timer]);
+}"""
+
+PIXELS = """(sel) => {
+  const c = document.querySelector(sel);
+  if (!c || !c.width) return null;
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  let opaque = 0, hash = 2166136261;
+  const colours = new Set();
+  for (let i = 0; i < d.length; i += 4) {
+    if (d[i + 3]) { opaque++; colours.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]); }
+    hash = Math.imul(hash ^ d[i] ^ (d[i + 1] << 8) ^ (d[i + 2] << 16) ^ (d[i + 3] << 24), 16777619) >>> 0;
+  }
+  return { width: c.width, height: c.height, opaque, colours: colours.size, hash,
+           count: Number(c.dataset.count), draws: Number(c.dataset.draws) };
+}"""
+
+# Centre of tile i in page coordinates, from the documented atlas geometry (js/lib/grid.js).
+TILE_CENTRE = """([sel, i]) => {
+  const c = document.querySelector(sel);
+  const r = c.getBoundingClientRect();
+  const s = r.width / c.width;
+  const cols = Number(c.dataset.columns), th = Number(c.dataset.tileH);
+  const tw = Number(c.dataset.tileW), pad = Number(c.dataset.pad);
+  const x = pad + (i % cols) * (tw + pad) + tw / 2;
+  const y = pad + Math.floor(i / cols) * (th + pad) + th / 2;
+  return { x: r.left + x * s, y: r.top + y * s };
+}"""
+
+NOISE = ("federation", "fontawesome", "jquery", "favicon", "failed to load resource", "cdn")
+
+
+@dataclass
+class App:
+    page: object
+    server: VoilaServer
+    load_s: float
+    errors: list[str] = field(default_factory=list)
+
+    def wait(self, body: str, arg: object = None, timeout_s: float = 20.0):
+        try:
+            return self.page.evaluate(WAIT, [body, arg, int(timeout_s * 1000)])
+        except Exception as exc:
+            raise AssertionError(
+                f"{exc}\nwaiting for: {body}\npage errors: {self.errors}\n"
+                f"voila log:\n{self.server.log(2500)}"
+            ) from None
+
+    def pixels(self, sel: str) -> dict:
+        return self.page.evaluate(PIXELS, sel)
+
+    def text(self, sel: str) -> str:
+        return self.page.locator(sel).first.inner_text()
+
+    def shot(self, artifacts: Path, name: str, sel: str | None = None) -> Path:
+        path = artifacts / name
+        if sel is None:
+            self.page.screenshot(path=str(path), full_page=True)
+        else:
+            self.page.locator(sel).first.screenshot(path=str(path))
+        return path
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, browser_context):
+    server = serve(tmp_path_factory.mktemp("voila"), "widgets.ipynb", CELLS)
+    page = browser_context.new_page()
+    application = App(page=page, server=server, load_s=0.0)
+
+    def on_console(msg):
+        if msg.type == "error" and not any(n in msg.text.lower() for n in NOISE):
+            application.errors.append(msg.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: application.errors.append(f"pageerror: {exc}"))
+    t0 = time.monotonic()
+    try:
+        page.goto(server.url, wait_until="domcontentloaded", timeout=120_000)
+        application.wait(
+            "return document.querySelectorAll('canvas.zf-atlas[data-draws]').length >= 3",
+            timeout_s=120,
+        )
+        application.load_s = time.monotonic() - t0
+        yield application
+    finally:
+        page.close()
+        server.stop()
+
+
+def test_layer_grid_draws_pixels(app, artifacts):
+    px = app.pixels(MAIN)
+    # features.1 of AlexNet: 64 ReLU maps of 55 x 55, each a colour-mapped tile
+    assert px["count"] == 64
+    assert px["opaque"] == 64 * 55 * 55, px
+    assert px["colours"] > 50, px
+    thumb = app.page.evaluate(
+        """() => { const c = document.querySelector('.zf-test-main canvas.zf-thumb');
+                   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                   let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i] + d[i+1] + d[i+2];
+                   return { w: c.width, h: c.height, mean: s / (3 * c.width * c.height) }; }"""
+    )
+    assert thumb["w"] == 224 and thumb["h"] == 224 and 20 < thumb["mean"] < 235
+    assert "features.1 · 64 maps of 55×55" in app.text(".zf-test-main .zf-caption")
+    app.shot(artifacts, "layer_grid.png", ".zf-test-main")
+    assert not app.errors, app.errors
+
+
+def test_hover_shows_channel_and_max(app):
+    c = app.page.evaluate(TILE_CENTRE, [MAIN, 5])
+    app.page.mouse.move(c["x"], c["y"])
+    text = app.wait(
+        "const t = document.querySelector('.zf-test-main .zf-tooltip');"
+        "return t && !t.hidden && t.textContent",
+        timeout_s=5,
+    )
+    assert text.startswith("channel 5 · max "), text
+    float(text.rsplit(" ", 1)[1])  # the max is a number
+
+
+def test_click_selects_channel_in_python(app, artifacts):
+    c = app.page.evaluate(TILE_CENTRE, [MAIN, 12])
+    app.page.mouse.click(c["x"], c["y"])
+    # the caption is recomputed by Python; the Label by a Python observer of `channel`
+    caption = app.wait(
+        "const t = document.querySelector('.zf-test-main .zf-caption').textContent;"
+        "return t.includes('channel 12') && t",
+        timeout_s=15,
+    )
+    assert caption.startswith("features.1 · channel 12 · max ")
+    app.wait(
+        "return document.querySelector('.zf-test-seen').textContent"
+        ".includes('python saw channel 12')",
+        timeout_s=15,
+    )
+    box = app.page.locator(".zf-test-main .zf-select-box")
+    assert box.is_visible()
+    app.page.mouse.move(5, 5)
+    app.shot(artifacts, "layer_grid_channel12.png", ".zf-test-main")
+
+
+def test_layer_change_redraws(app, artifacts):
+    before = app.pixels(MAIN)
+    app.page.select_option(".zf-test-main select.zf-layer-select", "features.3")
+    t0 = time.monotonic()
+    app.wait(
+        "const c = document.querySelector(arg);"
+        "return c.dataset.count === '192' && !c.closest('.zf-widget').classList.contains('zf-pending')",
+        MAIN,
+        timeout_s=20,
+    )
+    switch_s = time.monotonic() - t0
+    after = app.pixels(MAIN)
+    assert after["draws"] > before["draws"]
+    assert after["hash"] != before["hash"]
+    assert (after["width"], after["height"]) != (before["width"], before["height"])
+    assert after["opaque"] == 192 * 27 * 27 and after["colours"] > 50, after
+    assert "features.3 · 192 maps of 27×27" in app.text(".zf-test-main .zf-caption")
+    # the selection was cleared by Python (another layer's channels)
+    assert app.page.locator(".zf-test-main .zf-select-box").is_hidden()
+    app.shot(artifacts, "layer_grid_features3.png", ".zf-test-main")
+    print(f"page + kernel + first draw {app.load_s:.1f} s; layer switch {switch_s * 1000:.0f} ms")
+    assert not app.errors, app.errors
+
+
+def test_filter_grid_marks_and_checkpoints(app, artifacts):
+    root = ".zf-test-filters"
+    px = app.pixels(FILTERS)
+    assert px["count"] == 64 and px["opaque"] == 64 * 11 * 11 and px["colours"] > 100, px
+    assert app.page.locator(f"{root} .zf-mark").count() == 0
+    assert "dominating, RMS > 0.1: 0" in app.text(f"{root} .zf-legend")
+    assert app.text(f"{root} .zf-slider-label") == "epoch 0 (init)"
+    app.shot(artifacts, "filter_grid_init.png", root)
+    # move the checkpoint slider: Python sends the other checkpoint's filters and marks
+    app.page.locator(f"{root} input.zf-slider").fill("1")
+    app.wait("return document.querySelector(arg).dataset.draws === '2'", FILTERS, timeout_s=15)
+    after = app.pixels(FILTERS)
+    assert after["hash"] != px["hash"] and after["opaque"] == px["opaque"]
+    assert app.page.locator(f"{root} .zf-mark.zf-mark-dominating").count() == 2
+    assert app.page.locator(f"{root} .zf-mark.zf-mark-dead").count() == 1
+    legend = app.text(f"{root} .zf-legend")
+    assert "dominating, RMS > 0.1: 2" in legend and "dead on the images: 1" in legend
+    assert app.text(f"{root} .zf-slider-label") == "epoch 5"
+    c = app.page.evaluate(TILE_CENTRE, [FILTERS, 17])
+    app.page.mouse.move(c["x"], c["y"])
+    tip = app.wait(
+        "const t = document.querySelector('.zf-test-filters .zf-tooltip');"
+        "return t && !t.hidden && t.textContent",
+        timeout_s=5,
+    )
+    assert tip == "filter 17 · RMS 0.15 · dominating", tip
+    app.page.mouse.click(c["x"], c["y"])
+    app.wait(
+        "return document.querySelector('.zf-test-filters .zf-caption').textContent"
+        ".includes('filter 17 · RMS 0.15 · dominating')",
+        timeout_s=15,
+    )
+    app.shot(artifacts, "filter_grid_epoch5.png", root)
+
+
+def test_python_text_is_rendered_as_text(app, artifacts):
+    options = app.page.locator(f"{EVIL_ROOT} select.zf-layer-select option")
+    assert options.first.text_content() == EVIL
+    assert EVIL in app.text(f"{EVIL_ROOT} .zf-caption")
+    assert app.page.locator(f"{EVIL_ROOT} img").count() == 0
+    assert app.page.evaluate("() => typeof window.zfXSS") == "undefined"
+    app.page.mouse.move(1, 1)
+    app.shot(artifacts, "page.png")
+    assert not app.errors, app.errors

@@ -1,0 +1,131 @@
+"""FilterGrid without a kernel: tiles, dominating / dead marks, checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from models import tiny_zf
+from torch import nn
+
+import zfwidgets as zf
+from zfwidgets.codec import decode
+from zfwidgets.images import GridLayout, to_rgba
+from zfwidgets.widgets import FilterGrid
+from zfwidgets.widgets.filter_grid import DEAD, DOMINATING
+
+
+@pytest.fixture
+def model():
+    m = tiny_zf()
+    with torch.no_grad():
+        m[0].weight[2].mul_(20)  # RMS far above 0.1: dominating
+        m[0].bias[5] = -1e4  # never positive: dead on any image
+    return m
+
+
+def flags_of(w: FilterGrid) -> np.ndarray:
+    return decode(w.frame["flags"])
+
+
+def test_tiles_and_marks(model):
+    w = FilterGrid(model)
+    f = w.frame
+    assert f["layer"] == "0" and f["shape"] == [8, 3, 5, 5]
+    assert f["dead_known"] is False and f["radius"] == 0.1
+    flags = flags_of(w)
+    assert flags.dtype == np.uint8 and flags.shape == (8,)
+    expected = zf.dominating_filters(model).numpy()
+    np.testing.assert_array_equal(flags & DOMINATING != 0, expected)
+    assert flags[2] & DOMINATING and not (flags & DEAD).any()
+    np.testing.assert_allclose(decode(f["rms"]), zf.filter_rms(model).numpy(), rtol=1e-6)
+    g = f["grid"]
+    atlas = decode(f["atlas"])
+    assert atlas.shape == (g["height"], g["width"], 4)
+    layout = GridLayout(g["count"], g["columns"], *g["tile"], g["pad"])
+    x, y, tw, th = layout.rect(3)
+    np.testing.assert_array_equal(
+        atlas[y : y + th, x : x + tw], to_rgba(zf.filters(model)[3:4])[0].numpy()
+    )
+    assert w.caption == "0 · 8 filters 3×5×5"
+
+
+def test_dead_filters_from_images_or_activations(model):
+    images = torch.randn(4, 3, 32, 32)
+    w = FilterGrid(model, images=images)
+    flags = flags_of(w)
+    assert w.frame["dead_known"] is True
+    assert flags[5] & DEAD
+    with zf.capture(model, ["0"]) as cap:
+        model(images)
+    expected = zf.dead_filters(cap.activations["0"]).dead.numpy()
+    np.testing.assert_array_equal(flags & DEAD != 0, expected)
+    w2 = FilterGrid(model, activations=cap.activations["0"])
+    np.testing.assert_array_equal(flags_of(w2), flags)
+
+
+def test_click_selects_a_filter(model, frontend):
+    w = FilterGrid(model)
+    fe = frontend(w)
+    fe.set(channel=2)
+    assert w.channel == 2
+    assert w.caption.startswith("0 · filter 2 · RMS ") and w.caption.endswith("dominating")
+    assert "caption" in fe.updates()
+
+
+def test_checkpoints_slider(model, frontend):
+    sd0 = {k: v.clone() for k, v in model.state_dict().items()}
+    sd1 = {k: v.clone() for k, v in model.state_dict().items()}
+    sd1["0.weight"] = torch.randn_like(sd1["0.weight"]) * 0.01
+    weight_before = model[0].weight.detach().clone()
+    w = FilterGrid(model, checkpoints=[sd0, sd1], labels=["epoch 1", "epoch 30"])
+    assert w.checkpoint_labels == ["epoch 1", "epoch 30"]
+    first = bytes(w.frame["atlas"]["view"])
+    assert flags_of(w)[2] & DOMINATING
+    fe = frontend(w)
+    fe.set(checkpoint=1)
+    assert bytes(w.frame["atlas"]["view"]) != first
+    assert not (flags_of(w) & DOMINATING).any()
+    assert "frame" in fe.updates()
+    assert torch.equal(model[0].weight, weight_before)  # the model is never modified
+    fe.set(checkpoint=0)
+    assert bytes(w.frame["atlas"]["view"]) == first
+
+
+def test_checkpoints_with_images_mark_dead_per_checkpoint(model):
+    sd0 = model.state_dict()
+    sd1 = {k: v.clone() for k, v in sd0.items()}
+    sd1["0.bias"] = torch.zeros_like(sd1["0.bias"])
+    w = FilterGrid(model, checkpoints=[sd0, sd1], images=torch.randn(2, 3, 32, 32))
+    assert flags_of(w)[5] & DEAD
+    w.checkpoint = 1
+    assert not flags_of(w)[5] & DEAD
+    assert model[0].bias[5] == -1e4
+
+
+def test_bad_arguments(model):
+    with pytest.raises(ValueError, match=r"'0.weight'"):
+        FilterGrid(model, checkpoints=[{"conv.weight": torch.zeros(1)}])
+    with pytest.raises(ValueError, match=r"shape \(8, 3, 5, 5\)"):
+        FilterGrid(model, checkpoints=[{"0.weight": torch.zeros(8, 3, 3, 3)}])
+    with pytest.raises(ValueError, match="2 labels"):
+        FilterGrid(model, checkpoints=[model.state_dict()] * 2, labels=["a"])
+    with pytest.raises(TypeError, match="expected an nn.Conv2d"):
+        FilterGrid(model, "1")
+    with pytest.raises(ValueError, match="no module named 'O'"):
+        FilterGrid(model, "O")
+    with pytest.raises(ValueError, match="no nn.Conv2d"):
+        FilterGrid(nn.Sequential(nn.Linear(2, 2)))
+    w = FilterGrid(model)
+    with pytest.raises(Exception, match=r"\[0, 1\)"):
+        w.checkpoint = 1
+
+
+def test_grey_filters_for_one_input_channel():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU())
+    w = FilterGrid(m, "0")
+    a = decode(w.frame["atlas"])
+    opaque = a[a[..., 3] == 255]
+    assert len(opaque) == 6 * 9
+    assert (opaque[:, 0] == opaque[:, 1]).all() and (opaque[:, 1] == opaque[:, 2]).all()

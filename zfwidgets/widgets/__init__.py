@@ -1,0 +1,12 @@
+"""The anywidget classes of zfwidgets (the only package that imports anywidget/ipywidgets).
+
+Each widget holds synced traits and turns trait changes into calls of the plain-Python
+engine; the front end (``js/``, bundled into ``zfwidgets/static/``) only draws.
+"""
+
+from __future__ import annotations
+
+from .filter_grid import FilterGrid
+from .layer_grid import LayerGrid
+
+__all__ = ["FilterGrid", "LayerGrid"]
