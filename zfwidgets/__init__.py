@@ -6,6 +6,7 @@ from . import models
 from .atlas import Atlas
 from .backprop import backprop, deconv, guided_backprop, saliency
 from .capture import Capture, capture
+from .data import load_default, load_default_atlas, load_photos
 from .filters import (
     FilterStats,
     dead_filters,
@@ -34,6 +35,9 @@ __all__ = [
     "filter_rms",
     "filters",
     "guided_backprop",
+    "load_default",
+    "load_default_atlas",
+    "load_photos",
     "mine",
     "models",
     "occlusion",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .default import ZFNetSmall, zfnet_small
 from .zfnet import ZFNet, zfnet
 
-__all__ = ["ZFNet", "zfnet"]
+__all__ = ["ZFNet", "ZFNetSmall", "zfnet", "zfnet_small"]
