@@ -1,0 +1,149 @@
+"""In the browser: from a layer switch (or a channel click) to pixels drawn, in stock Voila.
+
+A LayerGrid of AlexNet (random weights) on a 224x224 photo is served by Voila on 127.0.0.1
+and driven by headless Debian Chromium. Each switch is timed in the page from the `change`
+event of the layer menu to the canvas having drawn the new frame (its `data-draws` counter),
+so the figure includes the websocket round trip, the kernel's colour-mapping and tiling, the
+binary transfer and the canvas draw. Bytes per update are the frame's binary payloads.
+
+    python benchmarks/bench_browser.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "browser"))
+
+from harness import CHROMIUM, CHROMIUM_ARGS, serve  # noqa: E402
+
+CELLS = [
+    """\
+import numpy as np, torch, torchvision
+from matplotlib.cbook import get_sample_data
+from PIL import Image
+from zfwidgets.widgets import LayerGrid
+torch.manual_seed(0)
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+photo = Image.open(get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB").resize((224, 224))
+x = (torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1).float() / 255 - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+model = torchvision.models.alexnet(weights=None).eval()
+convs = ["features.0", "features.3", "features.6", "features.8", "features.10"]
+grid = LayerGrid(model, x, "features.0", mean=MEAN, std=STD, layers=convs)
+grid.add_class("zf-bench")
+grid""",
+]
+
+SWITCH = """async ([value, ms]) => {
+  const root = document.querySelector('.zf-bench');
+  const select = root.querySelector('select.zf-layer-select');
+  const canvas = root.querySelector('canvas.zf-atlas');
+  const before = Number(canvas.dataset.draws);
+  const t0 = performance.now();
+  select.value = value;
+  select.dispatchEvent(new Event('change'));
+  const deadline = t0 + ms;
+  while (Number(canvas.dataset.draws) === before || canvas.dataset.layer !== value) {
+    if (performance.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => requestAnimationFrame(r));
+  }
+  return performance.now() - t0;
+}"""
+
+CLICK = """async ([i, ms]) => {
+  const root = document.querySelector('.zf-bench');
+  const canvas = root.querySelector('canvas.zf-atlas');
+  const caption = root.querySelector('.zf-caption');
+  const r = canvas.getBoundingClientRect();
+  const s = r.width / canvas.width;
+  const cols = Number(canvas.dataset.columns), th = Number(canvas.dataset.tileH);
+  const tw = Number(canvas.dataset.tileW), pad = Number(canvas.dataset.pad);
+  const x = r.left + (pad + (i % cols) * (tw + pad) + tw / 2) * s;
+  const y = r.top + (pad + Math.floor(i / cols) * (th + pad) + th / 2) * s;
+  const t0 = performance.now();
+  canvas.dispatchEvent(new MouseEvent('click', { clientX: x, clientY: y, bubbles: true }));
+  const want = `channel ${i} `;
+  while (!caption.textContent.includes(want)) {
+    if (performance.now() - t0 > ms) throw new Error('timed out');
+    await new Promise((r) => requestAnimationFrame(r));
+  }
+  return performance.now() - t0;
+}"""
+
+
+def payload_sizes(layers: list[str]) -> dict[str, int]:
+    """Bytes of the binary payloads one layer switch sends (same widget, in this process)."""
+    import torch
+    import torchvision
+
+    from zfwidgets.widgets import LayerGrid
+
+    torch.manual_seed(0)
+    model = torchvision.models.alexnet(weights=None).eval()
+    grid = LayerGrid(model, torch.randn(3, 224, 224), layers[0], layers=layers)
+    out = {}
+    for name in layers:
+        grid.layer = name
+        out[name] = sum(len(grid.frame[k]["view"]) for k in ("atlas", "maxima"))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--device", default="cpu", help="ignored: the kernel runs on the CPU")
+    args = p.parse_args()
+    if not CHROMIUM.exists():
+        print(f"skipped: {CHROMIUM} is missing (apt-get install chromium)")
+        return
+    from playwright.sync_api import sync_playwright
+
+    n = 5 if args.quick else 20
+    layers = ["features.0", "features.3", "features.6", "features.8", "features.10"]
+    with tempfile.TemporaryDirectory() as tmp:
+        server = serve(Path(tmp), "bench.ipynb", CELLS)
+        try:
+            with sync_playwright() as pw:
+                ctx = pw.chromium.launch_persistent_context(
+                    str(Path(tmp) / "profile"),
+                    executable_path=str(CHROMIUM),
+                    headless=True,
+                    args=CHROMIUM_ARGS,
+                    viewport={"width": 1280, "height": 1000},
+                )
+                page = ctx.new_page()
+                t0 = time.monotonic()
+                page.goto(server.url, wait_until="domcontentloaded", timeout=120_000)
+                page.wait_for_selector(".zf-bench canvas.zf-atlas[data-draws]", timeout=120_000)
+                load = time.monotonic() - t0
+                times: dict[str, list[float]] = {name: [] for name in layers}
+                order = [layers[(i + 1) % len(layers)] for i in range(n * len(layers))]
+                for name in order:
+                    times[name].append(page.evaluate(SWITCH, [name, 30_000]))
+                page.evaluate(SWITCH, ["features.10", 30_000])
+                clicks = [page.evaluate(CLICK, [i % 256, 30_000]) for i in range(n)]
+                ctx.close()
+        finally:
+            server.stop()
+    sizes = payload_sizes(layers)
+    print(f"# LayerGrid in stock Voila, headless Chromium, AlexNet 224x224, {n} switches/layer")
+    print(f"  page load to first grid drawn                         {load:8.1f} s")
+    all_times = [t for v in times.values() for t in v]
+    for name in layers:
+        kb = sizes.get(name, 0) / 1024
+        print(
+            f"  switch to {name:<12} median {statistics.median(times[name]):7.1f} ms"
+            f"   bytes per update {kb:8.1f} KiB"
+        )
+    print(f"  layer switch, all layers: median {statistics.median(all_times):.1f} ms (goal <= 100)")
+    print(f"  channel click -> Python -> caption: median {statistics.median(clicks):.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
