@@ -7,6 +7,9 @@ engine; the front end (``js/``, bundled into ``zfwidgets/static/``) only draws.
 from __future__ import annotations
 
 from .filter_grid import FilterGrid
+from .gallery import Gallery
 from .layer_grid import LayerGrid
+from .occlusion_map import OcclusionMap
+from .predictions import Predictions
 
-__all__ = ["FilterGrid", "LayerGrid"]
+__all__ = ["FilterGrid", "Gallery", "LayerGrid", "OcclusionMap", "Predictions"]

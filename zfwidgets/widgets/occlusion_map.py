@@ -1,0 +1,664 @@
+"""OcclusionMap: the image with the paper's three occlusion maps over it (ZFNET.md Sec. 3, Fig. 7).
+
+A grey square is slid over the image (:func:`zfwidgets.occlusion`); for every position of the
+square the widget maps (a) the total activation of one feature map, (b) the probability of the
+target class and (c) the most probable class. The front end draws the un-normalised image with
+one map over it as a heatmap (buttons switch between them, in the browser alone), a colour bar
+(or, for (c), a legend of the classes that occur), and on hover the square at the position under
+the pointer with its class, probability and activation.
+
+What crosses to the browser, in one binary transfer per image (:func:`zfwidgets.codec.pack`):
+the image as uint8 RGBA (H, W, 4), the four (R, Cc) maps (float32; the top class as int32) and
+the square positions (int32). Class names are sent once, as text.
+
+The sweep runs in a background thread when an event loop runs (a Jupyter kernel), so the
+kernel stays responsive; a newer image supersedes the sweep under way, which stops at its next
+forward pass. The sweep runs on a copy of the model's module tree that shares its parameters and
+buffers (no weights are copied), so the hooks it registers never fire for forward passes the
+notebook makes in the meantime. Without a running loop (scripts, tests) it runs inline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import itertools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+import traitlets as t
+from torch import nn
+
+from .._checks import check_model, resolve_layer
+from ..capture import capture, eval_mode
+from ..codec import encode, pack
+from ..images import COLORMAPS, display_image, to_rgba
+from ..occlusion import (
+    OcclusionResult,
+    _fill_values,
+    _last_conv,
+    _pair,
+    _positions,
+    occlusion,
+)
+from ._base import ZFWidget
+from .layer_grid import _as_image, mean_std_of
+from .predictions import check_logits, class_names
+
+__all__ = ["OCCLUSION_VIEWS", "OcclusionMap"]
+
+#: The three maps of ZFNET.md Sec. 3, Fig. 7, in the order of their buttons.
+OCCLUSION_VIEWS: dict[str, dict[str, str]] = {
+    "activation": {"label": "(a) activation", "colormap": "inferno"},
+    "probability": {"label": "(b) probability", "colormap": "viridis"},
+    "top_class": {"label": "(c) top class", "colormap": "categorical"},
+}
+
+_KEEP: Any = object()  # set_image(target=...) not given: keep the current setting
+
+
+class _Superseded(Exception):
+    """A newer request arrived: the sweep under way stops at its next forward pass."""
+
+
+class _Sweep(nn.Module):
+    """Runs ``model``; before every forward pass it stops the sweep when ``stale()`` is true,
+    after it reports the number of images done to ``step``. (A module, not a hook: no hook is
+    registered outside :mod:`zfwidgets.capture`.)"""
+
+    def __init__(
+        self, model: nn.Module, stale: Callable[[], bool], step: Callable[[int], None]
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self._stale = stale
+        self._step = step
+
+    def forward(self, x: torch.Tensor) -> Any:
+        if self._stale():
+            raise _Superseded
+        out = self.model(x)
+        self._step(x.shape[0])
+        return out
+
+
+def _shadow(model: nn.Module) -> nn.Module:
+    """A copy of the module tree of ``model`` that shares its parameters and buffers.
+
+    Hooks registered on the copy (and the flags :class:`~zfwidgets.capture.Capture` and
+    ``eval_mode`` toggle on its modules) do not touch ``model``, so a sweep in a background
+    thread and a forward pass in the notebook cannot see each other's hooks. Only module
+    objects are copied. Falls back to ``model`` itself for a model that cannot be copied.
+    """
+    memo = {id(v): v for v in itertools.chain(model.parameters(), model.buffers())}
+    try:
+        return copy.deepcopy(model, memo)
+    except Exception:  # e.g. a scripted module: run the model itself, in turn
+        return model
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    # a closed loop raises RuntimeError: OcclusionMap.wait() applies the result then
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, *args)
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    window: tuple[int, int]
+    stride: tuple[int, int]
+    positions: tuple[int, int]  # (R, Cc)
+
+
+@dataclass
+class _Job:
+    """One request: an image and its settings, then its outcome."""
+
+    generation: int
+    x: torch.Tensor
+    geometry: _Geometry
+    target: int | None
+    model: nn.Module
+    result: OcclusionResult | None = None
+    frame: dict[str, Any] | None = None
+    error: BaseException | None = None
+    superseded: bool = False
+    forwards: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+    delivered: bool = False
+
+
+def _non_negative_int(value: object, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int >= 0 or None, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name}: expected an int >= 0 or None, got {value}")
+    return value
+
+
+class OcclusionMap(ZFWidget):
+    """The image with the three occlusion maps of ZFNET.md Sec. 3, Fig. 7 as heatmaps.
+
+    Buttons switch between (a) the total activation of one feature map, (b) the probability
+    of the target class and (c) the most probable class, each as a function of the position
+    of the grey square. Hovering shows the square at the position under the pointer and, for
+    that position, the most probable class with its probability, the target's probability
+    and the activation.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps (N, C, H, W) images to (N, classes) logits. Used on its own device, in eval mode
+        (flags restored); never moved or modified.
+    image : Tensor (C, H, W) or (1, C, H, W)
+        One input, normalised as the model expects.
+    window : int or (h, w), optional
+        Side of the grey square; default about 1/7 of the image's shorter side.
+    stride : int or (h, w), optional
+        Step between square positions; default about a quarter of the window (at least 1).
+    target : int, optional
+        Class whose probability is mapped; default: the class predicted for each image.
+    classes : list of str, optional
+        One name per model output (default ``"class 0"``, ...); shown as text, never as HTML.
+    mean, std : sequences of floats, optional
+        The ``Normalize`` the image went through, undone to show it.
+    transform : torchvision transform, optional
+        Instead of ``mean``/``std``: a transform holding a ``Normalize``
+        (e.g. ``weights.transforms()``).
+    layer : str or nn.Module, optional
+        Layer whose feature map is totalled for (a); default: the last ``nn.Conv2d``.
+    channel : int, optional
+        Feature map of ``layer`` for (a); default: the strongest in the unoccluded image.
+    fill : float or C values, optional
+        Value inside the square; default: the image's per-channel mean (the paper's grey).
+    view : str
+        The map shown first: ``"activation"``, ``"probability"`` or ``"top_class"``.
+    opacity : float
+        Opacity of the heatmap over the image, in [0, 1] (a slider in the widget).
+    max_width : int
+        Width in CSS pixels the image is scaled to fit.
+    batch_size : int
+        Occluded images per forward pass (also how often a superseded sweep checks to stop).
+
+    Attributes
+    ----------
+    view : str
+        The map shown (synced; the buttons set it).
+    result : OcclusionResult or None
+        The maps shown, as :func:`zfwidgets.occlusion` returns them (``None`` while the first
+        sweep runs in the background).
+    busy : bool
+        Whether a sweep is under way (synced; the widget shows its ``progress``).
+    image : Tensor (1, C, H, W)
+        The current image; assign to replace it (as :meth:`set_image`).
+
+    Examples
+    --------
+    >>> occ = OcclusionMap(model, x, classes=weights.meta["categories"],
+    ...                    transform=weights.transforms())
+    >>> occ.view = "top_class"
+    >>> occ.image = other_image          # recomputes in the background
+    >>> occ.show_map("grad-cam", cam)    # any (h, w) map over the image as one more view
+    """
+
+    _bundle = "occlusion_map.js"
+
+    #: {"size", "image", "window", "stride", "layer", "channel", "target", "baseline",
+    #:  "rows", "cols", "activation", "probability", "top_class", "top_probability"}
+    frame = t.Dict().tag(sync=True)
+    classes = t.List(t.Unicode()).tag(sync=True)
+    view = t.Unicode("probability").tag(sync=True)
+    #: [{"name", "label", "colormap", "kind": "occlusion" | "map"}], buttons in this order
+    views = t.List(t.Dict()).tag(sync=True)
+    #: name -> float32 (h, w) payload of every map added by show_map
+    overlays = t.Dict().tag(sync=True)
+    opacity = t.Float(0.6).tag(sync=True)
+    busy = t.Bool(False).tag(sync=True)
+    progress = t.Float(1.0).tag(sync=True)
+    caption = t.Unicode("").tag(sync=True)
+    error = t.Unicode("").tag(sync=True)
+    max_width = t.Int(480).tag(sync=True)
+
+    def __init__(
+        self,
+        model: nn.Module,
+        image: torch.Tensor,
+        *,
+        window: int | tuple[int, int] | None = None,
+        stride: int | tuple[int, int] | None = None,
+        target: int | None = None,
+        classes: Sequence[str] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        transform: Any = None,
+        layer: str | nn.Module | None = None,
+        channel: int | None = None,
+        fill: float | Sequence[float] | torch.Tensor | None = None,
+        view: str = "probability",
+        opacity: float = 0.6,
+        max_width: int = 480,
+        batch_size: int = 64,
+        **kwargs: Any,
+    ) -> None:
+        check_model(model)
+        if transform is not None:
+            if mean is not None or std is not None:
+                raise ValueError("give transform= or mean=/std=, not both")
+            mean, std = mean_std_of(transform)
+        if (mean is None) != (std is None):
+            raise ValueError("mean and std: give both or neither")
+        if window is not None:
+            _pair(window, "window")
+        if stride is not None:
+            _pair(stride, "stride")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+        self._model = model
+        self._mean, self._std = mean, std
+        self._window, self._stride = window, stride
+        self._target = _non_negative_int(target, "target")
+        self._channel = _non_negative_int(channel, "channel")
+        self._fill = fill
+        self._batch_size = batch_size
+        self._layer = _last_conv(model)[0] if layer is None else resolve_layer(model, layer)[0]
+        self._generation = 0
+        self._job: _Job | None = None
+        self._thread: threading.Thread | None = None
+        self._result: OcclusionResult | None = None
+        self._ready = False
+
+        x, geometry, num_classes = self._check(image, self._target)
+        self._classes = class_names(classes, num_classes)
+        views = [{"name": k, "kind": "occlusion", **v} for k, v in OCCLUSION_VIEWS.items()]
+        if view not in OCCLUSION_VIEWS:
+            raise ValueError(f"view: expected one of {list(OCCLUSION_VIEWS)}, got {view!r}")
+        job = self._new_job(x, geometry)
+        loop = _running_loop()
+        if loop is None:  # no event loop: compute now, open the comm with the full state
+            self._run(job, None)
+            if job.error is not None:
+                raise job.error
+            job.delivered = True
+            self._result = job.result
+            state = {"frame": job.frame, "busy": False, "progress": 1.0}
+            caption = self._caption(job.result)
+        else:
+            state = {"frame": self._pending_frame(x), "busy": True, "progress": 0.0}
+            caption = self._pending_caption(geometry)
+        super().__init__(
+            classes=self._classes,
+            views=views,
+            view=view,
+            opacity=opacity,
+            max_width=max_width,
+            caption=caption,
+            **state,
+            **kwargs,
+        )
+        self._ready = True
+        if loop is not None:
+            self._launch(job, loop)
+
+    # -- requests ------------------------------------------------------------------------------
+    def _check(self, image: object, target: int | None) -> tuple[torch.Tensor, _Geometry, int]:
+        """Every check that needs no sweep: the image, window and stride against its size, and
+        one unoccluded forward for the number of classes and the layer's feature maps."""
+        x = _as_image(self._model, image)
+        h, w = x.shape[2:]
+        if self._window is None:
+            side = max(1, round(min(h, w) / 7))
+            win = (side, side)
+        else:
+            win = _pair(self._window, "window")
+            if win[0] > h or win[1] > w:
+                raise ValueError(
+                    f"window: expected a square no larger than the image ({h}x{w}), "
+                    f"got {win[0]}x{win[1]}"
+                )
+        if self._stride is None:
+            step = (max(1, round(win[0] / 4)), max(1, round(win[1] / 4)))
+        else:
+            step = _pair(self._stride, "stride")
+        positions = (len(_positions(h, win[0], step[0])), len(_positions(w, win[1], step[1])))
+        _fill_values(self._fill, x)  # raises for a bad fill
+        name = self._layer
+        with (
+            torch.no_grad(),
+            eval_mode(self._model),
+            capture(self._model, [name], switches=False) as cap,
+        ):
+            logits = check_logits(self._model(x), 1)
+        out = dict.get(cap.activations, name)
+        if not isinstance(out, torch.Tensor) or out.dim() < 2 or out.shape[0] != 1:
+            got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else "no tensor"
+            raise ValueError(
+                f"layer: expected {name!r} to output a (1, C, ...) tensor for one image, got {got}"
+            )
+        num_classes = logits.shape[1]
+        if hasattr(self, "_classes") and num_classes != len(self._classes):
+            raise ValueError(
+                f"model output: expected {len(self._classes)} classes, got {num_classes}"
+            )
+        if target is not None and target >= num_classes:
+            raise ValueError(
+                f"target: the model has {num_classes} classes (0..{num_classes - 1}), got {target}"
+            )
+        if self._channel is not None and self._channel >= out.shape[1]:
+            raise ValueError(
+                f"channel: {name!r} has {out.shape[1]} feature maps (0..{out.shape[1] - 1}), "
+                f"got {self._channel}"
+            )
+        return x, _Geometry(win, step, positions), num_classes
+
+    def _new_job(self, x: torch.Tensor, geometry: _Geometry) -> _Job:
+        self._generation += 1
+        self._x = x
+        job = _Job(self._generation, x, geometry, self._target, _shadow(self._model))
+        self._job = job
+        return job
+
+    def _launch(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
+        """Run ``job`` in a daemon thread once the previous one has stopped; its outcome is
+        applied on the loop's thread."""
+        previous = self._thread
+
+        def work() -> None:
+            if previous is not None:
+                previous.join()  # it stops at its next forward: it is stale now
+            self._run(job, loop)
+            _call_soon(loop, self._deliver, job)
+
+        self._thread = threading.Thread(target=work, name="zf-occlusion", daemon=True)
+        self._thread.start()
+
+    def _run(self, job: _Job, loop: asyncio.AbstractEventLoop | None) -> None:
+        """The sweep and the frame of ``job`` (in the worker thread, or inline)."""
+        total = 1 + job.geometry.positions[0] * job.geometry.positions[1]
+        last = [time.monotonic()]
+
+        def stale() -> bool:
+            return job.generation != self._generation
+
+        def step(n: int) -> None:
+            job.forwards += n
+            now = time.monotonic()
+            if loop is not None and now - last[0] > 0.2:
+                last[0] = now
+                _call_soon(loop, self._on_progress, job.generation, job.forwards / total)
+
+        try:
+            if stale():
+                raise _Superseded
+            layer = dict(job.model.named_modules())[self._layer]
+            res = occlusion(
+                _Sweep(job.model, stale, step),
+                job.x,
+                target=job.target,
+                window=job.geometry.window,
+                stride=job.geometry.stride,
+                fill=self._fill,
+                layer=layer,
+                channel=self._channel,
+                batch_size=self._batch_size,
+            )
+            job.result = replace(res, layer=self._layer)
+            job.frame = self._frame(job.x, job.result)
+        except _Superseded:
+            job.superseded = True
+        except Exception as exc:
+            job.error = exc
+        finally:
+            job.model = None  # type: ignore[assignment]  # drop the module copy
+            job.done.set()
+
+    def _deliver(self, job: _Job) -> None:
+        """Show the outcome of ``job`` unless a newer request has superseded it (on the thread
+        that owns the widget)."""
+        if job.delivered or job.generation != self._generation or job.superseded:
+            return
+        job.delivered = True
+        with self.hold_sync():
+            if job.error is not None:
+                self.error = f"{type(job.error).__name__}: {job.error}"
+                self.caption = ""
+            else:
+                self._result = job.result
+                self.frame = job.frame
+                self.caption = self._caption(job.result)
+                self.error = ""
+            self.progress = 1.0
+            self.busy = False
+
+    def _on_progress(self, generation: int, fraction: float) -> None:
+        if generation == self._generation and self.busy:
+            self.progress = round(min(fraction, 1.0), 3)
+
+    # -- state sent to the front end ---------------------------------------------------------
+    def _display(self, x: torch.Tensor) -> torch.Tensor:
+        img = display_image(x, self._mean, self._std)
+        if img.shape[1] not in (1, 3):
+            img = img.mean(1, keepdim=True)
+        return to_rgba(img)[0]
+
+    def _pending_frame(self, x: torch.Tensor) -> dict[str, Any]:
+        return {"size": list(x.shape[2:]), "image": encode(self._display(x))}
+
+    def _frame(self, x: torch.Tensor, res: OcclusionResult) -> dict[str, Any]:
+        payloads = pack(  # one device-to-host copy
+            {
+                "image": self._display(x),
+                "activation": res.activation[0],
+                "probability": res.probability[0],
+                "top_class": res.top_class[0],
+                "top_probability": res.top_probability[0],
+                "rows": res.rows,
+                "cols": res.cols,
+            }
+        )
+        return {
+            "size": list(x.shape[2:]),
+            "window": list(res.window),
+            "stride": list(res.stride),
+            "layer": res.layer,
+            "channel": int(res.channel[0]),
+            "target": int(res.target[0]),
+            "baseline": {
+                "activation": float(res.baseline_activation[0]),
+                "probability": float(res.baseline_probability[0]),
+                "top_class": int(res.baseline_top_class[0]),
+            },
+            **payloads,
+        }
+
+    @staticmethod
+    def _pending_caption(g: _Geometry) -> str:
+        return (
+            f"sliding a {g.window[0]}×{g.window[1]} square, stride {g.stride[0]}: "
+            f"{g.positions[0]}×{g.positions[1]} positions…"
+        )
+
+    def _caption(self, res: OcclusionResult) -> str:
+        nr, nc = res.probability.shape[1:]
+        target = int(res.target[0])
+        return (
+            f"square {res.window[0]}×{res.window[1]}, stride {res.stride[0]} · "
+            f"{nr}×{nc} positions · (a) {res.layer} map {int(res.channel[0])} · "
+            f"(b) {self._classes[target]}: {float(res.baseline_probability[0]):.3g} unoccluded"
+        )
+
+    # -- public API ----------------------------------------------------------------------------
+    @property
+    def result(self) -> OcclusionResult | None:
+        """The maps shown (``None`` while the first sweep runs)."""
+        return self._result
+
+    @property
+    def image(self) -> torch.Tensor:
+        """The current image, (1, C, H, W) on the model's device; assign to replace it."""
+        return self._x
+
+    @image.setter
+    def image(self, image: torch.Tensor) -> None:
+        self.set_image(image)
+
+    @property
+    def target(self) -> int | None:
+        """The class mapped in (b): an index, or ``None`` for each image's predicted class."""
+        return self._target
+
+    def set_image(self, image: torch.Tensor, *, target: int | None = _KEEP) -> None:
+        """Show another image and recompute the maps (same checks as the constructor).
+
+        With an event loop running (a Jupyter kernel) the sweep runs in the background: the
+        new image shows at once, the maps when they are ready, and a newer call supersedes
+        this one. Maps added with :meth:`show_map` belong to the old image and are removed.
+
+        Parameters
+        ----------
+        image : Tensor (C, H, W) or (1, C, H, W)
+        target : int or None, optional
+            Class mapped in (b); ``None``: the predicted class. Default: keep the setting.
+        """
+        target = self._target if target is _KEEP else _non_negative_int(target, "target")
+        x, geometry, _ = self._check(image, target)
+        self._target = target
+        job = self._new_job(x, geometry)
+        loop = _running_loop()
+        with self.hold_sync():
+            self._drop_overlays()
+            self.frame = self._pending_frame(x)
+            self.caption = self._pending_caption(geometry)
+            self.error = ""
+            self.progress = 0.0
+            self.busy = True
+        if loop is None:
+            self._run(job, None)
+            self._deliver(job)
+            if job.error is not None:
+                raise job.error
+        else:
+            self._launch(job, loop)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the latest sweep has finished and is shown.
+
+        Returns
+        -------
+        bool
+            ``False`` when ``timeout`` (seconds) ran out first.
+        """
+        job = self._job
+        if job is None:
+            return True
+        if not job.done.wait(timeout):
+            return False
+        self._deliver(job)
+        return True
+
+    def show_map(
+        self,
+        name: str,
+        values: torch.Tensor,
+        *,
+        label: str | None = None,
+        colormap: str = "inferno",
+        show: bool = True,
+    ) -> None:
+        """Add (or replace) a named map over the whole image as one more view (Grad-CAM, a
+        saliency map, ...): cell ``[i, j]`` of an (h, w) map covers rows ``i * H / h`` to
+        ``(i + 1) * H / h`` of the image, and columns likewise. NaN is transparent.
+
+        Parameters
+        ----------
+        name : str
+            Not one of the three occlusion views.
+        values : Tensor (h, w), floating (leading dimensions of size 1 are dropped)
+        label : str, optional
+            Button text (default ``name``).
+        colormap : {"viridis", "inferno", "gray", "jet"}
+        show : bool
+            Switch to the new view.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name: expected a non-empty str, got {name!r}")
+        if name in OCCLUSION_VIEWS:
+            raise ValueError(f"name: {name!r} is one of the occlusion views; pick another name")
+        if colormap not in COLORMAPS:
+            raise ValueError(f"colormap: expected one of {list(COLORMAPS)}, got {colormap!r}")
+        if not isinstance(values, torch.Tensor) or not values.is_floating_point():
+            raise TypeError(
+                f"values: expected a floating-point torch.Tensor of shape (h, w), got "
+                f"{getattr(values, 'dtype', type(values).__name__)}"
+            )
+        v = values.detach()
+        while v.dim() > 2 and v.shape[0] == 1:
+            v = v[0]
+        if v.dim() != 2 or v.numel() == 0:
+            raise ValueError(f"values: expected an (h, w) map, got shape {tuple(values.shape)}")
+        if bool(torch.isinf(v).any()):
+            raise ValueError("values: expected finite values (NaN for none), got infinities")
+        entry = {
+            "name": name,
+            "label": str(name if label is None else label),
+            "colormap": colormap,
+            "kind": "map",
+        }
+        with self.hold_sync():
+            self.overlays = {**self.overlays, name: encode(v.float())}
+            self.views = [w for w in self.views if w["name"] != name] + [entry]
+            if show:
+                self.view = name
+
+    def remove_map(self, name: str) -> None:
+        """Remove a view added by :meth:`show_map`."""
+        if name not in self.overlays:
+            raise ValueError(f"name: no map {name!r}; maps: {list(self.overlays)}")
+        with self.hold_sync():
+            if self.view == name:
+                self.view = "probability"
+            self.overlays = {k: v for k, v in self.overlays.items() if k != name}
+            self.views = [w for w in self.views if w["name"] != name]
+
+    def _drop_overlays(self) -> None:
+        if self.overlays:
+            if self.view not in OCCLUSION_VIEWS:
+                self.view = "probability"
+            self.overlays = {}
+            self.views = [w for w in self.views if w["name"] in OCCLUSION_VIEWS]
+
+    def close(self) -> None:
+        """Close the widget; a sweep under way stops at its next forward pass."""
+        self._generation = getattr(self, "_generation", 0) + 1
+        super().close()
+
+    # -- trait validation ----------------------------------------------------------------------
+    @t.validate("view")
+    def _validate_view(self, proposal: dict) -> str:
+        v = proposal["value"]
+        names = [w["name"] for w in self.views] or list(OCCLUSION_VIEWS)
+        if v not in names:
+            raise t.TraitError(f"view: expected one of {names}, got {v!r}")
+        return v
+
+    @t.validate("opacity")
+    def _validate_opacity(self, proposal: dict) -> float:
+        v = proposal["value"]
+        if not 0.0 <= v <= 1.0:
+            raise t.TraitError(f"opacity: expected a value in [0, 1], got {v}")
+        return v
