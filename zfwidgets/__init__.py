@@ -21,7 +21,29 @@ from .receptive import ReceptiveField, receptive_field
 
 __version__ = "0.1.0.dev0"
 
+#: The widgets, imported on first use so the engine never imports anywidget/ipywidgets.
+_WIDGETS = (
+    "EvolutionSlider",
+    "Explorer",
+    "FilterGrid",
+    "Gallery",
+    "LayerGrid",
+    "OcclusionMap",
+    "Predictions",
+    "TopNine",
+)
+
+
+def __getattr__(name: str):
+    if name in _WIDGETS:
+        from . import widgets
+
+        return getattr(widgets, name)
+    raise AttributeError(f"module 'zfwidgets' has no attribute {name!r}")
+
+
 __all__ = [
+    *_WIDGETS,
     "Atlas",
     "Capture",
     "FilterStats",

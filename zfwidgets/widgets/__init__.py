@@ -6,10 +6,22 @@ engine; the front end (``js/``, bundled into ``zfwidgets/static/``) only draws.
 
 from __future__ import annotations
 
+from .evolution import EvolutionSlider
+from .explorer import Explorer
 from .filter_grid import FilterGrid
 from .gallery import Gallery
 from .layer_grid import LayerGrid
 from .occlusion_map import OcclusionMap
 from .predictions import Predictions
+from .top_nine import TopNine
 
-__all__ = ["FilterGrid", "Gallery", "LayerGrid", "OcclusionMap", "Predictions"]
+__all__ = [
+    "EvolutionSlider",
+    "Explorer",
+    "FilterGrid",
+    "Gallery",
+    "LayerGrid",
+    "OcclusionMap",
+    "Predictions",
+    "TopNine",
+]

@@ -9,6 +9,10 @@ in the wheel). The path is resolved at the first instantiation, so importing
 
 from __future__ import annotations
 
+import atexit
+import threading
+import time
+import weakref
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -67,3 +71,23 @@ class ZFWidget(anywidget.AnyWidget):
             cls._css = _contents(bundle_path(_CSS))
             cls._esm = esm
         super().__init__(**kwargs)
+
+
+# -- background work -------------------------------------------------------------------------
+_WORKERS: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+def start_worker(target: Any, name: str) -> threading.Thread:
+    """Start a daemon thread for a widget's model work and track it, so the interpreter waits
+    for it at exit (a daemon thread killed inside a torch kernel aborts the process)."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    _WORKERS.add(thread)
+    thread.start()
+    return thread
+
+
+@atexit.register
+def _join_workers(timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    for thread in list(_WORKERS):
+        thread.join(max(0.0, deadline - time.monotonic()))

@@ -46,7 +46,7 @@ from ..occlusion import (
     _positions,
     occlusion,
 )
-from ._base import ZFWidget
+from ._base import ZFWidget, start_worker
 from .layer_grid import _as_image, mean_std_of
 from .predictions import check_logits, class_names
 
@@ -384,8 +384,7 @@ class OcclusionMap(ZFWidget):
             self._run(job, loop)
             _call_soon(loop, self._deliver, job)
 
-        self._thread = threading.Thread(target=work, name="zf-occlusion", daemon=True)
-        self._thread.start()
+        self._thread = start_worker(work, "zf-occlusion")
 
     def _run(self, job: _Job, loop: asyncio.AbstractEventLoop | None) -> None:
         """The sweep and the frame of ``job`` (in the worker thread, or inline)."""

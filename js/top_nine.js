@@ -1,0 +1,431 @@
+// TopNine front end (ZFNET.md Sec. 3, Fig. 2): the k strongest activations of one feature
+// map, the deconvnet projections (left block) beside the image patches (right block).
+// Python sends `frame`: one uint8 atlas of both blocks + the hits' values and dataset
+// indices (one binary transfer) + class names (rendered as text). This module draws it,
+// labels each patch, shows a tooltip on hover, sets `selected` on click and `channel` /
+// `layer` from its controls, and shows `status` / `progress` while the kernel mines.
+
+import { drawRGBA, fmt, h, listen, onResize } from "./lib/atlas_view.js";
+import { decode } from "./lib/codec.js";
+import { toAtlas } from "./lib/grid.js";
+import { hitAt, hitRect, hitText, pairLayout, pairScale } from "./lib/top9_layout.js";
+
+const CSS = `
+.zf-top-nine [hidden] { display: none !important; }
+.zf-top-nine .zf-heads { position: relative; height: 18px; margin-bottom: 2px; }
+.zf-top-nine .zf-head { position: absolute; top: 0; color: var(--zf-muted); font-size: 12px;
+  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.zf-top-nine .zf-hit-label { position: absolute; pointer-events: none; z-index: 1;
+  transform: translateY(-100%); padding: 1px 4px; line-height: 1.3; font-size: 11px;
+  color: #fff; background: rgba(20, 20, 20, 0.66); white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; font-variant-numeric: tabular-nums; }
+.zf-top-nine .zf-step { font: inherit; min-width: 24px; padding: 0 6px; cursor: pointer;
+  color: var(--zf-fg); background: #fff; border: 1px solid var(--zf-line); border-radius: 4px; }
+.zf-top-nine .zf-step:disabled { cursor: default; opacity: 0.4; }
+.zf-top-nine .zf-channel-input { font: inherit; width: 5.5em; padding: 1px 4px;
+  border: 1px solid var(--zf-line); border-radius: 4px; }
+.zf-top-nine .zf-progress { display: inline-block; width: 160px; height: 6px; overflow: hidden;
+  vertical-align: middle; border-radius: 3px; background: var(--zf-line); }
+.zf-top-nine .zf-progress-bar { height: 100%; width: 0; background: var(--zf-select);
+  transition: width 120ms; }
+.zf-top-nine .zf-twin-box { outline: 2px dashed #fff; box-shadow: 0 0 0 3px rgba(0, 0, 0, 0.5); }
+.zf-top-nine .zf-placeholder { padding: 28px 12px; color: var(--zf-muted); }
+`;
+
+/** Labels are drawn under patches at least this wide (CSS pixels). */
+const MIN_LABEL_WIDTH = 44;
+
+/**
+ * Fill a <select> with options (text set as text, never parsed as HTML).
+ * @param {HTMLSelectElement} select
+ * @param {string[]} values
+ * @param {string} current
+ */
+function setOptions(select, values, current) {
+  select.replaceChildren(
+    ...values.map((v) => {
+      const o = /** @type {HTMLOptionElement} */ (h("option", "", v));
+      o.value = v;
+      return o;
+    }),
+  );
+  select.value = current;
+}
+
+/**
+ * @param {string} text
+ * @param {...HTMLElement} controls
+ * @returns {HTMLElement}
+ */
+function field(text, ...controls) {
+  const label = h("span", "zf-field");
+  label.append(h("span", "zf-field-name", text), ...controls);
+  return label;
+}
+
+/**
+ * Whether a frame shows what the model asks for now.
+ * @param {any} model
+ * @param {any} frame
+ * @returns {boolean}
+ */
+export function isCurrent(model, frame) {
+  return (
+    !!frame?.atlas &&
+    frame.layer === model.get("layer") &&
+    frame.channel === model.get("channel") &&
+    (frame.checkpoint ?? null) === (model.get("checkpoint") ?? null)
+  );
+}
+
+export default {
+  /** @param {{model: any, el: HTMLElement}} ctx */
+  render({ model, el }) {
+    const root = h("div", "zf-widget zf-top-nine");
+    const style = h("style", "", CSS);
+
+    const layerSelect = /** @type {HTMLSelectElement} */ (h("select", "zf-select zf-layer-select"));
+    const layerField = field("layer", layerSelect);
+    const prev = /** @type {HTMLButtonElement} */ (h("button", "zf-step zf-prev", "‹"));
+    const next = /** @type {HTMLButtonElement} */ (h("button", "zf-step zf-next", "›"));
+    prev.type = "button";
+    next.type = "button";
+    prev.title = "previous feature map";
+    next.title = "next feature map";
+    const channelInput = /** @type {HTMLInputElement} */ (h("input", "zf-channel-input"));
+    channelInput.type = "number";
+    channelInput.min = "0";
+    channelInput.step = "1";
+    const channelCount = h("span", "zf-field-name zf-channel-count");
+    const checkpointText = h("span", "zf-checkpoint-label");
+    const progress = h("span", "zf-progress");
+    const progressBar = h("span", "zf-progress-bar");
+    progress.append(progressBar);
+    const busy = h("span", "zf-busy");
+    const toolbar = h("div", "zf-toolbar");
+    toolbar.append(
+      layerField,
+      field("feature map", prev, channelInput, next, channelCount),
+      checkpointText,
+      progress,
+      busy,
+    );
+
+    const heads = h("div", "zf-heads");
+    const headRec = h("span", "zf-head", "deconvnet projections");
+    const headPatch = h("span", "zf-head", "image patches");
+    heads.append(headRec, headPatch);
+    const stage = h("div", "zf-stage");
+    const canvas = /** @type {HTMLCanvasElement} */ (h("canvas", "zf-atlas"));
+    const labels = h("div", "zf-labels");
+    const hoverBox = h("div", "zf-box zf-hover-box");
+    const twinBox = h("div", "zf-box zf-twin-box");
+    const selectBoxes = [h("div", "zf-box zf-select-box"), h("div", "zf-box zf-select-box")];
+    const tooltip = h("div", "zf-tooltip");
+    stage.append(canvas, labels, hoverBox, twinBox, ...selectBoxes, tooltip);
+    const placeholder = h("div", "zf-placeholder");
+    const caption = h("div", "zf-caption");
+    const error = h("div", "zf-error");
+    for (const node of [hoverBox, twinBox, ...selectBoxes, tooltip, error]) node.hidden = true;
+    root.append(style, toolbar, heads, stage, placeholder, caption, error);
+    el.replaceChildren(root);
+
+    /** @type {import("./lib/top9_layout.js").PairLayout | null} */
+    let pl = null;
+    let scale = 1;
+    /** @type {ArrayLike<number>} */
+    let values = [];
+    /** @type {ArrayLike<number>} */
+    let indices = [];
+    /** @type {string[]} */
+    let names = [];
+    let draws = 0;
+    /** @type {string | null} */
+    let hovered = null;
+
+    /** @param {HTMLElement} box @param {number} block @param {number} rank */
+    function place(box, block, rank) {
+      if (!pl || rank < 0 || rank >= pl.block.count) {
+        box.hidden = true;
+        return;
+      }
+      const r = hitRect(pl, block, rank);
+      box.hidden = false;
+      box.style.left = `${r.x * scale}px`;
+      box.style.top = `${r.y * scale}px`;
+      box.style.width = `${r.w * scale}px`;
+      box.style.height = `${r.h * scale}px`;
+    }
+
+    /** @param {number} rank */
+    function textOf(rank) {
+      return hitText({
+        rank,
+        value: values[rank],
+        index: indices[rank],
+        name: names[rank] ?? "",
+        fmt,
+      });
+    }
+
+    function placeLabels() {
+      if (!pl) {
+        labels.replaceChildren();
+        return;
+      }
+      const layout = pl;
+      const wide = layout.block.tileW * scale >= MIN_LABEL_WIDTH;
+      const nodes = [];
+      for (let rank = 0; wide && rank < layout.block.count; rank++) {
+        const r = hitRect(layout, 1, rank);
+        const node = h("div", "zf-hit-label", textOf(rank).short);
+        node.style.left = `${r.x * scale}px`;
+        node.style.top = `${(r.y + r.h) * scale}px`;
+        node.style.maxWidth = `${r.w * scale}px`;
+        nodes.push(node);
+      }
+      labels.replaceChildren(...nodes);
+    }
+
+    function placeSelection() {
+      const sel = model.get("selected");
+      let rank = -1;
+      for (let i = 0; i < indices.length; i++) if (indices[i] === sel) rank = i;
+      place(selectBoxes[0], 0, rank);
+      place(selectBoxes[1], 1, rank);
+    }
+
+    function available() {
+      const room = root.clientWidth > 0 ? root.clientWidth : Number.POSITIVE_INFINITY;
+      return Math.max(120, Math.min(model.get("max_width"), room));
+    }
+
+    function refit() {
+      if (!pl) return;
+      scale = pairScale(pl.width, available());
+      const w = pl.width * scale;
+      const hgt = pl.height * scale;
+      canvas.style.width = `${w}px`;
+      canvas.style.height = `${hgt}px`;
+      stage.style.width = `${w}px`;
+      stage.style.height = `${hgt}px`;
+      heads.style.width = `${w}px`;
+      const bw = pl.block.width * scale;
+      headRec.style.left = "0px";
+      headRec.style.maxWidth = `${bw}px`;
+      headPatch.style.left = `${bw + pl.gap * scale}px`;
+      headPatch.style.maxWidth = `${bw}px`;
+      placeLabels();
+      placeSelection();
+      hoverBox.hidden = true;
+      twinBox.hidden = true;
+      tooltip.hidden = true;
+      hovered = null;
+    }
+
+    function syncStatus() {
+      const status = model.get("status");
+      const frame = model.get("frame");
+      const current = isCurrent(model, frame);
+      const mining = status === "mining";
+      const pct = Math.round(100 * (model.get("progress") ?? 0));
+      progress.hidden = !mining;
+      progressBar.style.width = `${pct}%`;
+      let text = "";
+      if (mining) text = `mining the top ${model.get("k")}… ${pct}%`;
+      else if (status === "computing" || (!current && status !== "error")) text = "computing…";
+      busy.textContent = text;
+      root.classList.toggle("zf-pending", !!frame?.atlas && (!current || mining));
+      root.dataset.status = status;
+      const empty = !frame?.atlas;
+      stage.hidden = empty;
+      heads.hidden = empty;
+      placeholder.hidden = !empty;
+      placeholder.textContent =
+        status === "error" ? "" : mining ? `mining the dataset… ${pct}%` : "computing…";
+    }
+
+    function syncControls() {
+      const layers = model.get("layers") ?? [];
+      setOptions(layerSelect, layers, model.get("layer"));
+      layerField.hidden = layers.length < 2;
+      const n = model.get("channels");
+      const c = model.get("channel");
+      channelInput.max = String(Math.max(0, n - 1));
+      if (document.activeElement !== channelInput) channelInput.value = String(c);
+      channelCount.textContent = `/ ${n}`;
+      prev.disabled = c <= 0;
+      next.disabled = c >= n - 1;
+      const cp = model.get("checkpoint");
+      const cpLabels = model.get("checkpoint_labels") ?? [];
+      checkpointText.hidden = cp === null || cp === undefined;
+      checkpointText.textContent = cp === null || cp === undefined ? "" : (cpLabels[cp] ?? "");
+    }
+
+    function drawFrame() {
+      const frame = model.get("frame");
+      if (!frame?.atlas) {
+        syncStatus();
+        return;
+      }
+      try {
+        const layout = pairLayout(frame.grid);
+        const { width, height } = drawRGBA(canvas, frame.atlas);
+        if (width !== layout.width || height !== layout.height) {
+          throw new Error(
+            `atlas is ${width}x${height}, its grid says ${layout.width}x${layout.height}`,
+          );
+        }
+        pl = layout;
+        values = decode(frame.values).data;
+        indices = decode(frame.indices).data;
+        names = Array.isArray(frame.classes) ? frame.classes.map(String) : [];
+        draws += 1;
+        canvas.dataset.draws = String(draws);
+        canvas.dataset.layer = frame.layer;
+        canvas.dataset.channel = String(frame.channel);
+        canvas.dataset.checkpoint = String(frame.checkpoint ?? "");
+        canvas.dataset.blockWidth = String(layout.block.width);
+        refit();
+      } catch (e) {
+        showError(String(e));
+      }
+      syncStatus();
+    }
+
+    /** @param {string} text */
+    function showError(text) {
+      error.textContent = text;
+      error.hidden = !text;
+    }
+
+    /** @param {PointerEvent | MouseEvent} event */
+    function hitOf(event) {
+      if (!pl) return null;
+      const rect = canvas.getBoundingClientRect();
+      const p = toAtlas(rect, event.clientX, event.clientY, canvas.width, canvas.height);
+      return hitAt(pl, p.x, p.y);
+    }
+
+    /** @param {PointerEvent | MouseEvent} event */
+    function onMove(event) {
+      const hit = hitOf(event);
+      const key = hit ? `${hit.block}:${hit.rank}` : null;
+      if (key !== hovered) {
+        hovered = key;
+        if (hit) {
+          place(hoverBox, hit.block, hit.rank);
+          place(twinBox, 1 - hit.block, hit.rank);
+          tooltip.textContent = textOf(hit.rank).long;
+          tooltip.hidden = false;
+        } else {
+          hoverBox.hidden = true;
+          twinBox.hidden = true;
+          tooltip.hidden = true;
+        }
+      }
+      if (!tooltip.hidden) {
+        const rect = stage.getBoundingClientRect();
+        const x = event.clientX - rect.left;
+        const flip = x > rect.width / 2;
+        tooltip.style.left = flip ? "" : `${x + 12}px`;
+        tooltip.style.right = flip ? `${rect.width - x + 12}px` : "";
+        tooltip.style.top = `${event.clientY - rect.top + 14}px`;
+      }
+    }
+
+    function onLeave() {
+      hovered = null;
+      hoverBox.hidden = true;
+      twinBox.hidden = true;
+      tooltip.hidden = true;
+    }
+
+    /** @param {MouseEvent} event */
+    function onClick(event) {
+      const hit = hitOf(event);
+      if (!hit || hit.rank >= indices.length) return;
+      model.set("selected", indices[hit.rank]);
+      model.save_changes();
+      placeSelection();
+    }
+
+    /** @param {number} c */
+    function requestChannel(c) {
+      const n = model.get("channels");
+      const target = Math.max(0, Math.min(n - 1, Math.trunc(c)));
+      if (!Number.isFinite(target) || target === model.get("channel")) {
+        channelInput.value = String(model.get("channel"));
+        return;
+      }
+      model.set("channel", target);
+      model.save_changes();
+      syncControls();
+      syncStatus();
+    }
+
+    const onPrev = () => requestChannel(model.get("channel") - 1);
+    const onNext = () => requestChannel(model.get("channel") + 1);
+    const onInput = () => requestChannel(Number(channelInput.value));
+    const onLayer = () => {
+      if (layerSelect.value === model.get("layer")) return;
+      model.set("layer", layerSelect.value);
+      model.save_changes();
+      syncStatus();
+    };
+
+    canvas.addEventListener("pointermove", onMove);
+    canvas.addEventListener("pointerleave", onLeave);
+    canvas.addEventListener("click", onClick);
+    prev.addEventListener("click", onPrev);
+    next.addEventListener("click", onNext);
+    channelInput.addEventListener("change", onInput);
+    layerSelect.addEventListener("change", onLayer);
+
+    const unlisten = listen(model, {
+      "change:frame": drawFrame,
+      "change:status": syncStatus,
+      "change:progress": syncStatus,
+      "change:layers": syncControls,
+      "change:layer": () => {
+        syncControls();
+        syncStatus();
+      },
+      "change:channel": () => {
+        syncControls();
+        syncStatus();
+      },
+      "change:channels": syncControls,
+      "change:checkpoint": () => {
+        syncControls();
+        syncStatus();
+      },
+      "change:checkpoint_labels": syncControls,
+      "change:selected": placeSelection,
+      "change:caption": () => {
+        caption.textContent = model.get("caption");
+      },
+      "change:error": () => showError(model.get("error")),
+      "change:max_width": refit,
+    });
+    const unobserve = onResize(root, refit);
+
+    syncControls();
+    drawFrame();
+    caption.textContent = model.get("caption");
+    showError(model.get("error"));
+
+    return () => {
+      unlisten();
+      unobserve();
+      canvas.removeEventListener("pointermove", onMove);
+      canvas.removeEventListener("pointerleave", onLeave);
+      canvas.removeEventListener("click", onClick);
+      prev.removeEventListener("click", onPrev);
+      next.removeEventListener("click", onNext);
+      channelInput.removeEventListener("change", onInput);
+      layerSelect.removeEventListener("change", onLayer);
+      root.remove();
+    };
+  },
+};

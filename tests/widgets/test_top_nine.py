@@ -1,0 +1,319 @@
+"""TopNine without a kernel: set traits as the front end would, check what goes back."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+import traitlets
+from models import assert_unchanged, hook_count, snapshot, tiny_zf
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+import zfwidgets as zf
+from zfwidgets.codec import decode
+from zfwidgets.images import GridLayout, contrast_normalize, display_image, to_rgba
+from zfwidgets.widgets.top_nine import TopNine
+
+EVIL = "<img src=x onerror=zfXSS=1>"
+MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+
+
+@pytest.fixture
+def model():
+    return tiny_zf()
+
+
+@pytest.fixture
+def images():
+    return torch.randn(20, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+class Labelled(Dataset):
+    """(image, label) items, as torchvision datasets give them."""
+
+    def __init__(self, x: torch.Tensor, labels: list[int], classes: list[str] | None = None):
+        self.x, self.labels = x, labels
+        if classes is not None:
+            self.classes = classes
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], self.labels[i]
+
+
+class Gated(Dataset):
+    """Items from index `after` on wait for `gate`: mining stops there until it opens."""
+
+    def __init__(self, x: torch.Tensor, after: int):
+        self.x, self.after, self.gate = x, after, threading.Event()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        if i >= self.after:
+            assert self.gate.wait(20), "gate never opened"
+        return self.x[i]
+
+
+class Unused(nn.Module):
+    """A module whose `extra` convolution is never called."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.extra = nn.Conv2d(4, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def until(pred, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
+def blocks(w: TopNine) -> tuple[np.ndarray, np.ndarray, GridLayout]:
+    """The reconstruction block and the patch block of the frame's atlas."""
+    g = w.frame["grid"]
+    a = decode(w.frame["atlas"])
+    layout = GridLayout(g["count"], g["columns"], *g["tile"], g["pad"])
+    assert (
+        a.shape == (g["height"], g["width"], 4) == (layout.height, 2 * layout.width + g["gap"], 4)
+    )
+    return a[:, : layout.width], a[:, layout.width + g["gap"] :], layout
+
+
+def test_frame_is_mines_top9_with_reconstructions_and_patches(model, images):
+    before = snapshot(model)
+    w = TopNine(model, images, layer="4", channel=2, mean=MEAN, std=STD).wait()
+    ref = zf.mine(model, images, layers=["4"], k=9, progress=False)
+    f = w.frame
+    assert (f["layer"], f["channel"], f["checkpoint"], f["k"]) == ("4", 2, None, 9)
+    assert w.status == "ready" and w.progress == 1.0 and w.error == ""
+    values, indices = decode(f["values"]), decode(f["indices"])
+    assert values.dtype == np.float32 and indices.dtype == np.int32
+    np.testing.assert_allclose(values, ref.values["4"][2].numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(indices, ref.indices["4"][2].numpy())
+    np.testing.assert_array_equal(w.values, values)
+    # the two 3x3 blocks, tile by tile
+    rec, pat, layout = blocks(w)
+    assert f["grid"]["columns"] == 3 and f["grid"]["rows"] == 3
+    assert f["crop"] == list(ref.crop_size("4")) == [layout.tile_h, layout.tile_w]
+    expect_rec = to_rgba(contrast_normalize(ref.reconstructions("4", 2)))
+    expect_pat = to_rgba(display_image(ref.patches("4", 2), MEAN, STD))
+    for i in (0, 4, 8):
+        x, y, tw, th = layout.rect(i)
+        np.testing.assert_array_equal(rec[y : y + th, x : x + tw], expect_rec[i].numpy())
+        np.testing.assert_array_equal(pat[y : y + th, x : x + tw], expect_pat[i].numpy())
+    assert w.caption == "4 · feature map 2 / 12 · top 9 of 20 images"
+    assert w.layers == ["0", "4", "7"] and w.channels == 12
+    assert f["classes"] == [""] * 9
+    assert_unchanged(model, before)  # ran on a private copy; no hooks, flags, grads left
+
+
+def test_front_end_switches_channel_and_layer(model, images, frontend):
+    w = TopNine(model, images, layer="4", channel=2).wait()
+    fe = frontend(w)
+    first = bytes(w.frame["atlas"]["view"])
+    fe.set(channel=5)
+    w.wait()
+    assert w.frame["channel"] == 5 and "frame" in fe.updates()
+    assert bytes(w.frame["atlas"]["view"]) != first
+    ref = zf.mine(model, images, layers=["0", "4", "7"], k=9, progress=False)
+    np.testing.assert_allclose(w.values, ref.values["4"][5].numpy(), rtol=1e-6)
+    # another layer: larger receptive field, more maps; channel 5 still valid there
+    shape4 = decode(w.frame["atlas"]).shape
+    fe.set(layer="7")
+    w.wait()
+    assert (w.frame["layer"], w.frame["channel"], w.channels) == ("7", 5, 16)
+    assert decode(w.frame["atlas"]).shape != shape4
+    assert w.frame["crop"] == list(ref.crop_size("7"))
+    np.testing.assert_allclose(w.values, ref.values["7"][5].numpy(), rtol=1e-6)
+    # a layer with fewer maps than the channel: the channel resets to 0
+    fe.set(channel=14)
+    fe.set(layer="0")
+    w.wait()
+    assert (w.layer, w.channel, w.channels) == ("0", 0, 8)
+    np.testing.assert_allclose(w.values, ref.values["0"][0].numpy(), rtol=1e-6)
+    # both in one message, cross-validated together
+    fe.set(layer="4", channel=11)
+    w.wait()
+    assert (w.frame["layer"], w.frame["channel"]) == ("4", 11)
+    fe.set(channel=12)  # rejected by validation (ipywidgets logs it); nothing changes
+    assert w.channel == 11
+    fe.set(layer="nope", channel=1)  # an unknown layer rolls the whole message back
+    assert (w.layer, w.channel) == ("4", 11)
+    with pytest.raises(traitlets.TraitError, match=r"\[0, 12\)"):
+        w.channel = 12
+
+
+def test_python_side_switching_and_other_layers(model, images):
+    w = TopNine(model, images, layer="4", channel=1).wait()
+    w.show("7", 15)
+    w.wait()
+    assert (w.frame["layer"], w.frame["channel"]) == ("7", 15)
+    w.show(layer=model[4])  # a module; channel 0
+    w.wait()
+    assert (w.frame["layer"], w.frame["channel"]) == ("4", 0)
+    # a layer that was not offered (a ReLU) is probed, offered and mined on demand
+    w.layer = "5"
+    w.wait()
+    assert w.layers == ["0", "4", "5", "7"] and w.frame["layer"] == "5"
+    ref = zf.mine(model, images, layers=["5"], k=9, progress=False)
+    np.testing.assert_allclose(w.values, ref.values["5"][0].numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="close matches: '4'"):
+        w.layer = "4x"
+    assert w.layer == "5"
+    with pytest.raises(ValueError, match="close matches: '4'"):
+        w.show("4x", 1)  # both roll back
+    assert (w.layer, w.channel) == ("5", 0)
+
+
+def test_click_sets_selected(model, images, frontend):
+    w = TopNine(model, images, layer="4", channel=3).wait()
+    fe = frontend(w)
+    hit = int(w.indices[4])
+    fe.set(selected=hit)
+    assert w.selected == hit
+    fe.set(selected=20)  # not an image index: rejected, logged by ipywidgets
+    assert w.selected == hit
+    with pytest.raises(traitlets.TraitError, match=r"\[0, 20\)"):
+        w.selected = 20
+
+
+def test_class_names_from_labels_dataset_and_attributes(model, images):
+    classes = ["cat", EVIL, "dog"]
+    labels = [i % 3 for i in range(20)]
+    w = TopNine(model, images, layer="4", channel=0, classes=classes, labels=labels).wait()
+    expect = [classes[labels[i]] for i in w.indices]
+    assert w.frame["classes"] == expect
+    # (image, label) items and a dataset with .classes
+    ds = Labelled(images, labels, classes)
+    w2 = TopNine(model, ds, layer="4", channel=0).wait()
+    assert w2.frame["classes"] == expect
+    np.testing.assert_array_equal(w2.indices, w.indices)
+    # labels without names
+    w3 = TopNine(model, Labelled(images, labels), layer="4", channel=0).wait()
+    assert w3.frame["classes"] == [f"class {labels[i]}" for i in w3.indices]
+    # a DataLoader over it (the loader's dataset gives labels and classes)
+    w4 = TopNine(model, DataLoader(ds, batch_size=6), layer="4", channel=0).wait()
+    assert w4.frame["classes"] == expect
+    np.testing.assert_array_equal(w4.indices, w.indices)
+
+
+def test_given_atlas_is_used_without_mining(model, images, tmp_path):
+    atlas = zf.mine(model, images, layers=["4", "7"], k=4, progress=False)
+    w = TopNine(model, atlas=atlas, layer="7", channel=3)
+    assert w.status == "computing"
+    w.wait()
+    assert w.k == 4 and w.layers == ["4", "7"]
+    np.testing.assert_array_equal(w.indices, atlas.indices["7"][3].numpy())
+    assert w.frame["grid"]["columns"] == 2 and w.frame["grid"]["rows"] == 2
+    assert atlas.model is model  # the user's atlas is not re-pointed
+    # a file with the crops inside: no data, no model run for patches
+    path = tmp_path / "atlas.safetensors"
+    atlas.save(path, images=True)
+    loaded = zf.Atlas.load(path)
+    w2 = TopNine(model, atlas=loaded, layer="4", channel=1).wait()
+    np.testing.assert_array_equal(w2.indices, atlas.indices["4"][1].numpy())
+    with pytest.raises(ValueError, match="not in the atlas"):
+        TopNine(model, atlas=loaded, layer="0")
+    no_images = zf.Atlas.load(path)
+    no_images._cache.clear()
+    with pytest.raises(ValueError, match="no images to crop patches from"):
+        TopNine(model, atlas=no_images, layer="4")
+
+
+def test_mining_reports_progress_and_newer_requests_supersede(model, images, frontend, monkeypatch):
+    monkeypatch.setattr(TopNine, "_progress_every_s", 0.0)
+    data = Gated(images, after=8)
+    w = TopNine(model, data, layer="4", channel=0, batch_size=4)
+    fe = frontend(w)
+    # batches 0 and 1 went through; batch 2 waits at the gate
+    until(lambda: w.progress == 4 / 20)
+    assert w.status == "mining" and not w.frame
+    fe.set(channel=1)
+    fe.set(channel=2)
+    data.gate.set()
+    w.wait()
+    assert w.frame["channel"] == 2 and w.status == "ready"
+    assert fe.updates().count("frame") == 1  # channels 0 and 1 were never sent
+    # quick successive requests: only the last is shown
+    for c in (3, 4, 5, 6):
+        fe.set(channel=c)
+    w.wait()
+    assert w.frame["channel"] == 6
+    np.testing.assert_allclose(
+        w.values,
+        zf.mine(model, images, layers=["4"], k=9, progress=False).values["4"][6].numpy(),
+        rtol=1e-6,
+    )
+
+
+def test_errors_in_the_worker_show_in_the_widget(model, images):
+    w = TopNine(model, images, layer="4", channel=0).wait()
+    w._shadow[4].weight.data = torch.zeros(1)  # breaks the private copy only
+    w._atlases.clear()
+    w.channel = 1
+    with pytest.raises(RuntimeError, match="RuntimeError"):
+        w.wait()
+    assert w.status == "error" and w.error
+    assert hook_count(w._shadow) == 0 and hook_count(model) == 0
+
+
+def test_large_crops_are_shrunk(model, images):
+    w = TopNine(model, images, layer="7", channel=0, max_tile=8).wait()
+    assert max(w.frame["grid"]["tile"]) == 8 and w.frame["crop"][0] > 8
+
+
+def test_grey_and_multichannel_inputs():
+    torch.manual_seed(0)
+    grey = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3))
+    w = TopNine(grey, torch.randn(12, 1, 16, 16), layer="2", channel=4, k=4).wait()
+    rec, pat, layout = blocks(w)
+    x, y, tw, th = layout.rect(0)
+    tile_ = pat[y : y + th, x : x + tw]
+    assert (tile_[..., 0] == tile_[..., 1]).all() and (tile_[..., 3] == 255).all()
+
+
+def test_bad_input_at_construction(model, images):
+    with pytest.raises(ValueError, match=r"no module named '44'.*close matches: '4'"):
+        TopNine(model, images, layer="44")
+    with pytest.raises(ValueError, match=r"channel: expected an int in \[0, 12\)"):
+        TopNine(model, images, layer="4", channel=12)
+    with pytest.raises(ValueError, match="empty"):
+        TopNine(model, images[:0], layer="4")
+    with pytest.raises(ValueError, match="empty"):
+        TopNine(model, [], layer="4")
+    with pytest.raises(ValueError, match="k: expected at most the dataset size"):
+        TopNine(model, images[:5], layer="4")
+    with pytest.raises(ValueError, match="give data="):
+        TopNine(model, layer="4")
+    with pytest.raises(ValueError, match="takes 3 channels"):
+        TopNine(model, torch.randn(10, 1, 32, 32), layer="4")
+    with pytest.raises(TypeError, match="expected a zfwidgets Atlas"):
+        TopNine(model, atlas={"4": 1}, layer="4")
+    with pytest.raises(ValueError, match="mean and std"):
+        TopNine(model, images, layer="4", mean=MEAN)
+    with pytest.raises(ValueError, match="labels: expected 20 labels"):
+        TopNine(model, images, layer="4", labels=[0, 1])
+    with pytest.raises(ValueError, match="'extra' \\(Conv2d\\) gives no \\(N, C, H, W\\)"):
+        TopNine(Unused(), images, layer="extra")
+
+
+def test_close_stops_the_worker(model, images):
+    data = Gated(images, after=8)
+    w = TopNine(model, data, layer="4", batch_size=4)
+    w.close()
+    data.gate.set()
+    w.wait(timeout=20)
+    assert not w.frame

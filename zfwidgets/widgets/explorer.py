@@ -1,0 +1,395 @@
+"""Explorer: the product's front door, composing every view of the paper for one model.
+
+``Explorer(model)`` shows, for the current image (picked in a strip, or uploaded): the
+feature maps of a layer (:class:`LayerGrid`); for the map clicked, its deconvnet and guided
+back-propagation projections for this image (ZFNET.md Sec. 2) and its top-9 over the
+dataset (:class:`TopNine`, Fig. 2); the occlusion maps (:class:`OcclusionMap`, Fig. 7) and
+the top-5 predictions. ``Explorer()`` opens on the bundled default model and images.
+
+Everything is computed by the engine on the model's device; the widgets only draw.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as w
+import torch
+from torch import nn
+
+from .._checks import check_images, check_model, first_conv, model_device, resolve_layer
+from ..backprop import deconv, guided_backprop
+from ..images import contrast_normalize, display_image
+from .gallery import Gallery
+from .layer_grid import LayerGrid, mean_std_of
+
+__all__ = ["Explorer", "MAX_UPLOAD_BYTES"]
+
+#: Largest upload accepted (bytes); Pillow's decompression-bomb guard applies as well.
+MAX_UPLOAD_BYTES = 20 * 2**20
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _default_transform(channels: int, size: int = 224):
+    """Resize + centre crop + tensor + ImageNet normalisation (grey for one channel)."""
+    from torchvision import transforms as T
+
+    steps = [T.Resize(size), T.CenterCrop(size)]
+    if channels == 1:
+        steps += [T.Grayscale(1), T.ToTensor(), T.Normalize((0.5,), (0.5,))]
+    else:
+        steps += [T.ToTensor(), T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD)]
+    return T.Compose(steps)
+
+
+def _in_channels(model: nn.Module) -> int:
+    conv = first_conv(model)
+    return conv[1].in_channels if conv else 3
+
+
+def _to_tensor(item: Any, transform: Any, index: int) -> torch.Tensor:
+    if isinstance(item, (tuple, list)) and item and not isinstance(item, torch.Tensor):
+        item = item[0]
+    if not isinstance(item, torch.Tensor):
+        if transform is None:
+            raise TypeError(f"images: item {index} is a {type(item).__name__}; pass transform=")
+        item = transform(item)
+    if not isinstance(item, torch.Tensor) or item.dim() != 3:
+        shape = tuple(item.shape) if isinstance(item, torch.Tensor) else type(item).__name__
+        raise ValueError(f"images: expected item {index} to be a (C, H, W) tensor, got {shape}")
+    return item
+
+
+class Explorer(w.VBox):
+    """Zeiler & Fergus for one model, in one widget.
+
+    Parameters
+    ----------
+    model : nn.Module, optional
+        Default: the bundled trained ZFNet-style model (:func:`zfwidgets.load_default`).
+    images : tensor (N, C, H, W), list of tensors or PIL images, or a Dataset, optional
+        The image strip. Default: the bundled images (the default model's test images, or
+        the bundled photos through ``transform`` for another model).
+    dataset : optional
+        Where the top-9 of a unit are searched (anything :func:`zfwidgets.mine` accepts).
+        Default: ``images``.
+    classes : list of str, optional
+        Class names, for predictions and occlusion.
+    layers : list of str, optional
+        The layers offered; default every ``nn.Conv2d`` by dotted name.
+    atlas : Atlas, optional
+        A precomputed top-9 atlas of ``dataset`` (skips mining).
+    transform : torchvision transform, optional
+        The preprocessing the model expects: applied to PIL images and uploads, and its
+        ``Normalize`` is undone for display. Default: resize/crop 224 + ImageNet statistics
+        (or the default model's own).
+    mean, std : optional
+        Display statistics when ``transform`` has no ``Normalize``.
+    occlusion : bool
+        Show the occlusion maps (one batched sweep per image).
+
+    Examples
+    --------
+    >>> from zfwidgets import Explorer
+    >>> Explorer()                                   # bundled model and images
+    >>> Explorer(model, dataset=val_set, classes=names, transform=weights.transforms())
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        images: Any = None,
+        dataset: Any = None,
+        classes: Sequence[str] | None = None,
+        layers: Sequence[str] | None = None,
+        atlas: Any = None,
+        *,
+        transform: Any = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        occlusion: bool = True,
+        max_images: int = 32,
+        **kwargs: Any,
+    ) -> None:
+        default = None
+        if model is None:
+            from ..data import load_default, load_default_atlas
+
+            default = load_default()
+            model = default.model
+            transform = default.transform if transform is None else transform
+            classes = default.classes if classes is None else classes
+            if images is None:
+                images = default.images
+            if dataset is None and atlas is None:
+                dataset = default.images
+                atlas = load_default_atlas(default)
+        check_model(model)
+        self.model = model
+        channels = _in_channels(model)
+        if transform is None:
+            transform = _default_transform(channels)
+        self.transform = transform
+        if mean is None and std is None:
+            try:
+                mean, std = mean_std_of(transform)
+            except ValueError:
+                mean = std = None
+        self._mean, self._std = mean, std
+        if images is None:
+            from ..data import load_photos
+
+            images = list(load_photos().values())
+        self.images = self._load_images(images, max_images)
+        self.dataset = dataset if dataset is not None else torch.stack(self.images)
+        self.classes = list(classes) if classes is not None else None
+        if layers is None:
+            layers = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        else:
+            layers = [resolve_layer(model, layer)[0] for layer in layers]
+        if not layers:
+            raise ValueError(f"model: {type(model).__name__} has no nn.Conv2d layer to explore")
+        self.layers = layers
+        self.index = 0
+
+        self.status = w.Label("")
+        self.strip = Gallery(
+            self._display(torch.stack(self.images[: self._strip_count()])),
+            self._captions(),
+            title="images · click one to explore it, or upload your own",
+            selected=0,
+            tile_size=72,
+            columns=None,
+        )
+        self.upload = w.FileUpload(accept="image/*", multiple=False, description="upload image")
+        self.message = w.Label("")
+        self.grid = LayerGrid(model, self.images[0], layers[-1], mean=mean, std=std, layers=layers)
+        self.unit = Gallery(
+            self._display(self.current.unsqueeze(0)),
+            ["image"],
+            title="selected unit",
+            caption="click a feature map above to project it to pixel space",
+            selectable=False,
+            tile_size=160,
+        )
+        children: list[w.Widget] = [
+            self.status,
+            self.strip,
+            w.HBox([self.upload, self.message]),
+            self.grid,
+            self.unit,
+        ]
+        self.top9 = self._make_top9(atlas)
+        if self.top9 is not None:
+            children.append(self.top9)
+        self.predictions = self._make_predictions()
+        self.occlusion_map = self._make_occlusion() if occlusion else None
+        row = [x for x in (self.occlusion_map, self.predictions) if x is not None]
+        if row:
+            children.append(w.HBox(row))
+        super().__init__(children=children, **kwargs)
+        self.add_class("zf-explorer")
+
+        self.strip.observe(self._on_pick, "selected")
+        self.upload.observe(self._on_upload, "value")
+        self.grid.observe(self._on_channel, "channel")
+        self.grid.observe(self._on_layer, "layer")
+        if self.top9 is not None and hasattr(self.top9, "selected"):
+            self.top9.observe(self._on_top9_pick, "selected")
+
+    # -- images ----------------------------------------------------------------------------
+    def _load_images(self, images: Any, max_images: int) -> list[torch.Tensor]:
+        if isinstance(images, torch.Tensor):
+            if images.dim() == 3:
+                images = images.unsqueeze(0)
+            items = list(images)
+        else:
+            try:
+                n = len(images)
+            except TypeError as e:
+                raise TypeError(
+                    f"images: expected a tensor, a list or a Dataset, got {type(images).__name__}"
+                ) from e
+            items = [images[i] for i in range(min(n, max_images))]
+        if not items:
+            raise ValueError("images: expected at least one image, got none")
+        device = model_device(self.model)
+        out = []
+        for i, item in enumerate(items[:max_images]):
+            x = _to_tensor(item, self.transform, i).to(device)
+            check_images(self.model, x.unsqueeze(0), name=f"images[{i}]")
+            out.append(x)
+        shapes = {tuple(x.shape) for x in out}
+        if len(shapes) > 1:
+            raise ValueError(f"images: expected one size, got {sorted(shapes)}")
+        return out
+
+    def _strip_count(self) -> int:
+        return len(self.images)
+
+    def _captions(self) -> list[str]:
+        return [f"image {i}" for i in range(len(self.images))]
+
+    def _display(self, x: torch.Tensor) -> torch.Tensor:
+        img = display_image(x, self._mean, self._std)
+        if img.shape[1] not in (1, 3):
+            img = img.mean(1, keepdim=True)
+        return img
+
+    @property
+    def current(self) -> torch.Tensor:
+        """The image being explored, (C, H, W) on the model's device."""
+        return self.images[self.index]
+
+    # -- parts that other modules provide ----------------------------------------------------
+    def _make_top9(self, atlas: Any):
+        from .top_nine import TopNine
+
+        kwargs = {"mean": self._mean, "std": self._std, "classes": self.classes}
+        if atlas is None:
+            kwargs["k"] = min(9, len(self.dataset))
+        return TopNine(
+            self.model, self.dataset, layer=self.grid.layer, channel=0, atlas=atlas, **kwargs
+        )
+
+    def _make_predictions(self):
+        from .predictions import Predictions
+
+        return Predictions(self.model, self.current, classes=self.classes)
+
+    def _make_occlusion(self):
+        from .occlusion_map import OcclusionMap
+
+        return OcclusionMap(
+            self.model, self.current, classes=self.classes, mean=self._mean, std=self._std
+        )
+
+    # -- reactions -------------------------------------------------------------------------
+    def _busy(self, text: str) -> None:
+        self.status.value = text
+
+    def select_image(self, index: int) -> None:
+        """Explore ``images[index]``: every view follows."""
+        if not 0 <= index < len(self.images):
+            raise ValueError(f"index: expected an int in [0, {len(self.images)}), got {index}")
+        self.index = index
+        x = self.current
+        self._busy("computing…")
+        try:
+            self.grid.set_image(x)
+            if self.predictions is not None:
+                self.predictions.set_image(x)
+            if self.occlusion_map is not None:
+                self.occlusion_map.set_image(x)
+            self._show_unit()
+        finally:
+            self._busy("")
+        if self.strip.selected != index:
+            self.strip.selected = index
+
+    def add_image(self, x: torch.Tensor, caption: str = "") -> int:
+        """Append an image (C, H, W), normalised like the others, to the strip; its index."""
+        x = x.to(model_device(self.model))
+        check_images(self.model, x.unsqueeze(0), name="image")
+        if tuple(x.shape) != tuple(self.images[0].shape):
+            raise ValueError(
+                f"image: expected shape {tuple(self.images[0].shape)} like the other images, "
+                f"got {tuple(x.shape)}"
+            )
+        self.images.append(x)
+        captions = list(self.strip.captions) + [caption or f"image {len(self.images) - 1}"]
+        self.strip.set_images(self._display(torch.stack(self.images)), captions)
+        return len(self.images) - 1
+
+    def _on_pick(self, change: dict) -> None:
+        if change["new"] is not None and change["new"] != self.index:
+            self.select_image(change["new"])
+
+    def _on_top9_pick(self, change: dict) -> None:
+        index = change["new"]
+        if index is None:
+            return
+        from .._data import ImageSource
+
+        try:  # a dataset of tensors is already preprocessed
+            x = ImageSource(self.dataset).get(int(index))
+        except TypeError:  # PIL images: through the model's transform
+            x = ImageSource(self.dataset, transform=self.transform).get(int(index))
+        self.select_image(self.add_image(x, f"dataset image {index}"))
+
+    def _on_upload(self, change: dict) -> None:
+        files = change["new"]
+        if not files:
+            return
+        item = files[-1]
+        name = str(item.get("name", "upload"))
+        try:
+            x = self.load_upload(bytes(item["content"]), name)
+            self.select_image(self.add_image(x, name))
+            self.message.value = f"{name}: added"
+        except (ValueError, TypeError, OSError) as exc:
+            self.message.value = f"{name}: {exc}"
+
+    def load_upload(self, data: bytes, name: str = "upload") -> torch.Tensor:
+        """Decode an uploaded file into a model input through ``transform``; clear errors for
+        a file too large, not an image, or a decompression bomb."""
+        from PIL import Image, UnidentifiedImageError
+
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise ValueError(
+                f"the file is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB"
+            )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as im:
+                    im.load()
+                    img = im.convert("L" if _in_channels(self.model) == 1 else "RGB")
+        except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+            raise ValueError(f"not an image Pillow can read ({type(exc).__name__})") from exc
+        except Image.DecompressionBombWarning as exc:
+            raise ValueError(f"the image is too large to decode safely ({exc})") from exc
+        return _to_tensor(img, self.transform, 0)
+
+    def _on_layer(self, change: dict) -> None:
+        if self.top9 is not None:
+            self.top9.layer = change["new"]
+        self._show_unit()
+
+    def _on_channel(self, change: dict) -> None:
+        if change["new"] is not None and self.top9 is not None:
+            self.top9.channel = change["new"]
+        self._show_unit()
+
+    def _show_unit(self) -> None:
+        """The current image beside the projections of the selected map's strongest unit."""
+        c = self.grid.channel
+        image = self._display(self.current.unsqueeze(0))
+        if c is None:
+            self.unit.set_images(image, ["image"])
+            self.unit.caption = "click a feature map above to project it to pixel space"
+            return
+        layer = self.grid.layer
+        x = self.current.unsqueeze(0)
+        d = deconv(self.model, x, layer=layer, channel=c)
+        g = guided_backprop(self.model, x, layer=layer, channel=c)
+        tiles = torch.cat(
+            [
+                image,
+                self._fit_channels(contrast_normalize(d)),
+                self._fit_channels(contrast_normalize(g)),
+            ]
+        )
+        self.unit.set_images(tiles, ["image", "deconvnet (Zeiler & Fergus)", "guided backprop"])
+        self.unit.caption = (
+            f"{layer} · channel {c}: its strongest unit in this image, projected to pixel space"
+        )
+
+    @staticmethod
+    def _fit_channels(img: torch.Tensor) -> torch.Tensor:
+        return img if img.shape[1] in (1, 3) else img.mean(1, keepdim=True)

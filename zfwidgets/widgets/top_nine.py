@@ -1,0 +1,843 @@
+"""TopNine: the 9 strongest activations of one feature map over a dataset, as the paper's
+Fig. 2 shows them: the deconvnet projections in a 3x3 block beside the image patches.
+
+ZFNET.md Sec. 3, Fig. 2. The hits come from :func:`zfwidgets.mine` (run lazily, once per
+checkpoint, for every offered layer in one pass over the data) or from a given
+:class:`~zfwidgets.Atlas`; the crops from :meth:`Atlas.patches` and
+:meth:`Atlas.reconstructions`. Each update sends one uint8 atlas (both blocks) with the
+values and dataset indices of the hits in one transfer (:func:`zfwidgets.codec.pack`).
+
+The model work runs in one background thread per widget, on a private copy of the model, so
+the kernel stays free for the front end (which shows ``status`` and ``progress``) and for the
+user's own cells; a newer request (layer, channel, checkpoint) supersedes an older one: its
+result is not sent, and mining for a checkpoint no longer wanted stops at the next batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import traitlets as t
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .._checks import check_images, check_model, check_positive_int, model_device, resolve_layer
+from .._data import ImageSource, _first
+from ..atlas import Atlas
+from ..capture import Capture, eval_mode
+from ..codec import decode, pack
+from ..images import contrast_normalize, display_image, resize_to_fit, tile, to_rgba
+from ..mining import mine
+from ._base import ZFWidget, start_worker
+from .evolution import check_state_dict, parse_checkpoints
+from .layer_grid import mean_std_of
+
+__all__ = ["TopNine"]
+
+#: Per-channel reconstructions an atlas keeps cached (each (k, C, h, w) float32).
+_KEEP_RECONSTRUCTIONS = 48
+
+
+class LayerError(t.TraitError, ValueError):
+    """An unknown or unusable layer (a ``ValueError`` that traitlets rolls back)."""
+
+
+class _Superseded(Exception):
+    """Raised inside mining when its result is no longer wanted."""
+
+
+class _Progress:
+    """Counts the images mining has consumed, reports the fraction (throttled) and raises
+    :class:`_Superseded` when the work is no longer wanted."""
+
+    def __init__(
+        self,
+        total: int,
+        batch_size: int,
+        report: Callable[[float], None],
+        cancelled: Callable[[], bool],
+        every_s: float = 0.1,
+    ) -> None:
+        self.total = max(1, total)
+        self.batch_size = batch_size
+        self.report = report
+        self.cancelled = cancelled
+        self.every_s = every_s
+        self.active = True
+        self.done = 0
+        self._last = 0.0
+
+    def _update(self, done: int) -> None:
+        if not self.active:
+            return
+        if self.cancelled():
+            raise _Superseded()
+        self.done = max(self.done, done)
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self.report(min(1.0, self.done / self.total))
+
+    def at_item(self, index: int) -> None:
+        # ImageSource reads batch b's items after batch b - 1 went through the model
+        self._update((index // self.batch_size) * self.batch_size)
+
+    def at_batch(self, size: int) -> None:
+        self._update(self.done + size)
+
+
+class _CountedItems(Dataset):
+    """A view of a tensor / Dataset / list that reports every item read to a _Progress."""
+
+    def __init__(self, items: Any, progress: _Progress) -> None:
+        self.items = items
+        self.progress = progress
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.items[index]
+        self.progress.at_item(index)
+        return item
+
+
+class _CountingLoader(DataLoader):
+    """A DataLoader (same dataset, sampler, workers) that reports every batch it yields."""
+
+    _zf_progress: _Progress
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            yield batch
+            self._zf_progress.at_batch(len(_first(batch)))
+
+
+def _counted(data: Any, progress: _Progress) -> Any:
+    if isinstance(data, DataLoader):
+        proxy = copy.copy(data)  # shares dataset, sampler, collate_fn and workers
+        proxy.__class__ = _CountingLoader
+        proxy._zf_progress = progress
+        return proxy
+    return _CountedItems(data, progress)
+
+
+@dataclass(frozen=True)
+class _LayerInfo:
+    channels: int
+    spatial: bool
+
+
+def _label_of_item(item: Any) -> int | None:
+    """The integer label of a dataset item ``(image, label, ...)`` or ``{"label": ...}``."""
+    y = None
+    if isinstance(item, (tuple, list)) and len(item) >= 2:
+        y = item[1]
+    elif isinstance(item, dict):
+        y = next((item[k] for k in ("label", "labels", "target", "y") if k in item), None)
+    if isinstance(y, torch.Tensor) and y.numel() == 1 and not y.is_floating_point():
+        return int(y)
+    if isinstance(y, (int, np.integer)) and not isinstance(y, bool):
+        return int(y)
+    return None
+
+
+def _as_labels(labels: Any, n: int | None) -> list[int]:
+    if isinstance(labels, (torch.Tensor, np.ndarray)):
+        labels = labels.reshape(-1).tolist()
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
+        raise TypeError(
+            f"labels: expected a sequence of ints (one per image), got {type(labels).__name__}"
+        )
+    out = []
+    for i, v in enumerate(labels):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"labels[{i}]: expected an int class index, got {v!r}")
+        out.append(int(v))
+    if n is not None and len(out) != n:
+        raise ValueError(f"labels: expected {n} labels (one per image), got {len(out)}")
+    return out
+
+
+class TopNine(ZFWidget):
+    """The top-k hits of one feature map: deconvnet projections beside image patches.
+
+    ZFNET.md Sec. 3, Fig. 2: for a feature map, the 9 strongest activations over a dataset
+    (each image counted once, at its spatial maximum), projected to pixel space by the
+    deconvnet and cropped to the unit's receptive field (contrast-normalised per image, as in
+    the paper), beside the same crops of the input images, with each hit's activation and
+    class. Linked to an :class:`EvolutionSlider`, it shows each checkpoint's hits (Fig. 4).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Used through a private copy (``copy.deepcopy`` once), on the model's device; the
+        model itself is never run in the background nor modified.
+    data : Tensor (N, C, H, W), Dataset, DataLoader, or list of tensors / PIL images, optional
+        The images to mine, normalised as the model expects (or made so by ``transform``).
+        Datasets may return ``(image, label)``; a DataLoader must not shuffle.
+    layer : str or nn.Module
+        Dotted ``named_modules()`` name of the layer (keyword-only, required).
+    channel : int
+        The feature map shown first.
+    atlas : Atlas, optional
+        Hits already mined (``zf.mine(...)`` or ``Atlas.load(...)``); then ``data`` is only
+        needed for layers or checkpoints the atlas lacks.
+    k : int, optional
+        Hits per feature map (default 9, or the atlas's k).
+    transform : callable, optional
+        Applied to each item of a Dataset or list (e.g. ``weights.transforms()``); its
+        ``Normalize(mean, std)`` is undone to show the patches.
+    mean, std : sequences of floats, optional
+        Instead of (or besides) ``transform``, to show the patches un-normalised.
+    classes : list of str, optional
+        Class names by label (default: ``data.classes`` when the dataset has them).
+    labels : sequence of ints, optional
+        The label of each image (default: ``data.targets``, else the second element of each
+        dataset item).
+    layers : list of str, optional
+        The layers offered in the menu and mined together (default: every ``nn.Conv2d``,
+        or the atlas's layers, plus ``layer``).
+    batch_size : int
+        Images per forward pass while mining.
+    max_tile : int
+        Crops larger than this (either side) are shrunk (area averaging) before sending.
+    max_width : int
+        Width in CSS pixels the two blocks are scaled to fit.
+
+    Attributes
+    ----------
+    layer, channel : synced; set them (or :meth:`show`) to switch, from Python, the front end
+        or another widget.
+    selected : int or None
+        Dataset index of the image whose patch was clicked last (synced).
+    checkpoint : int or None
+        Index of the checkpoint shown (set by :class:`EvolutionSlider`); None: the model's
+        own weights.
+    status : {"mining", "computing", "ready", "error"}
+    progress : float
+        Fraction of the images mined so far (while ``status == "mining"``).
+    frame : dict
+        What the front end draws: ``atlas`` (uint8 (H, W, 4): reconstructions | patches),
+        ``values`` (float32 (k,)), ``indices`` (int32 (k,)) payloads, ``grid``, ``classes``.
+
+    Examples
+    --------
+    >>> top = TopNine(model, val_images, layer="features.10", channel=37,
+    ...               transform=weights.transforms(), classes=weights.meta["categories"])
+    >>> top.channel = 12                                  # redraws
+    >>> top.observe(lambda c: print("open image", c.new), "selected")
+    >>> EvolutionSlider(checkpoints).link(top)            # Fig. 4
+    """
+
+    _bundle = "top_nine.js"
+    #: Seconds between two ``progress`` updates while mining.
+    _progress_every_s: float = 0.1
+
+    layers = t.List(t.Unicode()).tag(sync=True)
+    layer = t.Unicode("").tag(sync=True)
+    channel = t.Int(0).tag(sync=True)
+    channels = t.Int(0).tag(sync=True)
+    k = t.Int(9).tag(sync=True)
+    checkpoint = t.Int(None, allow_none=True).tag(sync=True)
+    checkpoint_labels = t.List(t.Unicode()).tag(sync=True)
+    selected = t.Int(None, allow_none=True).tag(sync=True)
+    status = t.Unicode("mining").tag(sync=True)
+    progress = t.Float(0.0).tag(sync=True)
+    #: {"layer", "channel", "checkpoint", "k", "grid", "crop", "classes", "atlas", "values",
+    #:  "indices"}; see the class docstring
+    frame = t.Dict().tag(sync=True)
+    caption = t.Unicode("").tag(sync=True)
+    error = t.Unicode("").tag(sync=True)
+    max_width = t.Int(640).tag(sync=True)
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Any = None,
+        *,
+        layer: str | nn.Module,
+        channel: int = 0,
+        atlas: Atlas | None = None,
+        k: int | None = None,
+        transform: Callable | None = None,
+        mean: Sequence[float] | float | None = None,
+        std: Sequence[float] | float | None = None,
+        classes: Sequence[str] | None = None,
+        labels: Sequence[int] | torch.Tensor | None = None,
+        layers: Sequence[str | nn.Module] | None = None,
+        batch_size: int = 32,
+        max_tile: int = 96,
+        max_width: int = 640,
+        **kwargs: Any,
+    ) -> None:
+        check_model(model)
+        if data is None and atlas is None:
+            raise ValueError("give data= (images to mine) or atlas= (from zf.mine / Atlas.load)")
+        if atlas is not None and not isinstance(atlas, Atlas):
+            raise TypeError(f"atlas: expected a zfwidgets Atlas, got {type(atlas).__name__}")
+        if (mean is None) != (std is None):
+            raise ValueError("mean and std: give both or neither")
+        if mean is None and transform is not None:
+            # no Normalize: patches are shown as they are (or min-max per image)
+            with contextlib.suppress(ValueError):
+                mean, std = mean_std_of(transform)
+        if k is None:
+            k = atlas.k if atlas is not None else 9
+        k = check_positive_int(k, "k")
+        if atlas is not None and k != atlas.k:
+            raise ValueError(f"k: the atlas holds {atlas.k} hits per map, got k={k}")
+        self._batch_size = check_positive_int(batch_size, "batch_size")
+        self._max_tile = check_positive_int(max_tile, "max_tile")
+        self._model = model
+        self._k = k
+        self._mean, self._std = mean, std
+
+        # the images: checked now (empty, wrong type, wrong channel count), not in the thread
+        self._source: ImageSource | None = None
+        if data is not None:
+            self._source = ImageSource(data, transform=transform, batch_size=self._batch_size)
+        elif atlas.source is not None:
+            self._source = atlas.source
+            loader = atlas.source._loader
+            data = loader if loader is not None else atlas.source._items
+            transform = atlas.source.transform
+        self._data = data  # what mining reads (None: only the atlas)
+        self._transform = transform
+        self._n = len(self._source) if self._source is not None else None
+        if self._n is not None and k > self._n:
+            raise ValueError(f"k: expected at most the dataset size ({self._n} images), got k={k}")
+
+        self._order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+        name, _ = resolve_layer(model, layer)
+        self._info: dict[str, _LayerInfo] = {}
+        if atlas is not None:
+            for n in atlas.layers:
+                v = atlas.values[n]
+                self._info[n] = _LayerInfo(int(v.shape[0]), bool(atlas.spatial.get(n, True)))
+        if layers is not None:
+            offered = [resolve_layer(model, m)[0] for m in layers]
+        elif atlas is not None:
+            offered = list(atlas.layers)
+        else:
+            offered = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        if self._source is None:
+            missing = [n for n in dict.fromkeys([*offered, name]) if n not in self._info]
+            if missing:
+                raise ValueError(
+                    f"layer: {missing[0]!r} is not in the atlas, which holds {atlas.layers}; "
+                    "pass data= to mine other layers"
+                )
+        self._probe([n for n in dict.fromkeys([*offered, name]) if n not in self._info])
+        if name not in self._info:
+            raise ValueError(
+                f"layer: {name!r} ({type(dict(model.named_modules())[name]).__name__}) gives "
+                "no (N, C, H, W) or (N, C) output to mine"
+            )
+        offered = self._sorted([n for n in dict.fromkeys([*offered, name]) if n in self._info])
+        channels = self._info[name].channels
+        if isinstance(channel, bool) or not isinstance(channel, int):
+            raise TypeError(f"channel: expected an int, got {type(channel).__name__}")
+        if not 0 <= channel < channels:
+            raise ValueError(
+                f"channel: expected an int in [0, {channels}) for layer {name!r}, got {channel}"
+            )
+
+        # class names by label
+        dataset = data.dataset if isinstance(data, DataLoader) else data
+        if classes is None:
+            found = getattr(dataset, "classes", None)
+            classes = found if isinstance(found, Sequence) and not isinstance(found, str) else None
+        elif isinstance(classes, str) or not isinstance(classes, Sequence):
+            raise TypeError(f"classes: expected a list of str, got {type(classes).__name__}")
+        self._classes = [str(c) for c in classes] if classes is not None else None
+        if labels is None:
+            targets = getattr(dataset, "targets", None)
+            if targets is not None and self._n is not None:
+                try:
+                    labels = _as_labels(targets, self._n)
+                except (TypeError, ValueError):
+                    labels = None
+        else:
+            labels = _as_labels(labels, self._n)
+        self._labels: list[int] | None = labels
+
+        # the private copy every background computation runs on
+        try:
+            self._shadow = copy.deepcopy(model)
+        except Exception as exc:
+            raise TypeError(
+                f"model: TopNine works on a private copy of the model, and "
+                f"copy.deepcopy({type(model).__name__}) failed: {exc}"
+            ) from exc
+        self._loaded: int | None = None  # checkpoint whose weights the copy holds
+        self._checkpoints: list[Any] = []
+        self._atlases: dict[int | None, dict[str, Atlas]] = {}
+        if atlas is not None:
+            private = dataclasses.replace(
+                atlas,
+                model=self._shadow,
+                source=self._source,
+                fields=dict(atlas.fields),
+                _cache=dict(atlas._cache),
+            )
+            self._atlases[None] = {n: private for n in atlas.layers}
+            if self._source is None:
+                try:
+                    private.patches(name, channel)
+                except RuntimeError as exc:
+                    raise ValueError(
+                        "atlas: it has no images to crop patches from; pass data= or load it "
+                        "with Atlas.load(path, model=model, data=data)"
+                    ) from exc
+
+        self._lock = threading.RLock()
+        self._worker: threading.Thread | None = None
+        self._wanted: tuple | None = None
+        self._shown: tuple | None = None
+        self._shown_status = "ready"
+        self._serial = 0
+        self._closed = False
+        self._quiet = 0
+        self._ready = False
+        needs_mining = name not in self._atlases.get(None, {})
+        super().__init__(
+            layers=offered,
+            layer=name,
+            channel=channel,
+            channels=channels,
+            k=k,
+            status="mining" if needs_mining else "computing",
+            progress=0.0,
+            caption=self._caption(name, channel, None),  # uses self._k
+            max_width=max_width,
+            **kwargs,
+        )
+        self._ready = True
+        self._request()
+
+    # -- layers --------------------------------------------------------------------------------
+    def _sorted(self, names: Sequence[str]) -> list[str]:
+        return sorted(names, key=lambda n: self._order.get(n, len(self._order)))
+
+    def _probe(self, names: Sequence[str]) -> None:
+        """Channel count of each layer from one forward pass of the first image (on the
+        calling thread, with the user's model, as any cell would run it)."""
+        if not names or self._source is None:
+            return
+        x = self._source.first().unsqueeze(0).to(model_device(self._model))
+        x = check_images(self._model, x, name="data[0]")
+
+        def shape(_: str, out: torch.Tensor) -> tuple[int, ...]:
+            return tuple(out.shape)
+
+        with (
+            torch.no_grad(),
+            eval_mode(self._model),
+            Capture(self._model, list(names), switches=False, reduce=shape) as cap,
+        ):
+            self._model(x)
+        for n in names:
+            s = dict.get(cap.activations, n)
+            if isinstance(s, tuple) and len(s) in (2, 4) and s[1] > 0:
+                self._info[n] = _LayerInfo(int(s[1]), len(s) == 4)
+
+    def _layer_info(self, name: object) -> _LayerInfo:
+        if not isinstance(name, str):
+            raise t.TraitError(f"layer: expected a dotted module name (str), got {name!r}")
+        if name in self._info:
+            return self._info[name]
+        name, module = resolve_layer(self._model, name)  # ValueError listing close names
+        if self._source is None:
+            raise ValueError(
+                f"layer: {name!r} is not in the atlas ({', '.join(self.layers)}) and there is "
+                "no data to mine it"
+            )
+        self._probe([name])
+        if name not in self._info:
+            raise ValueError(
+                f"layer: {name!r} ({type(module).__name__}) gives no (N, C, H, W) or (N, C) "
+                "output to mine"
+            )
+        return self._info[name]
+
+    # -- public API ----------------------------------------------------------------------------
+    def show(self, layer: str | nn.Module | None = None, channel: int | None = None) -> None:
+        """Switch layer and channel together (one redraw); ``channel`` defaults to 0 when
+        the layer changes, else to the current one."""
+        if isinstance(layer, nn.Module):
+            layer = resolve_layer(self._model, layer)[0]
+        with self.hold_trait_notifications():
+            if layer is not None and layer != self.layer:
+                self.layer = layer
+                if channel is None:
+                    channel = 0
+            if channel is not None:
+                self.channel = channel
+
+    def set_checkpoints(
+        self, checkpoints: Sequence[Any], labels: Sequence[str] | None = None
+    ) -> None:
+        """Use these checkpoints (normally called by :meth:`EvolutionSlider.link`).
+
+        Each is checked against the model now (``ValueError`` naming missing / unexpected /
+        mis-shaped keys); each is mined the first time it is shown, on the private copy.
+        """
+        states, names = parse_checkpoints(checkpoints, labels)
+        reference = self._model.state_dict()
+        for i, sd in enumerate(states):
+            check_state_dict(
+                reference, sd, f"checkpoints[{i}]", f"the model ({type(self._model).__name__})"
+            )
+        if self._source is None:
+            raise ValueError(
+                "checkpoints: each checkpoint is mined over the data, and this TopNine has "
+                "none; build it with data="
+            )
+        with self._lock:
+            self._checkpoints = states
+            for key in [key for key in self._atlases if key is not None]:
+                del self._atlases[key]
+            if self._loaded is not None:
+                self._loaded = -1  # unknown: reload before the next computation
+        self._quiet += 1
+        try:
+            self.checkpoint_labels = names
+            if self.checkpoint is not None and self.checkpoint >= len(states):
+                self.checkpoint = len(states) - 1
+        finally:
+            self._quiet -= 1
+        if self.checkpoint is not None:  # what is shown came from the old checkpoints
+            with self._lock:
+                self._serial += 1
+            self._request()
+
+    def refresh(self) -> None:
+        """Forget every mined hit and crop (e.g. after training the model further) and mine
+        again."""
+        with self._lock:
+            self._atlases = {}
+            self._loaded = -1
+            self._serial += 1
+        self._request()
+
+    def wait(self, timeout: float | None = 120.0) -> TopNine:
+        """Block until the pending work is done (for scripts and tests; a notebook never
+        needs it).
+
+        Raises
+        ------
+        TimeoutError
+            When the work takes longer than ``timeout`` seconds.
+        RuntimeError
+            When the last computation failed (its message is also in ``error``).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                worker = self._worker
+            if worker is None:
+                break
+            worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if worker.is_alive():
+                raise TimeoutError(f"TopNine: still {self.status} after {timeout} s")
+        if self.status == "error":
+            raise RuntimeError(self.error)
+        return self
+
+    def close(self) -> None:
+        lock = getattr(self, "_lock", None)  # None when __init__ failed early
+        if lock is not None:
+            with lock:
+                self._closed = True
+        super().close()
+
+    @property
+    def atlas(self) -> Atlas | None:
+        """The hits behind the frame shown (None before the first frame)."""
+        f = self.frame
+        if not f:
+            return None
+        return self._atlases.get(f["checkpoint"], {}).get(f["layer"])
+
+    @property
+    def values(self) -> np.ndarray | None:
+        """(k,) activations of the hits shown, strongest first."""
+        return decode(self.frame["values"]) if self.frame else None
+
+    @property
+    def indices(self) -> np.ndarray | None:
+        """(k,) dataset indices of the hits shown."""
+        return decode(self.frame["indices"]) if self.frame else None
+
+    # -- traits --------------------------------------------------------------------------------
+    @t.validate("layer")
+    def _validate_layer(self, proposal: dict) -> str:
+        value = proposal["value"]
+        try:
+            self._layer_info(value)
+            return resolve_layer(self._model, value)[0]
+        except ValueError as exc:  # a TraitError too, so a held change is rolled back
+            raise LayerError(str(exc)) from exc
+
+    @t.validate("channel")
+    def _validate_channel(self, proposal: dict) -> int:
+        c = proposal["value"]
+        if not self.layer:
+            return c
+        n = self._layer_info(self.layer).channels
+        if not 0 <= c < n:
+            raise t.TraitError(f"channel: expected an int in [0, {n}) for {self.layer!r}, got {c}")
+        return c
+
+    @t.validate("checkpoint")
+    def _validate_checkpoint(self, proposal: dict) -> int | None:
+        i = proposal["value"]
+        n = len(self._checkpoints)
+        if i is not None and not 0 <= i < n:
+            raise t.TraitError(
+                f"checkpoint: expected None or an int in [0, {n}), got {i}"
+                + ("" if n else " (no checkpoints: link an EvolutionSlider)")
+            )
+        return i
+
+    @t.validate("selected")
+    def _validate_selected(self, proposal: dict) -> int | None:
+        i = proposal["value"]
+        if i is not None and (i < 0 or (self._n is not None and i >= self._n)):
+            raise t.TraitError(
+                f"selected: expected None or an image index in [0, {self._n}), got {i}"
+            )
+        return i
+
+    @t.observe("layer")
+    def _on_layer(self, change: dict) -> None:
+        if not self._ready:
+            return
+        name = change["new"]
+        info = self._layer_info(name)
+        self._quiet += 1
+        try:
+            if name not in self.layers:
+                self.layers = self._sorted([*self.layers, name])
+            self.channels = info.channels
+            if self.channel >= info.channels:
+                self.channel = 0
+        finally:
+            self._quiet -= 1
+        self._request()
+
+    @t.observe("channel", "checkpoint")
+    def _on_target(self, change: dict) -> None:
+        self._request()
+
+    # -- the background worker -----------------------------------------------------------------
+    def _key(self) -> tuple:
+        return (self.checkpoint, self.layer, self.channel, self._serial)
+
+    def _request(self) -> None:
+        """Ask for the frame of the current (checkpoint, layer, channel); supersedes any
+        earlier request."""
+        if not self._ready or self._quiet:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._wanted = self._key()
+            if self._wanted == self._shown:
+                return
+            if self._worker is None:
+                self._worker = start_worker(self._work, f"zfwidgets.TopNine-{id(self):x}")
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                key = self._wanted
+                if self._closed or key is None or key == self._shown:
+                    self._worker = None
+                    if not self._closed and self.status != self._shown_status and self.frame:
+                        self.status = self._shown_status  # back to a frame already shown
+                    return
+            try:
+                frame = self._frame(key)
+            except _Superseded:
+                continue
+            except Exception as exc:  # shown in the widget; the worker keeps serving
+                with self._lock:
+                    if key == self._wanted and not self._closed:
+                        self._shown = key
+                        self._shown_status = "error"
+                        self.error = f"{type(exc).__name__}: {exc}"
+                        self.status = "error"
+                continue
+            with self._lock:
+                if key == self._wanted and not self._closed:
+                    self._shown = key
+                    self.frame = frame
+                    self.caption = self._caption(frame["layer"], frame["channel"], key[0])
+                    self.error = ""
+                    self.progress = 1.0
+                    self._shown_status = "ready"
+                    self.status = "ready"
+
+    def _superseded(self, checkpoint: int | None, serial: int) -> bool:
+        wanted = self._wanted
+        return self._closed or wanted is None or wanted[0] != checkpoint or wanted[3] != serial
+
+    def _load_weights(self, checkpoint: int | None) -> None:
+        """Give the private copy the weights of ``checkpoint`` (None: the model's own)."""
+        if self._loaded == checkpoint:
+            return
+        sd = self._model.state_dict() if checkpoint is None else self._checkpoints[checkpoint]
+        self._shadow.load_state_dict(sd, strict=True)
+        self._loaded = checkpoint
+
+    def _atlas_for(self, checkpoint: int | None, layer: str, serial: int) -> Atlas:
+        store = self._atlases.setdefault(checkpoint, {})
+        if layer in store:
+            return store[layer]
+        if self._source is None:
+            raise RuntimeError(f"layer {layer!r}: no data to mine")
+        names = [n for n in dict.fromkeys([*self.layers, layer]) if n not in store]
+        self._load_weights(checkpoint)
+        self.status = "mining"
+        self.progress = 0.0
+
+        def report(fraction: float) -> None:
+            self.progress = fraction
+
+        progress = _Progress(
+            len(self._source),
+            self._batch_size,
+            report,
+            lambda: self._superseded(checkpoint, serial),
+            every_s=self._progress_every_s,
+        )
+        data = self._data
+        tensor = isinstance(data, torch.Tensor)
+        try:
+            atlas = mine(
+                self._shadow,
+                _counted(data, progress),
+                layers=names,
+                k=self.k,
+                batch_size=self._batch_size,
+                transform=None if tensor else self._transform,
+                progress=False,
+            )
+        finally:
+            progress.active = False
+        atlas.source = self._source  # crops read the data directly, not through the counter
+        for n in names:
+            store[n] = atlas
+        return atlas
+
+    def _class_names(self, indices: list[int]) -> list[str]:
+        if self._labels is not None:
+            labels: list[int | None] = [self._labels[i] for i in indices]
+        elif self._data is not None and not isinstance(self._data, torch.Tensor):
+            dataset = self._data.dataset if isinstance(self._data, DataLoader) else self._data
+            labels = [_label_of_item(dataset[i]) for i in indices]
+        else:
+            return [""] * len(indices)
+        out = []
+        for y in labels:
+            if y is None:
+                out.append("")
+            elif self._classes is not None and 0 <= y < len(self._classes):
+                out.append(self._classes[y])
+            else:
+                out.append(f"class {y}")
+        return out
+
+    def _tiles(self, images: torch.Tensor) -> torch.Tensor:
+        """(k, C, h, w) in [0, 1] -> (k, h', w', 4) uint8 RGBA, shrunk to max_tile."""
+        if images.shape[1] not in (1, 3):
+            images = images.mean(1, keepdim=True)
+        return to_rgba(resize_to_fit(images.float(), self._max_tile))
+
+    def _frame(self, key: tuple) -> dict[str, Any]:
+        checkpoint, layer, channel, serial = key
+        atlas = self._atlas_for(checkpoint, layer, serial)
+        if self._superseded(checkpoint, serial):
+            raise _Superseded()
+        self.status = "computing"
+        self._load_weights(checkpoint)
+        recon = atlas.reconstructions(layer, channel)  # (k, C, h, w), ZF deconvnet
+        _trim_cache(atlas)
+        patches = atlas.patches(layer, channel)
+        k = recon.shape[0]
+        rec_tiles = self._tiles(contrast_normalize(recon, "symmetric"))
+        patch_tiles = self._tiles(display_image(patches, self._mean, self._std))
+        columns = math.ceil(math.sqrt(k))
+        pad = 1
+        left, layout = tile(rec_tiles, columns=columns, pad=pad)
+        right, _ = tile(patch_tiles, columns=columns, pad=pad)
+        gap = max(2, round(layout.tile_w / 6))
+        blank = left.new_zeros((left.shape[0], gap, 4))
+        image = torch.cat([left, blank, right], 1)
+        indices = atlas.indices[layer][channel]
+        payloads = pack(
+            {
+                "atlas": image,
+                "values": atlas.values[layer][channel].float(),
+                "indices": indices.to(torch.int32),
+            }
+        )
+        crop = list(atlas.crop_size(layer))
+        label = None if checkpoint is None else self.checkpoint_labels[checkpoint]
+        return {
+            "layer": layer,
+            "channel": channel,
+            "checkpoint": checkpoint,
+            "checkpoint_label": label,
+            "k": k,
+            "grid": {
+                "count": k,
+                "columns": columns,
+                "rows": layout.rows,
+                "tile": [layout.tile_h, layout.tile_w],
+                "pad": pad,
+                "gap": gap,
+                "width": int(image.shape[1]),
+                "height": int(image.shape[0]),
+            },
+            "crop": crop,
+            "classes": self._class_names([int(i) for i in indices.tolist()]),
+            **payloads,
+        }
+
+    def _caption(self, layer: str, channel: int, checkpoint: int | None) -> str:
+        n = self._info[layer].channels if layer in self._info else "?"
+        of = f" of {self._n} images" if self._n is not None else ""
+        text = f"{layer} · feature map {channel} / {n} · top {self._k}{of}"
+        if checkpoint is not None and checkpoint < len(self.checkpoint_labels):
+            text += f" · {self.checkpoint_labels[checkpoint]}"
+        return text
+
+
+def _trim_cache(atlas: Atlas) -> None:
+    """Keep the per-channel reconstructions an atlas caches bounded (oldest dropped)."""
+    cache = getattr(atlas, "_cache", None)
+    if not isinstance(cache, dict):
+        return
+    keys = [
+        key
+        for key in cache
+        if isinstance(key, tuple)
+        and len(key) == 2
+        and isinstance(key[0], tuple)
+        and key[0][:1] == ("reconstructions",)
+    ]
+    for key in keys[: max(0, len(keys) - _KEEP_RECONSTRUCTIONS)]:
+        del cache[key]
