@@ -4,43 +4,9 @@ import evolution, { stepIndex } from "../evolution.js";
 import { fmt } from "../lib/atlas_view.js";
 import { blockX, hitAt, hitRect, hitText, pairLayout, pairScale } from "../lib/top9_layout.js";
 import topNine, { isCurrent } from "../top_nine.js";
+import { fakeModel, payload } from "./fakes.js";
 
 const EVIL = "<img src=x onerror=zfXSS=1>";
-
-/**
- * A stand-in for anywidget's model: get/set/save_changes/on/off, and `emit` for tests.
- * @param {Record<string, any>} state
- */
-function fakeModel(state) {
-  /** @type {Map<string, Set<() => void>>} */
-  const handlers = new Map();
-  const saved = [];
-  return {
-    get: (k) => state[k],
-    set: (k, v) => {
-      state[k] = v;
-    },
-    save_changes: () => saved.push({ ...state }),
-    on: (name, cb) => {
-      if (!handlers.has(name)) handlers.set(name, new Set());
-      handlers.get(name).add(cb);
-    },
-    off: (name, cb) => handlers.get(name)?.delete(cb),
-    emit: (name) => {
-      for (const cb of handlers.get(name) ?? []) cb();
-    },
-    listeners: () => [...handlers.values()].reduce((n, s) => n + s.size, 0),
-    saved,
-  };
-}
-
-/** A payload as the widget manager delivers it: a DataView at a non-zero offset. */
-function payload(array, dtype, shape) {
-  const bytes = new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
-  const message = new Uint8Array(bytes.length + 8);
-  message.set(bytes, 8);
-  return { view: new DataView(message.buffer, 8, bytes.length), dtype, shape };
-}
 
 // k = 4 hits in 2 columns, tiles 4 x 4, pad 1, gap 2: each block 11 x 11, atlas 24 x 11
 const GRID = { count: 4, columns: 2, rows: 2, tile: [4, 4], pad: 1, gap: 2, width: 24, height: 11 };

@@ -4,41 +4,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import filterGrid from "../filter_grid.js";
 import layerGrid from "../layer_grid.js";
-
-/**
- * A stand-in for anywidget's model: get/set/save_changes/on/off, and `emit` for tests.
- * @param {Record<string, any>} state
- */
-function fakeModel(state) {
-  /** @type {Map<string, Set<() => void>>} */
-  const handlers = new Map();
-  const saved = [];
-  return {
-    get: (k) => state[k],
-    set: (k, v) => {
-      state[k] = v;
-    },
-    save_changes: () => saved.push({ ...state }),
-    on: (name, cb) => {
-      if (!handlers.has(name)) handlers.set(name, new Set());
-      handlers.get(name).add(cb);
-    },
-    off: (name, cb) => handlers.get(name)?.delete(cb),
-    emit: (name) => {
-      for (const cb of handlers.get(name) ?? []) cb();
-    },
-    listeners: () => [...handlers.values()].reduce((n, s) => n + s.size, 0),
-    saved,
-  };
-}
-
-/** A payload as the widget manager delivers it: a DataView at a non-zero offset. */
-function payload(array, dtype, shape) {
-  const bytes = new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
-  const message = new Uint8Array(bytes.length + 8);
-  message.set(bytes, 8);
-  return { view: new DataView(message.buffer, 8, bytes.length), dtype, shape };
-}
+import { fakeModel, payload } from "./fakes.js";
 
 // 6 tiles of 2 x 3 in 3 columns, pad 1: atlas 13 x 7 (zfwidgets.images.GridLayout)
 const GRID = { count: 6, columns: 3, rows: 2, tile: [2, 3], pad: 1, width: 13, height: 7 };

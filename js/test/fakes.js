@@ -1,0 +1,36 @@
+// Test doubles shared by the widget tests.
+
+/**
+ * A stand-in for anywidget's model: get/set/save_changes/on/off, and `emit` for tests.
+ * @param {Record<string, any>} state
+ */
+export function fakeModel(state) {
+  /** @type {Map<string, Set<() => void>>} */
+  const handlers = new Map();
+  const saved = [];
+  return {
+    get: (k) => state[k],
+    set: (k, v) => {
+      state[k] = v;
+    },
+    save_changes: () => saved.push({ ...state }),
+    on: (name, cb) => {
+      if (!handlers.has(name)) handlers.set(name, new Set());
+      handlers.get(name).add(cb);
+    },
+    off: (name, cb) => handlers.get(name)?.delete(cb),
+    emit: (name) => {
+      for (const cb of handlers.get(name) ?? []) cb();
+    },
+    listeners: () => [...handlers.values()].reduce((n, s) => n + s.size, 0),
+    saved,
+  };
+}
+
+/** A payload as the widget manager delivers it: a DataView at a non-zero offset. */
+export function payload(array, dtype, shape) {
+  const bytes = new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
+  const message = new Uint8Array(bytes.length + 8);
+  message.set(bytes, 8);
+  return { view: new DataView(message.buffer, 8, bytes.length), dtype, shape };
+}
