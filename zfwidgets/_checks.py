@@ -153,3 +153,15 @@ def as_int_list(values: object, n: int, name: str) -> list[int] | None:
             raise ValueError(f"{name}: expected {n} values (one per image), got {len(values)}")
         return list(values)
     raise TypeError(f"{name}: expected an int or a sequence of ints, got {values!r}")
+
+
+def check_logits(out: object, n: int) -> torch.Tensor:
+    """``out`` when it is a (n, classes) floating tensor of class scores, else an error."""
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n:
+        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"model output: expected class scores (logits) of shape ({n}, classes), got {got}"
+        )
+    if not out.is_floating_point():
+        raise TypeError(f"model output: expected floating-point logits, got {out.dtype}")
+    return out

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import check_images, check_positive_int, model_device, resolve_layer
+from ._checks import check_images, check_logits, check_positive_int, model_device, resolve_layer
 from .capture import Capture, eval_mode
 
 __all__ = ["OcclusionResult", "occlusion"]
@@ -200,17 +200,6 @@ def _last_conv(model: nn.Module) -> tuple[str, nn.Module]:
     return found
 
 
-def _check_logits(out: object, n: int) -> torch.Tensor:
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n:
-        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(
-            f"model output: expected class scores (logits) of shape ({n}, classes), got {got}"
-        )
-    if not out.is_floating_point():
-        raise TypeError(f"model output: expected floating-point logits, got {out.dtype}")
-    return out
-
-
 def _occlude(
     x: torch.Tensor,
     fill: torch.Tensor,
@@ -347,7 +336,7 @@ def occlusion(
 
         cap = Capture(model, watch, switches=False, reduce=reduce_base)
         with cap:
-            logits = _check_logits(model(x), n)
+            logits = check_logits(model(x), n)
         if cap.calls.get(layer_name, 0) == 0:
             raise ValueError(f"layer: {layer_name!r} was not called by the model's forward pass")
         stats = cap.activations[layer_name]
@@ -401,7 +390,7 @@ def occlusion(
             current["ch"] = ch[img]
             cap = Capture(model, [layer_name], switches=False, reduce=reduce_sweep)
             with cap:
-                out = _check_logits(model(batch), len(k))
+                out = check_logits(model(batch), len(k))
             if out.shape[1] != num_classes:
                 raise ValueError(
                     f"model output: expected {num_classes} classes as on the unoccluded "

@@ -34,7 +34,7 @@ import torch
 import traitlets as t
 from torch import nn
 
-from .._checks import check_model, resolve_layer
+from .._checks import check_logits, check_model, resolve_layer
 from ..capture import capture, eval_mode
 from ..codec import encode, pack
 from ..images import COLORMAPS, display_image, to_rgba
@@ -48,7 +48,7 @@ from ..occlusion import (
 )
 from ._base import ZFWidget, start_worker
 from .layer_grid import _as_image, mean_std_of
-from .predictions import check_logits, class_names
+from .predictions import class_names
 
 __all__ = ["OCCLUSION_VIEWS", "OcclusionMap"]
 

@@ -15,13 +15,13 @@ import torch
 import traitlets as t
 from torch import nn
 
-from .._checks import check_model
+from .._checks import check_logits, check_model
 from ..capture import eval_mode
 from ..codec import decode, pack
 from ._base import ZFWidget
 from .layer_grid import _as_image
 
-__all__ = ["Predictions", "check_logits", "class_names", "logits_of"]
+__all__ = ["Predictions", "class_names", "logits_of"]
 
 
 def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -37,18 +37,6 @@ def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad(), eval_mode(model):
         out = model(x)
     return check_logits(out, x.shape[0])
-
-
-def check_logits(out: object, n: int) -> torch.Tensor:
-    """``out`` when it is a (n, classes) floating tensor of class scores, else an error."""
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n:
-        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(
-            f"model output: expected class scores (logits) of shape ({n}, classes), got {got}"
-        )
-    if not out.is_floating_point():
-        raise TypeError(f"model output: expected floating-point logits, got {out.dtype}")
-    return out
 
 
 def class_names(classes: Sequence[str] | None, num_classes: int) -> list[str]:
