@@ -15,6 +15,7 @@ from .filters import (
     filters,
     renormalize_filters_,
 )
+from .gradcam import GradCam, grad_cam
 from .mining import mine
 from .occlusion import OcclusionResult, occlusion
 from .receptive import ReceptiveField, receptive_field
@@ -47,6 +48,7 @@ __all__ = [
     "Atlas",
     "Capture",
     "FilterStats",
+    "GradCam",
     "OcclusionResult",
     "ReceptiveField",
     "backprop",
@@ -56,6 +58,7 @@ __all__ = [
     "dominating_filters",
     "filter_rms",
     "filters",
+    "grad_cam",
     "guided_backprop",
     "load_default",
     "load_default_atlas",
