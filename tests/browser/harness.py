@@ -1,4 +1,6 @@
-"""Voila + Chromium harness for the browser tests (imported by conftest and the tests)."""
+"""Voila / JupyterLab + Chromium harness for the browser tests (imported by conftest and the
+tests): the servers (own process groups, ended by PID), notebooks, and the page helpers every
+browser test shares (:class:`App`, ``WAIT``, ``PIXELS``, ``TILE_CENTRE``, ``NOISE``)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -56,44 +61,50 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class VoilaServer:
-    """``voila NB.ipynb`` in its own process group; ``url`` serves the notebook."""
+class ServerProcess:
+    """A Jupyter server (``args``) in its own process group, ready once ``health`` answers 200.
 
-    def __init__(self, directory: Path, name: str, startup_timeout: float = 90.0):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log_path = directory / "voila.log"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        env["JUPYTER_RUNTIME_DIR"] = str(directory / "runtime")
-        env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "2")
-        cmd = [
-            sys.executable,
-            "-m",
-            "voila",
-            name,
-            f"--port={self.port}",
-            "--no-browser",
-            "--Voila.ip=127.0.0.1",
-            "--VoilaConfiguration.show_tracebacks=True",
-        ]
+    Started in ``directory`` with the repository on ``PYTHONPATH`` and a private runtime dir;
+    ended by its own PID (:meth:`stop`) with the kernels it started."""
+
+    def __init__(
+        self,
+        directory: Path,
+        args: list[str],
+        port: int,
+        health: str,
+        startup_timeout: float = 90.0,
+        env: dict[str, str] | None = None,
+        log_name: str = "server.log",
+    ):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/"
+        self.log_path = directory / log_name
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(REPO), full_env.get("PYTHONPATH")])
+        )
+        full_env["JUPYTER_RUNTIME_DIR"] = str(directory / "runtime")
+        full_env["OMP_NUM_THREADS"] = full_env.get("OMP_NUM_THREADS", "2")
+        full_env.update(env or {})
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            cmd,
+            args,
             cwd=directory,
-            env=env,
+            env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kernels go with it
         )
-        self._wait_ready(startup_timeout)
+        self._wait_ready(f"{self.url}{health}", startup_timeout)
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, health: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        health = f"{self.url}voila/static/voila.js"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"voila exited with {self.proc.returncode}:\n{self.log()}")
+                raise RuntimeError(
+                    f"{self.log_path.stem} exited with {self.proc.returncode}:\n{self.log()}"
+                )
             try:
                 with urllib.request.urlopen(health, timeout=2) as r:
                     if r.status == 200:
@@ -102,7 +113,7 @@ class VoilaServer:
                 pass
             time.sleep(0.25)
         self.stop()
-        raise RuntimeError(f"voila did not answer {health} within {timeout:.0f} s:\n{self.log()}")
+        raise RuntimeError(f"{health} did not answer within {timeout:.0f} s:\n{self.log()}")
 
     def log(self, tail: int = 4000) -> str:
         try:
@@ -111,8 +122,9 @@ class VoilaServer:
             return ""
 
     def stop(self) -> None:
-        """End the server: SIGTERM to its process group (Voila then shuts its kernels down),
-        SIGKILL after 10 s; kernels (own sessions) still alive after that are killed by PID."""
+        """End the server: SIGTERM to its process group (the server then shuts its kernels
+        down), SIGKILL after 10 s; kernels (own sessions) still alive after that are killed by
+        PID."""
         kernels = _descendants(self.proc.pid)
         if self.proc.poll() is None:
             try:
@@ -131,6 +143,74 @@ class VoilaServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self._log.close()
+
+
+class VoilaServer(ServerProcess):
+    """``voila NB.ipynb`` in its own process group; ``url`` serves the notebook."""
+
+    def __init__(self, directory: Path, name: str, startup_timeout: float = 90.0):
+        port = _free_port()
+        args = [
+            sys.executable,
+            "-m",
+            "voila",
+            name,
+            f"--port={port}",
+            "--no-browser",
+            "--Voila.ip=127.0.0.1",
+            "--VoilaConfiguration.show_tracebacks=True",
+        ]
+        super().__init__(
+            directory,
+            args,
+            port,
+            "voila/static/voila.js",
+            startup_timeout,
+            log_name="voila.log",
+        )
+
+
+class JupyterLabServer(ServerProcess):
+    """``jupyter lab`` on 127.0.0.1 serving ``directory``: no token, no password, temporary
+    config / workspace / settings dirs, ``window.jupyterapp`` exposed, nothing fetched."""
+
+    def __init__(self, directory: Path, root: Path | None = None, startup_timeout: float = 90.0):
+        """``root``: the folder the server shows (default ``directory``, which also holds its
+        log, runtime and state folders)."""
+        port = _free_port()
+        state = directory / ".lab"
+        for sub in ("config", "workspaces", "settings"):
+            (state / sub).mkdir(parents=True, exist_ok=True)
+        # no "Would you like to get notified about official Jupyter news?" toast
+        notification = state / "settings" / "@jupyterlab" / "apputils-extension"
+        notification.mkdir(parents=True, exist_ok=True)
+        (notification / "notification.jupyterlab-settings").write_text(
+            json.dumps({"fetchNews": "false"})
+        )
+        args = [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--allow-root",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--port-retries=0",
+            "--IdentityProvider.token=",
+            "--ServerApp.password=",
+            f"--ServerApp.root_dir={root or directory}",
+            "--LabApp.expose_app_in_browser=True",
+            f"--LabApp.workspaces_dir={state / 'workspaces'}",
+            f"--LabApp.user_settings_dir={state / 'settings'}",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
+        env = {
+            "JUPYTER_CONFIG_DIR": str(state / "config"),
+            "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces"),
+            "JUPYTERLAB_SETTINGS_DIR": str(state / "settings"),
+        }
+        super().__init__(directory, args, port, "api", startup_timeout, env=env, log_name="lab.log")
 
 
 def _alive(pid: int) -> bool:
@@ -162,3 +242,111 @@ def serve(directory: Path, name: str, cells: list[str]) -> VoilaServer:
     """Write a notebook into ``directory`` and serve it with Voila."""
     (directory / name).write_text(json.dumps(notebook(cells), indent=1))
     return VoilaServer(directory, name)
+
+
+# Polls a predicate in the page, raced against a timer (page.evaluate has no time-out).
+WAIT = """async ([body, arg, ms]) => {
+  const pred = new Function("arg", body);
+  let done = false;
+  const timer = new Promise((_, reject) =>
+    setTimeout(() => { done = true; reject(new Error(`timed out after ${ms} ms`)); }, ms));
+  const poll = (async () => {
+    while (!done) {
+      let v = null;
+      try { v = pred(arg); } catch (e) { v = null; }
+      if (v) { done = true; return v; }
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  })();
+  return Promise.race([poll, timer]);
+}"""
+
+PIXELS = """(sel) => {
+  const c = document.querySelector(sel);
+  if (!c || !c.width) return null;
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  let opaque = 0, hash = 2166136261;
+  const colours = new Set();
+  for (let i = 0; i < d.length; i += 4) {
+    if (d[i + 3]) { opaque++; colours.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]); }
+    hash = Math.imul(hash ^ d[i] ^ (d[i + 1] << 8) ^ (d[i + 2] << 16) ^ (d[i + 3] << 24), 16777619) >>> 0;
+  }
+  return { width: c.width, height: c.height, opaque, colours: colours.size, hash,
+           count: Number(c.dataset.count), draws: Number(c.dataset.draws) };
+}"""
+
+# Centre of tile i in page coordinates, from the documented atlas geometry (js/lib/grid.js).
+TILE_CENTRE = """([sel, i]) => {
+  const c = document.querySelector(sel);
+  const r = c.getBoundingClientRect();
+  const s = r.width / c.width;
+  const cols = Number(c.dataset.columns), th = Number(c.dataset.tileH);
+  const tw = Number(c.dataset.tileW), pad = Number(c.dataset.pad);
+  const x = pad + (i % cols) * (tw + pad) + tw / 2;
+  const y = pad + Math.floor(i / cols) * (th + pad) + th / 2;
+  return { x: r.left + x * s, y: r.top + y * s };
+}"""
+
+NOISE = ("federation", "fontawesome", "jquery", "favicon", "failed to load resource", "cdn")
+
+
+@dataclass
+class App:
+    page: object
+    server: Any  # VoilaServer / JupyterLabServer: .log()
+    load_s: float
+    errors: list[str] = field(default_factory=list)
+
+    def wait(self, body: str, arg: object = None, timeout_s: float = 20.0):
+        try:
+            return self.page.evaluate(WAIT, [body, arg, int(timeout_s * 1000)])
+        except Exception as exc:
+            raise AssertionError(
+                f"{exc}\nwaiting for: {body}\npage errors: {self.errors}\n"
+                f"server log:\n{self.server.log(2500)}"
+            ) from None
+
+    def pixels(self, sel: str) -> dict:
+        return self.page.evaluate(PIXELS, sel)
+
+    def text(self, sel: str) -> str:
+        return self.page.locator(sel).first.inner_text()
+
+    def shot(self, artifacts: Path, name: str, sel: str | None = None) -> Path:
+        path = artifacts / name
+        if sel is None:
+            self.page.screenshot(path=str(path), full_page=True)
+        else:
+            self.page.locator(sel).first.screenshot(path=str(path))
+        return path
+
+
+@contextlib.contextmanager
+def open_app(
+    context: Any,
+    server: Any,
+    ready: str,
+    arg: object = None,
+    timeout_s: float = 120.0,
+    path: str = "",
+) -> Iterator[App]:
+    """A new page on ``server.url + path`` (console errors outside ``NOISE`` and page errors
+    collected in ``App.errors``), yielded once the predicate ``ready`` holds; ``load_s`` is
+    the time from the request to then. The page is closed afterwards (not the server)."""
+    page = context.new_page()
+    app = App(page=page, server=server, load_s=0.0)
+
+    def on_console(msg: Any) -> None:
+        if msg.type == "error" and not any(n in msg.text.lower() for n in NOISE):
+            app.errors.append(msg.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: app.errors.append(f"pageerror: {exc}"))
+    t0 = time.monotonic()
+    try:
+        page.goto(server.url + path, wait_until="domcontentloaded", timeout=int(timeout_s * 1000))
+        app.wait(ready, arg, timeout_s=timeout_s)
+        app.load_s = time.monotonic() - t0
+        yield app
+    finally:
+        page.close()

@@ -11,8 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from harness import serve
-from test_widgets_browser import NOISE, App
+from harness import NOISE, App, serve
 
 pytestmark = pytest.mark.browser
 

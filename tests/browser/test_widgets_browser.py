@@ -9,11 +9,9 @@ Screenshots go to tests/artifacts/.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-from harness import VoilaServer, serve
+from harness import NOISE, TILE_CENTRE, App, serve
 
 pytestmark = pytest.mark.browser
 
@@ -87,82 +85,6 @@ display(evil)
 MAIN = ".zf-test-main canvas.zf-atlas"
 FILTERS = ".zf-test-filters canvas.zf-atlas"
 EVIL_ROOT = ".zf-test-evil"
-
-# Polls a predicate in the page, raced against a timer (page.evaluate has no time-out).
-WAIT = """async ([body, arg, ms]) => {
-  const pred = new Function("arg", body);
-  let done = false;
-  const timer = new Promise((_, reject) =>
-    setTimeout(() => { done = true; reject(new Error(`timed out after ${ms} ms`)); }, ms));
-  const poll = (async () => {
-    while (!done) {
-      let v = null;
-      try { v = pred(arg); } catch (e) { v = null; }
-      if (v) { done = true; return v; }
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  })();
-  return Promise.race([poll, timer]);
-}"""
-
-PIXELS = """(sel) => {
-  const c = document.querySelector(sel);
-  if (!c || !c.width) return null;
-  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-  let opaque = 0, hash = 2166136261;
-  const colours = new Set();
-  for (let i = 0; i < d.length; i += 4) {
-    if (d[i + 3]) { opaque++; colours.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]); }
-    hash = Math.imul(hash ^ d[i] ^ (d[i + 1] << 8) ^ (d[i + 2] << 16) ^ (d[i + 3] << 24), 16777619) >>> 0;
-  }
-  return { width: c.width, height: c.height, opaque, colours: colours.size, hash,
-           count: Number(c.dataset.count), draws: Number(c.dataset.draws) };
-}"""
-
-# Centre of tile i in page coordinates, from the documented atlas geometry (js/lib/grid.js).
-TILE_CENTRE = """([sel, i]) => {
-  const c = document.querySelector(sel);
-  const r = c.getBoundingClientRect();
-  const s = r.width / c.width;
-  const cols = Number(c.dataset.columns), th = Number(c.dataset.tileH);
-  const tw = Number(c.dataset.tileW), pad = Number(c.dataset.pad);
-  const x = pad + (i % cols) * (tw + pad) + tw / 2;
-  const y = pad + Math.floor(i / cols) * (th + pad) + th / 2;
-  return { x: r.left + x * s, y: r.top + y * s };
-}"""
-
-NOISE = ("federation", "fontawesome", "jquery", "favicon", "failed to load resource", "cdn")
-
-
-@dataclass
-class App:
-    page: object
-    server: VoilaServer
-    load_s: float
-    errors: list[str] = field(default_factory=list)
-
-    def wait(self, body: str, arg: object = None, timeout_s: float = 20.0):
-        try:
-            return self.page.evaluate(WAIT, [body, arg, int(timeout_s * 1000)])
-        except Exception as exc:
-            raise AssertionError(
-                f"{exc}\nwaiting for: {body}\npage errors: {self.errors}\n"
-                f"voila log:\n{self.server.log(2500)}"
-            ) from None
-
-    def pixels(self, sel: str) -> dict:
-        return self.page.evaluate(PIXELS, sel)
-
-    def text(self, sel: str) -> str:
-        return self.page.locator(sel).first.inner_text()
-
-    def shot(self, artifacts: Path, name: str, sel: str | None = None) -> Path:
-        path = artifacts / name
-        if sel is None:
-            self.page.screenshot(path=str(path), full_page=True)
-        else:
-            self.page.locator(sel).first.screenshot(path=str(path))
-        return path
 
 
 @pytest.fixture(scope="module")

@@ -164,9 +164,14 @@ class Explorer(w.VBox):
             title="images · click one to explore it, or upload your own",
             selected=0,
             tile_size=72,
-            columns=None,
+            columns=min(len(self.images), 16),
         )
-        self.upload = w.FileUpload(accept="image/*", multiple=False, description="upload image")
+        self.upload = w.FileUpload(
+            accept="image/*",
+            multiple=False,
+            description="upload image",
+            layout=w.Layout(width="auto"),  # JupyterLab's fixed button width cut the label
+        )
         self.message = w.Label("")
         self.grid = LayerGrid(model, self.images[0], layers[-1], mean=mean, std=std, layers=layers)
         self.unit = Gallery(
@@ -191,7 +196,8 @@ class Explorer(w.VBox):
         self.occlusion_map = self._make_occlusion() if occlusion else None
         row = [x for x in (self.occlusion_map, self.predictions) if x is not None]
         if row:
-            children.append(w.HBox(row))
+            # side by side where they fit, one under the other where they don't
+            children.append(w.HBox(row, layout=w.Layout(flex_flow="row wrap", grid_gap="8px 32px")))
         super().__init__(children=children, **kwargs)
         self.add_class("zf-explorer")
 
@@ -265,9 +271,13 @@ class Explorer(w.VBox):
     def _make_occlusion(self):
         from .occlusion_map import OcclusionMap
 
-        return OcclusionMap(
+        occ = OcclusionMap(
             self.model, self.current, classes=self.classes, mean=self._mean, std=self._std
         )
+        # as wide as its image at most: a long caption wraps instead of pushing the
+        # predictions off to the right
+        occ.layout.max_width = f"{occ.max_width}px"
+        return occ
 
     # -- reactions -------------------------------------------------------------------------
     def _busy(self, text: str) -> None:
