@@ -17,6 +17,7 @@ from .filters import (
 )
 from .gradcam import GradCam, grad_cam
 from .mining import mine
+from .monitor import TrainingMonitor, compare
 from .occlusion import OcclusionResult, occlusion
 from .receptive import ReceptiveField, receptive_field
 
@@ -51,8 +52,10 @@ __all__ = [
     "GradCam",
     "OcclusionResult",
     "ReceptiveField",
+    "TrainingMonitor",
     "backprop",
     "capture",
+    "compare",
     "dead_filters",
     "deconv",
     "dominating_filters",

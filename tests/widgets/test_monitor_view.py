@@ -1,0 +1,150 @@
+"""The TrainingMonitor widgets without a kernel: live view, evolution slider, comparison."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from models import tiny_zf
+
+from zfwidgets.codec import decode
+from zfwidgets.monitor import TrainingMonitor, compare
+from zfwidgets.widgets.filter_grid import DEAD, DOMINATING
+from zfwidgets.widgets.monitor_view import MonitorView, snapshot_frame
+
+
+def _train(model, monitor, steps: int, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for _ in range(steps):
+        x = torch.randn(8, 3, 32, 32, generator=g)
+        y = torch.randint(0, 10, (8,), generator=g)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        monitor.step(loss=loss)
+
+
+@pytest.fixture
+def run():
+    model = tiny_zf().train()
+    probe = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    mon = TrainingMonitor(
+        model, probe, every=4, snapshot_every=8, budget=1.0, units={"4": [0]}, name="a"
+    )
+    return model, mon
+
+
+def test_live_view_follows_training(run, frontend):
+    model, mon = run
+    view = mon.widget
+    assert isinstance(view, MonitorView) and mon.widget is view
+    assert view.filters is None  # no snapshot yet
+    fe = frontend(view.status)
+    _train(model, mon, 8)
+    assert "step <span class='zf-monitor-step'>8</span>" in view.status.value
+    assert fe.updates()  # the status was sent while training ran
+    names = [t.name for t in view.figure.data]
+    assert names == ["loss (raw)", "loss"]
+    assert list(view.figure.data[0].x) == list(range(1, 9))
+    assert view.filters is not None and "step 8" in view.filters.caption
+    first = bytes(view.filters.frame["atlas"]["view"])
+    _train(model, mon, 8, seed=1)
+    mon.epoch_end(val_loss=2.0)
+    assert "epoch 1" in view.filters.caption
+    assert bytes(view.filters.frame["atlas"]["view"]) != first  # the filters changed
+    assert [t.name for t in view.figure.data][-1] == "val_loss"
+    assert len(view.top9.children) == 1
+
+
+def test_display_bundle(run):
+    _, mon = run
+    bundle = mon._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+
+
+def test_frame_flags(run):
+    model, mon = run
+    with torch.no_grad():
+        model[0].weight[2] *= 100
+        model[0].bias[6] = -1e4
+    mon.epoch_end()
+    frame = snapshot_frame(mon.snapshots[-1])
+    flags = decode(frame["flags"])
+    assert flags[2] & DOMINATING and flags[6] & DEAD and frame["dead_known"]
+    assert decode(frame["atlas"]).dtype.name == "uint8"
+
+
+def test_errors_shown_in_widget(frontend):
+    model = tiny_zf()
+    mon = TrainingMonitor(model, torch.randn(4, 7, 32, 32), every=1, snapshot_every=1)
+    view = mon.widget
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _train(model, mon, 3)
+    assert "snapshot failed" in view.alerts.value and "zf-monitor-error" in view.alerts.value
+
+
+def test_broken_view_does_not_break_training(run):
+    model, mon = run
+    mon.add_listener(lambda m, s: 1 / 0)
+    with pytest.warns(RuntimeWarning, match="widget update failed"):
+        _train(model, mon, 5)
+    assert mon.step_count == 5
+
+
+def test_evolution_slider_over_snapshots(run):
+    model, mon = run
+    _train(model, mon, 16)
+    mon.epoch_end()
+    box = mon.evolution()
+    labels = [s.label for s in mon.snapshots]
+    assert box.slider.labels == labels and box.grid.checkpoint_labels == labels
+    assert box.slider.index == len(labels) - 1
+    box.slider.index = 0
+    assert box.grid.checkpoint == 0 and labels[0] in box.grid.caption
+    assert bytes(box.grid.frame["atlas"]["view"]) == bytes(
+        snapshot_frame(mon.snapshots[0])["atlas"]["view"]
+    )
+    assert len(box.top9.children) == 1
+
+
+def test_evolution_needs_snapshots():
+    mon = TrainingMonitor(tiny_zf(), every=1, snapshot_every=None)
+    with pytest.raises(ValueError, match="no snapshots"):
+        mon.evolution()
+
+
+def test_compare_runs_and_loaded_run(run, tmp_path):
+    model, mon = run
+    _train(model, mon, 8)
+    mon.epoch_end(val_loss=1.0)
+    path = tmp_path / "a.safetensors"
+    mon.save(path)
+    other = TrainingMonitor.load(path)
+    other.name = "b"
+    box = compare(mon, other)
+    names = [t.name for t in box.figure.data]
+    assert names == ["a: loss", "a: val_loss", "b: loss", "b: val_loss"]
+    dashes = {t.name: t.line.dash for t in box.figure.data}
+    assert dashes["a: loss"] != dashes["b: loss"]
+    assert other.widget.filters is not None  # a loaded run displays its last snapshot
+    with pytest.raises(ValueError, match="at least two"):
+        compare(mon)
+
+
+def test_diverged_run_sends_gaps_and_warns():
+    model = tiny_zf()
+    mon = TrainingMonitor(model, every=1, snapshot_every=None)
+    view = mon.widget
+    mon.step(loss=1.0)
+    mon.step(loss=float("nan"))
+    with torch.no_grad():
+        model[0].weight[1] = float("nan")
+    mon.epoch_end(val_loss=float("inf"))
+    ys = {t.name: list(t.y) for t in view.figure.data}
+    assert ys["loss (raw)"] == [1.0, None] and ys["val_loss"] == [None]
+    assert any("non-finite" in w for w in mon.warnings)

@@ -1,0 +1,358 @@
+"""The widgets of :class:`zfwidgets.monitor.TrainingMonitor`: a live view (plotly curves, the
+latest first-layer filters, top-9 tiles, warnings), the evolution over snapshots (ZFNET.md
+Sec. 3, Fig. 4) and a side-by-side comparison of runs.
+
+Composed from existing widgets (plotly's anywidget ``FigureWidget``, :class:`FilterGrid`,
+:class:`EvolutionSlider`, ipywidgets): no front-end code of its own. The monitor calls the
+view after each of its (time-throttled) refreshes; the view only copies what the monitor
+recorded into traits.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as W
+import torch
+from torch import nn
+
+from ..codec import pack
+from ..monitor import Snapshot, TrainingMonitor, smooth
+from .evolution import EvolutionSlider
+from .filter_grid import DEAD, DOMINATING, FilterGrid
+from .gallery import Gallery
+
+__all__ = ["MonitorView", "compare", "evolution", "snapshot_frame"]
+
+_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
+_DASHES = ["solid", "dash", "dot", "dashdot"]
+
+
+# -- filters -----------------------------------------------------------------------------------
+def snapshot_frame(s: Snapshot) -> dict[str, Any]:
+    """A :class:`FilterGrid` frame (tiles, flags, RMS) from a snapshot."""
+    flags = s.dominating.to(torch.uint8) * DOMINATING
+    dead = _first_layer_dead(s)
+    if dead is not None:
+        flags = flags | dead.to(torch.uint8) * DEAD
+    cout = int(s.rms.shape[0])
+    shape = list(s.weight.shape) if s.weight is not None else [cout, 1, *s.grid["tile"]]
+    return {
+        "layer": f"{s.layer} · {s.label}",
+        "shape": shape,
+        "grid": dict(s.grid),
+        "radius": float(s.radius),
+        "dead_known": dead is not None,
+        **pack({"atlas": s.atlas, "flags": flags, "rms": s.rms.float()}),
+    }
+
+
+def _first_layer_dead(s: Snapshot) -> torch.Tensor | None:
+    """Dead flags of the first layer: the first statistics layer with one channel per filter."""
+    n = int(s.rms.shape[0])
+    for st in s.stats.values():
+        if st["dead"].shape == (n,):
+            return st["dead"]
+    return None
+
+
+def _shadow(s: Snapshot) -> nn.Module:
+    """A one-convolution model of the snapshot's filter shape (FilterGrid needs a model)."""
+    if s.weight is not None:
+        cout, cin, kh, kw = s.weight.shape
+    else:
+        cout, cin, (kh, kw) = int(s.rms.shape[0]), 1, s.grid["tile"]
+    return nn.Sequential(nn.Conv2d(cin, cout, (kh, kw), bias=False))
+
+
+class _SnapshotGrid(FilterGrid):
+    """A FilterGrid whose frames are the monitor's snapshots (no model work)."""
+
+    def __init__(self, snapshots: Sequence[Snapshot], *, checkpoints: bool, **kwargs: Any):
+        self._snap_frames = [snapshot_frame(s) for s in snapshots]
+        shadow = _shadow(snapshots[-1])
+        cps = None
+        labels = None
+        if checkpoints:
+            w0 = shadow[0].weight.detach()
+            cps = [{"0.weight": s.weight if s.weight is not None else w0} for s in snapshots]
+            labels = [s.label for s in snapshots]
+        super().__init__(shadow, checkpoints=cps, labels=labels, **kwargs)
+
+    def _frame(self, index: int) -> dict[str, Any]:
+        if self._checkpoints is None:
+            return self._snap_frames[-1]
+        return self._snap_frames[index]
+
+    def show(self, s: Snapshot) -> None:
+        """Show a new snapshot (live mode)."""
+        frame = snapshot_frame(s)
+        self._snap_frames = [frame]
+        with self.hold_sync():
+            self.frame = frame
+            self.caption = self._caption(frame, self.channel)
+
+
+# -- top-9 -------------------------------------------------------------------------------------
+class _TopNineTiles(W.HBox):
+    """One tile per unit: its top-9 deconvnet projections beside the probe patches, each a
+    :class:`Gallery` (sent through the one codec)."""
+
+    def __init__(self) -> None:
+        super().__init__(layout=W.Layout(flex_flow="row wrap"))
+        self._tiles: dict[str, Gallery] = {}
+
+    def show(self, s: Snapshot) -> None:
+        children = []
+        for unit, rgba in s.top9.items():
+            image = rgba[..., :3].permute(2, 0, 1).unsqueeze(0).float() / 255
+            layer, c = unit.split("/")
+            title = f"{layer} · unit {c} · {s.label}"
+            tile = self._tiles.get(unit)
+            if tile is None:
+                tile = self._tiles[unit] = Gallery(
+                    image, [title], title=title, selectable=False, tile_size=None, max_width=204
+                )
+            else:
+                tile.set_images(image, [title])
+                tile.title = title
+            children.append(tile)
+        self.children = children
+
+
+# -- curves ------------------------------------------------------------------------------------
+_LAYOUT = dict(
+    height=280,
+    width=620,
+    margin=dict(l=50, r=50, t=30, b=40),
+    xaxis=dict(title="step"),
+    yaxis=dict(title="loss"),
+    yaxis2=dict(title="metric", overlaying="y", side="right", showgrid=False),
+    legend=dict(orientation="h", y=1.12),
+    template="plotly_white",
+)
+
+
+def _figure(specs: list[dict]):
+    """A FigureWidget with its traces and layout given to the constructor: plotly >= 6's
+    anywidget FigureWidget loses incremental messages (add_traces, relayout) sent before
+    its view exists (plotly.py #4998), while the constructor's state always arrives."""
+    import plotly.graph_objects as go
+
+    fig = go.FigureWidget(data=[go.Scatter(**spec) for spec in specs], layout=_LAYOUT)
+    fig.add_class("zf-monitor-curves")
+    return fig
+
+
+def _finite(values: list[float]) -> list[float | None]:
+    """Non-finite values as gaps (None): NaN is not JSON, and a diverged run has them."""
+    return [v if math.isfinite(v) else None for v in values]
+
+
+def _traces(m: TrainingMonitor, run: int = 0, prefix: str = "") -> list[dict]:
+    """Trace specs (name -> x, y, style) of one run's curves."""
+    out = []
+    color_i = 0
+    dash = _DASHES[run % len(_DASHES)]
+    for k, c in m.curves.items():
+        x, y = c.points()
+        color = _COLORS[(color_i + run * 2) % len(_COLORS)]
+        color_i += 1
+        axis = "y" if "loss" in k else "y2"
+        if not prefix:  # raw values, faint (only for the live view)
+            out.append(
+                dict(
+                    name=f"{k} (raw)",
+                    x=x,
+                    y=_finite(y),
+                    yaxis=axis,
+                    opacity=0.25,
+                    showlegend=False,
+                    line=dict(color=color, width=1),
+                    mode="lines",
+                )
+            )
+        out.append(
+            dict(
+                name=f"{prefix}{k}",
+                x=x,
+                y=_finite(smooth(y, m.smoothing)),
+                yaxis=axis,
+                line=dict(color=color, width=2, dash=dash),
+                mode="lines",
+            )
+        )
+    for k, c in m.epoch_curves.items():
+        x, y = c.points()
+        color = _COLORS[(color_i + run * 2) % len(_COLORS)]
+        color_i += 1
+        axis = "y" if "loss" in k else "y2"
+        out.append(
+            dict(
+                name=f"{prefix}{k}",
+                x=x,
+                y=_finite(y),
+                yaxis=axis,
+                mode="lines+markers",
+                line=dict(color=color, width=2, dash=dash),
+                marker=dict(size=6),
+            )
+        )
+    return out
+
+
+def _update_figure(fig, specs: list[dict]) -> bool:
+    """Set x and y of every trace (whole arrays, so a message lost before the view existed
+    is repaired by the next one). False when the traces differ (build a new figure)."""
+    if [t.name for t in fig.data] != [spec["name"] for spec in specs]:
+        return False
+    with fig.batch_update():
+        for tr, spec in zip(fig.data, specs):
+            tr.x, tr.y = spec["x"], spec["y"]
+    return True
+
+
+# -- the live view -----------------------------------------------------------------------------
+def _status(m: TrainingMonitor) -> str:
+    parts = [
+        f"<b>{html.escape(m.name)}</b>",
+        f"step <span class='zf-monitor-step'>{m.step_count}</span>",
+    ]
+    if m.epoch:
+        parts.append(f"epoch {m.epoch}")
+    for k, c in list(m.curves.items())[:3]:
+        _, y = c.points()
+        if y:
+            parts.append(f"{html.escape(k)} {y[-1]:.4g}")
+    parts.append(f"{len(m.snapshots)} snapshots")
+    return " · ".join(parts)
+
+
+def _alerts(m: TrainingMonitor) -> str:
+    rows = [f"<div class='zf-monitor-error'>⚠ {html.escape(e)}</div>" for e in m.errors]
+    rows += [f"<div class='zf-monitor-warning'>{html.escape(w)}</div>" for w in m.warnings]
+    return "".join(rows) or "<div class='zf-monitor-ok'>no dead or dominating filters</div>"
+
+
+class MonitorView(W.VBox):
+    """The live widget of a :class:`TrainingMonitor` (``monitor.widget``).
+
+    Children: a status line (step, epoch, latest values), a plotly ``FigureWidget`` with the
+    smoothed curves (train per step, validation per epoch), the latest snapshot's first-layer
+    filters (a :class:`FilterGrid`: dominating filters marked, dead ones too when there is a
+    probe), the top-9 tiles of the chosen units, and the warnings.
+    """
+
+    def __init__(self, monitor: TrainingMonitor, **kwargs: Any) -> None:
+        self.monitor = monitor
+        self.status = W.HTML(_status(monitor))
+        self.status.add_class("zf-monitor-status")
+        self.figure = _figure(_traces(monitor))
+        self.filters: _SnapshotGrid | None = None
+        self._filter_box = W.VBox(
+            [W.HTML("<small>filters: waiting for the first snapshot</small>")]
+        )
+        self.top9 = _TopNineTiles()
+        self.alerts = W.HTML(_alerts(monitor))
+        self.alerts.add_class("zf-monitor-alerts")
+        self._shown_snapshot = -1
+        self._figure_box = W.Box([self.figure])
+        super().__init__(
+            [self.status, self._figure_box, W.HBox([self._filter_box, self.top9]), self.alerts],
+            **kwargs,
+        )
+        self.add_class("zf-monitor")
+        self.update(monitor, True)
+        ref = weakref.ref(self)
+
+        def listener(m: TrainingMonitor, snapshot: bool) -> None:
+            view = ref()
+            if view is not None:
+                view.update(m, snapshot)
+
+        monitor.add_listener(listener)
+
+    def update(self, m: TrainingMonitor, snapshot: bool = False) -> None:
+        """Copy the monitor's state into the children (called after each refresh)."""
+        with m._lock:
+            specs = _traces(m)
+            status, alerts = _status(m), _alerts(m)
+            latest = m.snapshots[-1] if m.snapshots else None
+            n = len(m.snapshots)
+        if not _update_figure(self.figure, specs):  # a new series: a new figure
+            old, self.figure = self.figure, _figure(specs)
+            self._figure_box.children = [self.figure]
+            old.close()
+        self.status.value = status
+        self.alerts.value = alerts
+        if latest is not None and (snapshot or self._shown_snapshot != n):
+            self._shown_snapshot = n
+            if self.filters is None:
+                self.filters = _SnapshotGrid([latest], checkpoints=False, max_width=320)
+                self.filters.add_class("zf-monitor-filters")
+                self._filter_box.children = [self.filters]
+            else:
+                self.filters.show(latest)
+            if latest.top9:
+                self.top9.show(latest)
+
+
+# -- after training ----------------------------------------------------------------------------
+def evolution(monitor: TrainingMonitor) -> W.VBox:
+    """An :class:`EvolutionSlider` over the snapshots, linked to their filters (and their top-9
+    tiles): ZFNET.md Sec. 3, Fig. 4."""
+    snaps = list(monitor.snapshots)
+    if not snaps:
+        raise ValueError("evolution: the monitor has no snapshots yet")
+    grid = _SnapshotGrid(snaps, checkpoints=True, max_width=360)
+    slider = EvolutionSlider(
+        grid._checkpoints,
+        labels=[s.label for s in snaps],
+        index=len(snaps) - 1,
+        description="snapshot",
+    )
+    slider.link(grid)
+    top9 = _TopNineTiles()
+    if snaps[-1].top9:
+        top9.show(snaps[-1])
+        slider.observe(
+            lambda ch: top9.show(snaps[ch["new"]]) if snaps[ch["new"]].top9 else None, "index"
+        )
+    box = W.VBox([slider, W.HBox([grid, top9])])
+    box.add_class("zf-monitor-evolution")
+    box.slider, box.grid, box.top9 = slider, grid, top9
+    return box
+
+
+def compare(*runs: TrainingMonitor, labels: Sequence[str] | None = None) -> W.VBox:
+    """Runs side by side: their smoothed curves overlaid (one dash style per run) and the
+    latest first-layer filters of each."""
+    if len(runs) < 2:
+        raise ValueError(f"compare: expected at least two runs, got {len(runs)}")
+    for i, r in enumerate(runs):
+        if not isinstance(r, TrainingMonitor):
+            raise TypeError(f"runs[{i}]: expected a TrainingMonitor, got {type(r).__name__}")
+    names = list(labels) if labels is not None else [r.name for r in runs]
+    if len(names) != len(runs):
+        raise ValueError(f"labels: expected {len(runs)} labels, got {len(names)}")
+    if len(set(names)) < len(names):
+        names = [f"{n} ({i})" for i, n in enumerate(names)]
+    specs = []
+    for i, (r, n) in enumerate(zip(runs, names)):
+        specs += _traces(r, run=i, prefix=f"{n}: ")
+    fig = _figure(specs)
+    panels = []
+    for r, n in zip(runs, names):
+        if r.snapshots:
+            g = _SnapshotGrid([r.snapshots[-1]], checkpoints=False, max_width=300)
+            panels.append(W.VBox([W.HTML(f"<b>{html.escape(n)}</b>"), g]))
+        else:
+            panels.append(W.HTML(f"<b>{html.escape(n)}</b>: no snapshots"))
+    box = W.VBox([fig, W.HBox(panels)])
+    box.add_class("zf-monitor-compare")
+    box.figure = fig
+    return box
