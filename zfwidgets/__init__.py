@@ -5,8 +5,11 @@ from __future__ import annotations
 from . import models
 from .atlas import Atlas
 from .backprop import backprop, deconv, guided_backprop, saliency
+from .cam import Cam, cam
 from .capture import Capture, capture
+from .correspondence import Correspondence, correspondence
 from .data import load_default, load_default_atlas, load_photos
+from .embed import Embedding, embed
 from .filters import (
     FilterStats,
     dead_filters,
@@ -16,6 +19,7 @@ from .filters import (
     renormalize_filters_,
 )
 from .gradcam import GradCam, grad_cam
+from .invariance import Invariance, invariance
 from .mining import mine
 from .monitor import TrainingMonitor, compare
 from .occlusion import OcclusionResult, occlusion
@@ -46,6 +50,14 @@ def __getattr__(name: str):
 
 __all__ = [
     *_WIDGETS,
+    "Cam",
+    "Correspondence",
+    "Embedding",
+    "Invariance",
+    "cam",
+    "correspondence",
+    "embed",
+    "invariance",
     "Atlas",
     "Capture",
     "FilterStats",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ipywidgets as w
@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from .._checks import check_images, check_model, first_conv, model_device, resolve_layer
-from ..backprop import deconv, guided_backprop
+from ..backprop import backprop, deconv, guided_backprop
+from ..capture import eval_mode
 from ..images import contrast_normalize, display_image
 from .gallery import Gallery
 from .layer_grid import LayerGrid, mean_std_of
@@ -65,6 +66,31 @@ def _to_tensor(item: Any, transform: Any, index: int) -> torch.Tensor:
     return item
 
 
+def _check_attributions(attributions: Any) -> dict[str, Any]:
+    if attributions is None:
+        return {}
+    if not isinstance(attributions, Mapping):
+        raise TypeError(
+            "attributions: expected a dict name -> attribution class (e.g. "
+            "{'Integrated Gradients': captum.attr.IntegratedGradients}), "
+            f"got {type(attributions).__name__}"
+        )
+    from .occlusion_map import OCCLUSION_VIEWS
+
+    reserved = {"Grad-CAM", "saliency", "guided backprop", "deconvnet", *OCCLUSION_VIEWS}
+    for name, cls in attributions.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"attributions: expected non-empty str names, got {name!r}")
+        if name in reserved:
+            raise ValueError(f"attributions: {name!r} is a built-in view; pick another name")
+        if not callable(cls):
+            raise TypeError(
+                f"attributions[{name!r}]: expected an attribution class taking the model "
+                f"(e.g. captum.attr.IntegratedGradients), got {cls!r}"
+            )
+    return dict(attributions)
+
+
 class Explorer(w.VBox):
     """Zeiler & Fergus for one model, in one widget.
 
@@ -92,6 +118,15 @@ class Explorer(w.VBox):
         Display statistics when ``transform`` has no ``Normalize``.
     occlusion : bool
         Show the occlusion maps (one batched sweep per image).
+    attributions : dict name -> attribution class, optional
+        More heatmap views beside occlusion, e.g. ``{"Integrated Gradients":
+        captum.attr.IntegratedGradients}``: each class is instantiated as ``cls(model)`` and
+        its ``attribute(x, target=predicted class)`` is shown as the absolute value summed over
+        channels. Any Captum method fits; Captum itself stays optional.
+    attribution_views : bool
+        Add the "Grad-CAM", "saliency", "guided backprop" and "deconvnet" views (ZFNET.md
+        Sec. 2 and 4) to the occlusion widget: the three projections are of the selected unit
+        when a feature map is selected, else of the predicted class score.
 
     Examples
     --------
@@ -113,6 +148,8 @@ class Explorer(w.VBox):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         occlusion: bool = True,
+        attributions: Mapping[str, Any] | None = None,
+        attribution_views: bool = True,
         max_images: int = 32,
         **kwargs: Any,
     ) -> None:
@@ -131,6 +168,10 @@ class Explorer(w.VBox):
                 atlas = load_default_atlas(default)
         check_model(model)
         self.model = model
+        self.attributions = _check_attributions(attributions)
+        self.attribution_views = bool(attribution_views)
+        #: view name -> the error raised while computing it for the current image/unit
+        self.attribution_errors: dict[str, str] = {}
         channels = _in_channels(model)
         if transform is None:
             transform = _default_transform(channels)
@@ -194,6 +235,7 @@ class Explorer(w.VBox):
             children.append(self.top9)
         self.predictions = self._make_predictions()
         self.occlusion_map = self._make_occlusion() if occlusion else None
+        self._show_attributions()
         row = [x for x in (self.occlusion_map, self.predictions) if x is not None]
         if row:
             # side by side where they fit, one under the other where they don't
@@ -295,7 +337,9 @@ class Explorer(w.VBox):
             if self.predictions is not None:
                 self.predictions.set_image(x)
             if self.occlusion_map is not None:
+                view = self.occlusion_map.view
                 self.occlusion_map.set_image(x)
+                self._show_attributions(keep_view=view)
             self._show_unit()
         finally:
             self._busy("")
@@ -370,11 +414,86 @@ class Explorer(w.VBox):
         if self.top9 is not None:
             self.top9.layer = change["new"]
         self._show_unit()
+        self._show_attributions(unit_only=True)
 
     def _on_channel(self, change: dict) -> None:
         if change["new"] is not None and self.top9 is not None:
             self.top9.channel = change["new"]
         self._show_unit()
+        self._show_attributions(unit_only=True)
+
+    # -- attribution views in the occlusion widget -----------------------------------------
+    def attribution_maps(self, *, unit_only: bool = False) -> dict[str, torch.Tensor]:
+        """The heatmaps shown beside occlusion for the current image, name -> (H, W).
+
+        ``"Grad-CAM"``: :func:`zfwidgets.grad_cam` (last convolution, predicted class),
+        upsampled. ``"saliency"``, ``"guided backprop"``, ``"deconvnet"``: the projection of
+        the selected feature map's strongest unit (or, with none selected, of the predicted
+        class score) by that rule, ``|.|`` summed over channels. Then each method of
+        ``attributions``. A method that fails is left out; its error is kept in
+        :attr:`attribution_errors`.
+        """
+        x = self.current.unsqueeze(0)
+        maps: dict[str, torch.Tensor] = {}
+        if not unit_only:
+            self.attribution_errors = {}
+        with eval_mode(self.model), torch.no_grad():
+            predicted = int(self.model(x).argmax(1)[0])
+
+        def attempt(name: str, fn: Any) -> None:
+            try:
+                maps[name] = fn().detach().float()
+            except Exception as exc:  # one broken method must not break the Explorer
+                self.attribution_errors[name] = f"{type(exc).__name__}: {exc}"
+            else:
+                self.attribution_errors.pop(name, None)
+
+        if self.attribution_views:
+            if not unit_only:
+                from ..gradcam import grad_cam
+
+                attempt("Grad-CAM", lambda: grad_cam(self.model, x, target=predicted).upsampled[0])
+            c = self.grid.channel
+            if c is not None:
+                kw: dict[str, Any] = {"layer": self.grid.layer, "channel": c}
+            else:
+                last = [n for n, m in self.model.named_modules() if isinstance(m, nn.Linear)]
+                kw = {"layer": last[-1], "units": [[0, predicted]]} if last else {}
+            if kw:
+                for name, rule in (
+                    ("saliency", "saliency"),
+                    ("guided backprop", "guided"),
+                    ("deconvnet", "deconv"),
+                ):
+                    attempt(
+                        name,
+                        lambda rule=rule: backprop(self.model, x, rule=rule, **kw)[0].abs().sum(0),
+                    )
+        if not unit_only:
+            for name, cls in self.attributions.items():
+                attempt(name, lambda cls=cls: self._captum_map(cls, x, predicted))
+        return maps
+
+    def _captum_map(self, cls: Any, x: torch.Tensor, target: int) -> torch.Tensor:
+        with eval_mode(self.model), torch.enable_grad():
+            attr = cls(self.model).attribute(x.detach().clone(), target=target)
+        if isinstance(attr, tuple):
+            attr = attr[0]
+        if not isinstance(attr, torch.Tensor) or attr.dim() != 4:
+            shape = tuple(attr.shape) if isinstance(attr, torch.Tensor) else type(attr).__name__
+            raise ValueError(f"expected an attribution of shape (1, C, H, W), got {shape}")
+        return attr[0].abs().sum(0)
+
+    def _show_attributions(self, *, unit_only: bool = False, keep_view: str | None = None) -> None:
+        occ = self.occlusion_map
+        if occ is None or not (self.attribution_views or self.attributions):
+            return
+        maps = self.attribution_maps(unit_only=unit_only)
+        with occ.hold_sync():
+            for name, values in maps.items():
+                occ.show_map(name, values, show=False)
+            if keep_view is not None and keep_view in [v["name"] for v in occ.views]:
+                occ.view = keep_view
 
     def _show_unit(self) -> None:
         """The current image beside the projections of the selected map's strongest unit."""
