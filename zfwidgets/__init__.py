@@ -29,10 +29,13 @@ __version__ = "0.1.0.dev0"
 
 #: The widgets, imported on first use so the engine never imports anywidget/ipywidgets.
 _WIDGETS = (
+    "CorrespondenceTable",
+    "EmbeddingView",
     "EvolutionSlider",
     "Explorer",
     "FilterGrid",
     "Gallery",
+    "InvarianceCurves",
     "LayerGrid",
     "OcclusionMap",
     "Predictions",

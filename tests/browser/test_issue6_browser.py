@@ -1,0 +1,114 @@
+"""Issue 6 widgets in stock Voila, in headless Chromium: InvarianceCurves (plotly panels and
+the strip of transformed images), CorrespondenceTable (an HTML-looking part name shown as
+text) and EmbeddingView (plotly scatter and the preview Gallery) on the default model.
+Screenshots go to tests/artifacts/issue6-*.png.
+"""
+
+from __future__ import annotations
+
+import pytest
+from harness import open_app, serve
+
+pytestmark = pytest.mark.browser
+
+EVIL = '<img src=x onerror="window.__zf_pwned=1">top'
+
+CELLS = [
+    f"""\
+import torch
+import zfwidgets as zf
+from zfwidgets.widgets.correspondence_table import CorrespondenceTable
+from zfwidgets.widgets.embedding import EmbeddingView
+from zfwidgets.widgets.invariance_curves import InvarianceCurves
+
+torch.set_num_threads(1)
+d = zf.load_default()
+x, y = d.images.tensors()
+EVIL = {EVIL!r}
+""",
+    """\
+inv = InvarianceCurves(d.model, x[:4], transform="rotate", target=y[:4], classes=d.classes,
+                       mean=d.mean, std=d.std)
+inv.add_class("zf-test-inv")
+display(inv)
+""",
+    """\
+res = zf.correspondence(d.model, x[y == 7][:5], {EVIL: (0, 0, 14, 28), "bottom": (14, 0, 28, 28)},
+                        n_random=3)
+table = CorrespondenceTable(res)
+table.add_class("zf-test-table")
+display(table)
+""",
+    """\
+emb = EmbeddingView(d.model, d.images, method="pca", classes=d.classes, mean=d.mean, std=d.std,
+                    max_points=200)
+emb.add_class("zf-test-emb")
+emb.show(5)
+display(emb)
+""",
+]
+
+INV = ".zf-test-inv"
+TABLE = ".zf-test-table"
+EMB = ".zf-test-emb"
+INV_LINE = f"{INV} .zf-invariance-curves .scatterlayer path.js-line"
+INV_CANVAS = f"{INV} canvas.zf-atlas"
+EMB_POINT = f"{EMB} .zf-embedding-plot .scatterlayer path.point"
+EMB_CANVAS = f"{EMB} canvas.zf-atlas"
+PART = f"{TABLE} td.zf-part"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = serve(tmp_path_factory.mktemp("voila-issue6"), "issue6.ipynb", CELLS)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _ds(app, sel):
+    return app.page.evaluate(
+        "(sel) => [...document.querySelectorAll(sel)].map((e) => e.getAttribute('d') || '')",
+        sel,
+    )
+
+
+def test_issue6_widgets_render(server, browser_context, artifacts):
+    ready = (
+        "return arg.every((s) => document.querySelector(s)) && "
+        "[arg[0], arg[2]].every((s) => Number(document.querySelector(s).dataset.draws || 0) > 0)"
+    )
+    sels = [INV_CANVAS, INV_LINE, EMB_CANVAS, EMB_POINT, PART]
+    with open_app(browser_context, server, ready, sels, timeout_s=120) as app:
+        print(f"page ready in {app.load_s:.1f} s")
+        # invariance: 3 panels (2 layers + probability) x (4 images + mean) lines, non-empty d
+        lines = _ds(app, INV_LINE)
+        assert len(lines) == 15 and all(len(d) > 10 for d in lines), lines
+        titles = app.page.evaluate(
+            "(sel) => [...document.querySelectorAll(sel)].map((e) => e.textContent)",
+            f"{INV} .zf-invariance-curves .annotation-text",
+        )
+        assert "probability of the class" in titles, titles
+        strip = app.pixels(INV_CANVAS)
+        assert strip["count"] == 12 and strip["opaque"] > 0 and strip["colours"] > 10, strip
+        app.shot(artifacts, "issue6-invariance.png", INV)
+        # correspondence: the HTML-looking name is text, no element was injected
+        assert app.text(PART) == EVIL
+        assert app.page.evaluate(f"document.querySelectorAll('{TABLE} img').length") == 0
+        assert not app.page.evaluate("window.__zf_pwned === 1")
+        assert app.page.evaluate(f"document.querySelectorAll('{TABLE} tbody tr').length") == 2
+        app.shot(artifacts, "issue6-correspondence.png", TABLE)
+        # embedding: 200 scatter points with paths, a legend of class names, the preview image
+        points = _ds(app, EMB_POINT)
+        assert len(points) == 200 and all(points), len(points)
+        legend = app.page.evaluate(
+            "(sel) => [...document.querySelectorAll(sel)].map((e) => e.textContent)",
+            f"{EMB} .legendtext",
+        )
+        assert "Ankle boot" in legend and "T-shirt/top" in legend, legend
+        preview = app.pixels(EMB_CANVAS)
+        assert preview["count"] == 1 and preview["opaque"] > 0 and preview["colours"] > 10
+        app.shot(artifacts, "issue6-embedding.png", EMB)
+        app.shot(artifacts, "issue6-page.png")
+        assert not app.errors, app.errors
