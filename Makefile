@@ -1,5 +1,5 @@
-# The two commands: `make test` and (once the demo issue lands) `make demo`.
-# Both create .venv when it is missing and install what they need into it.
+# The two commands: `make demo` (serves the Explorer) and `make test`; `make slides` serves the
+# teaching deck. All create .venv when it is missing and install what they need into it.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,7 +10,7 @@ NODE_STAMP := node_modules/.package-lock.json
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: test lint format bench install clean build-js js-test chromium
+.PHONY: test lint format bench install clean build-js js-test chromium demo slides reveal
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,23 @@ build-js: $(NODE_STAMP)
 js-test: $(NODE_STAMP)
 	$(NPM) test
 
+# reveal.js for the offline slides, from notebooks/package-lock.json into notebooks/node_modules
+# (Voila serves its CSS from there: scripts/serve.py slides).
+REVEAL_STAMP := notebooks/node_modules/.package-lock.json
+$(REVEAL_STAMP): notebooks/package.json notebooks/package-lock.json
+	$(NPM) ci --prefix notebooks --no-audit --no-fund
+	touch $(REVEAL_STAMP)
+
+reveal: $(REVEAL_STAMP)
+
+# Voila on 127.0.0.1 (8866 / 8867; `make demo PORT=9000`); the command lines live in
+# scripts/serve.py, which the browser tests run too. Ctrl-C stops.
+demo: $(STAMP) build-js
+	$(PY) scripts/serve.py demo $(if $(PORT),--port=$(PORT))
+
+slides: $(STAMP) build-js $(REVEAL_STAMP)
+	$(PY) scripts/serve.py slides $(if $(PORT),--port=$(PORT))
+
 # Debian's Chromium for the browser tests (never `playwright install`).
 chromium:
 	@test -x $(CHROMIUM) || { \
@@ -45,20 +62,20 @@ chromium:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-dejavu-core; }
 
 lint: $(STAMP) $(NODE_STAMP)
-	$(VENV)/bin/ruff check zfwidgets tests benchmarks
-	$(VENV)/bin/ruff format --check zfwidgets tests benchmarks
+	$(VENV)/bin/ruff check zfwidgets tests benchmarks scripts
+	$(VENV)/bin/ruff format --check zfwidgets tests benchmarks scripts
 	$(NPM) run lint
 
 format: $(STAMP) $(NODE_STAMP)
-	$(VENV)/bin/ruff format zfwidgets tests benchmarks
-	$(VENV)/bin/ruff check --fix zfwidgets tests benchmarks
+	$(VENV)/bin/ruff format zfwidgets tests benchmarks scripts
+	$(VENV)/bin/ruff check --fix zfwidgets tests benchmarks scripts
 	$(NPM) run format
 
-test: lint js-test build-js chromium
+test: lint js-test build-js chromium reveal
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache node_modules zfwidgets/static tests/artifacts
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache node_modules notebooks/node_modules zfwidgets/static tests/artifacts
