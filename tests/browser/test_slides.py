@@ -32,6 +32,8 @@ SLIDES = [
     ("Fig. 4", ".zf-top-nine canvas.zf-atlas"),
     ("Fig. 6", ".zf-filter-grid canvas.zf-atlas"),
     ("Fig. 7", ".zf-occlusion canvas.zf-occ-heat"),
+    ("Fig. 5", ".zf-gallery canvas.zf-atlas"),
+    ("Table 1", "table"),
     ("On your own model", "pre"),
 ]
 
