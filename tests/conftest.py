@@ -9,6 +9,9 @@ torch.set_num_threads(2)
 
 
 def pytest_collection_modifyitems(config, items):
+    # Browser tests last: Playwright's sync API keeps an event loop running in this process
+    # while its browser is open, which changes how widgets schedule background work.
+    items.sort(key=lambda item: "browser" in item.keywords)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")
