@@ -74,21 +74,13 @@ def bench_capture(model, x, device, repeats):
         with torch.no_grad(), zf.capture(model, layers):
             model(x)
 
-    def read_switches():
-        with torch.no_grad(), zf.capture(model, layers) as cap:
-            model(x)
-        for name in cap.switches:
-            cap.switches[name]
-
-    fns = {"plain": plain, "capture": captured, "switches": read_switches}
-    t = paired(fns, device, repeats)
+    t = paired({"plain": plain, "capture": captured}, device, repeats)
     print(
         f"capture of every conv/ReLU/pool/linear ({len(layers)} layers) with switches, batch {len(x)}"
     )
     row("plain forward", t["plain"] * 1e3, "ms")
     row("forward inside zf.capture", t["capture"] * 1e3, "ms")
     row("ratio capture / plain (goal <= 1.05)", t["capture"] / t["plain"], "x")
-    row("ratio capture + reading every switch / plain", t["switches"] / t["plain"], "x")
 
 
 def bench_mining(model, data, device, repeats):
