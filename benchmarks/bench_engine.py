@@ -232,7 +232,7 @@ def main():
         f"# zfwidgets engine benchmarks on {device} ({torch.get_num_threads()} threads), torch {torch.__version__}"
     )
     model = torchvision.models.alexnet(weights=None).eval().to(device)
-    repeats = 2 if args.quick else 9
+    repeats = 2 if args.quick else 5
     batch = 4 if args.quick else 16
     x = torch.randn(batch, 3, 224, 224, device=device)
     bench_capture(model, x, device, repeats)

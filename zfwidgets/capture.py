@@ -8,11 +8,10 @@ what it needs through :class:`Capture`'s options rather than registering hooks i
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_model, resolve_layers
@@ -30,51 +29,6 @@ def default_layers(model: nn.Module) -> list[str]:
 
 class _Stop(Exception):
     """Raised by a hook to end a forward pass early; swallowed by :class:`Capture`."""
-
-
-class _Switches(Mapping):
-    """Max-pool argmax indices by layer name.
-
-    Computed on first access from the input the pool received (kept by reference, no copy),
-    so a forward inside :func:`capture` costs no more than without switches; a pool that
-    returns its own indices is read directly.
-    """
-
-    def __init__(self) -> None:
-        self._done: dict[str, torch.Tensor] = {}
-        self._pending: dict[str, tuple[torch.Tensor, int, nn.MaxPool2d]] = {}
-
-    def _record(self, name: str, x: torch.Tensor, module: nn.MaxPool2d) -> None:
-        self._done.pop(name, None)
-        self._pending[name] = (x, x._version, module)
-
-    def _set(self, name: str, indices: torch.Tensor) -> None:
-        self._pending.pop(name, None)
-        self._done[name] = indices
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        if name in self._done:
-            return self._done[name]
-        if name not in self._pending:
-            raise KeyError(f"no switches recorded for {name!r}; recorded: {sorted(self)}")
-        x, version, m = self._pending[name]
-        if x._version != version:
-            raise KeyError(
-                f"the input of max-pool {name!r} was modified in place after the pool ran; "
-                "use capture(model, ..., clone=True) to record its switches as it runs"
-            )
-        with torch.no_grad():
-            _, indices = F.max_pool2d(
-                x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True
-            )
-        self._set(name, indices)
-        return indices
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._done) + [n for n in self._pending if n not in self._done])
-
-    def __len__(self) -> int:
-        return len(set(self._done) | set(self._pending))
 
 
 class _Activations(dict):
@@ -108,9 +62,6 @@ class Capture:
     - ``switches[name]``: for every captured ``nn.MaxPool2d``, the argmax indices of each
       pooling window (flat indices into each input plane, as
       ``F.max_pool2d(..., return_indices=True)`` returns them). ZFNET.md Sec. 2, step 1.
-      They are computed on first access from the input the pool received (kept by
-      reference), so recording them costs the forward nothing; with ``clone=True`` they are
-      recorded as the pool runs.
 
     Outputs are protected against later in-place operations (``ReLU(inplace=True)``): with
     ``clone="auto"`` torch's in-place modules run out of place for the duration of the block
@@ -147,7 +98,7 @@ class Capture:
         self._keep_graph = keep_graph
         self._stop_at = stop_at
         self.activations: dict[str, Any] = _Activations(self)
-        self.switches: Mapping[str, torch.Tensor] = _Switches()
+        self.switches: dict[str, torch.Tensor] = {}
         self.calls: dict[str, int] = {}
         self.overwritten: set[str] = set()
         self.stopped = False
@@ -183,11 +134,9 @@ class Capture:
         def hook(module: nn.Module, inputs: tuple, output: Any):
             self.calls[name] = self.calls.get(name, 0) + 1
             replacement = None
-            if is_pool and self._want_switches and not isinstance(output, tuple):
-                self.switches._record(name, inputs[0].detach(), module)
             if is_pool and self._want_switches and isinstance(output, tuple):
                 out, idx = output
-                self.switches._set(name, idx)
+                self.switches[name] = idx
                 replacement = output if had_indices else out
                 output = out
             if isinstance(output, torch.Tensor):
@@ -224,8 +173,7 @@ class Capture:
             for name, module in self._modules.items():
                 is_pool = isinstance(module, nn.MaxPool2d)
                 had = bool(getattr(module, "return_indices", False)) if is_pool else False
-                if is_pool and self._want_switches and not had and self._clone is True:
-                    # recorded as the pool runs (its input may change later); else on access
+                if is_pool and self._want_switches and not had:
                     self._saved_return_indices.append((module, module.return_indices))
                     module.return_indices = True
                 self._handles.append(
