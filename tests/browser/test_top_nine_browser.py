@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from harness import NOISE, App, serve
+from harness import App, open_app, serve
 
 pytestmark = pytest.mark.browser
 
@@ -112,23 +112,12 @@ READY = (
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, browser_context):
     server = serve(tmp_path_factory.mktemp("voila"), "top_nine.ipynb", CELLS)
-    page = browser_context.new_page()
-    application = App(page=page, server=server, load_s=0.0)
-
-    def on_console(msg):
-        if msg.type == "error" and not any(n in msg.text.lower() for n in NOISE):
-            application.errors.append(msg.text)
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda exc: application.errors.append(f"pageerror: {exc}"))
-    t0 = time.monotonic()
     try:
-        page.goto(server.url, wait_until="domcontentloaded", timeout=120_000)
-        application.wait(READY, [CANVAS, "0", "0"], timeout_s=120)
-        application.load_s = time.monotonic() - t0
-        yield application
+        with open_app(
+            browser_context, server, READY, [CANVAS, "0", "0"], timeout_s=120
+        ) as application:
+            yield application
     finally:
-        page.close()
         server.stop()
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from harness import NOISE, TILE_CENTRE, App, serve
+from harness import TILE_CENTRE, open_app, serve
 
 pytestmark = pytest.mark.browser
 
@@ -90,26 +90,15 @@ EVIL_ROOT = ".zf-test-evil"
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, browser_context):
     server = serve(tmp_path_factory.mktemp("voila"), "widgets.ipynb", CELLS)
-    page = browser_context.new_page()
-    application = App(page=page, server=server, load_s=0.0)
-
-    def on_console(msg):
-        if msg.type == "error" and not any(n in msg.text.lower() for n in NOISE):
-            application.errors.append(msg.text)
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda exc: application.errors.append(f"pageerror: {exc}"))
-    t0 = time.monotonic()
     try:
-        page.goto(server.url, wait_until="domcontentloaded", timeout=120_000)
-        application.wait(
+        with open_app(
+            browser_context,
+            server,
             "return document.querySelectorAll('canvas.zf-atlas[data-draws]').length >= 3",
             timeout_s=120,
-        )
-        application.load_s = time.monotonic() - t0
-        yield application
+        ) as application:
+            yield application
     finally:
-        page.close()
         server.stop()
 
 
