@@ -165,3 +165,13 @@ def check_logits(out: object, n: int) -> torch.Tensor:
     if not out.is_floating_point():
         raise TypeError(f"model output: expected floating-point logits, got {out.dtype}")
     return out
+
+
+def check_architecture(num_classes: object, in_channels: object, dropout: object) -> float:
+    """The constructor arguments of the bundled architectures; returns ``dropout`` as float."""
+    for value, name in ((num_classes, "num_classes"), (in_channels, "in_channels")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+        raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout!r}")
+    return float(dropout)

@@ -32,6 +32,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_architecture
+
 __all__ = ["ZFNetSmall", "zfnet_small"]
 
 
@@ -131,9 +133,5 @@ def zfnet_small(num_classes: int = 10, in_channels: int = 1, *, dropout: float =
     >>> model(torch.zeros(2, 1, 28, 28)).shape
     torch.Size([2, 10])
     """
-    for value, name in ((num_classes, "num_classes"), (in_channels, "in_channels")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
-        raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout!r}")
-    return ZFNetSmall(num_classes, in_channels=in_channels, dropout=float(dropout))
+    dropout = check_architecture(num_classes, in_channels, dropout)
+    return ZFNetSmall(num_classes, in_channels=in_channels, dropout=dropout)

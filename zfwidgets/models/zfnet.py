@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_architecture
+
 __all__ = ["ZFNet", "zfnet"]
 
 
@@ -123,9 +125,5 @@ def zfnet(num_classes: int = 1000, *, in_channels: int = 3, dropout: float = 0.5
     >>> model(torch.randn(1, 3, 224, 224)).shape
     torch.Size([1, 1000])
     """
-    for value, name in ((num_classes, "num_classes"), (in_channels, "in_channels")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
-        raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout!r}")
-    return ZFNet(num_classes, in_channels=in_channels, dropout=float(dropout))
+    dropout = check_architecture(num_classes, in_channels, dropout)
+    return ZFNet(num_classes, in_channels=in_channels, dropout=dropout)
