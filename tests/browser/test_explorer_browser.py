@@ -28,21 +28,12 @@ from dataclasses import dataclass
 import pytest
 from harness import REPO, TILE_CENTRE, App, open_app, serve
 
+from zfwidgets.data import CLASSES
+
 pytestmark = pytest.mark.browser
 
 EVIL = "<img src=x onerror=window.zfXSS=1>"
-FASHION = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+FASHION = CLASSES  # the bundled model's class names
 DOCS_SCREENSHOT = REPO / "docs" / "screenshot-explorer.png"
 
 # Test-only classes on the Explorer's parts, so the selectors below need no DOM order.

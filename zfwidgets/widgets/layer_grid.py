@@ -23,7 +23,7 @@ from ..codec import decode, encode, pack
 from ..images import COLORMAPS, display_image, feature_atlas, to_rgba
 from ._base import ZFWidget
 
-__all__ = ["MAP_TYPES", "LayerGrid", "map_layers"]
+__all__ = ["MAP_TYPES", "LayerGrid", "display_stats", "map_layers"]
 
 #: Module types whose outputs are offered as feature maps (when they are (1, C, H, W)).
 MAP_TYPES: tuple[type[nn.Module], ...] = (
@@ -69,6 +69,18 @@ def mean_std_of(transform: Any) -> tuple[Any, Any]:
         f"transform: found no Normalize(mean, std) in {type(transform).__name__}; "
         "pass mean= and std= instead"
     )
+
+
+def display_stats(transform: Any, mean: Any, std: Any) -> tuple[Any, Any]:
+    """The ``(mean, std)`` to undo for display: from ``transform``'s ``Normalize`` or given
+    directly (not both); ``(None, None)`` when neither is given."""
+    if transform is not None:
+        if mean is not None or std is not None:
+            raise ValueError("give transform= or mean=/std=, not both")
+        mean, std = mean_std_of(transform)
+    if (mean is None) != (std is None):
+        raise ValueError("mean and std: give both or neither")
+    return mean, std
 
 
 def _as_image(model: nn.Module, image: object) -> torch.Tensor:
@@ -192,12 +204,7 @@ class LayerGrid(ZFWidget):
         **kwargs: Any,
     ) -> None:
         check_model(model)
-        if transform is not None:
-            if mean is not None or std is not None:
-                raise ValueError("give transform= or mean=/std=, not both")
-            mean, std = mean_std_of(transform)
-        if (mean is None) != (std is None):
-            raise ValueError("mean and std: give both or neither")
+        mean, std = display_stats(transform, mean, std)
         if columns is not None and (
             isinstance(columns, bool) or not isinstance(columns, int) or columns < 1
         ):

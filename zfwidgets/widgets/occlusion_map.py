@@ -47,7 +47,7 @@ from ..occlusion import (
     occlusion,
 )
 from ._base import ZFWidget, start_worker
-from .layer_grid import _as_image, mean_std_of
+from .layer_grid import _as_image, display_stats
 from .predictions import class_names
 
 __all__ = ["OCCLUSION_VIEWS", "OcclusionMap"]
@@ -257,12 +257,7 @@ class OcclusionMap(ZFWidget):
         **kwargs: Any,
     ) -> None:
         check_model(model)
-        if transform is not None:
-            if mean is not None or std is not None:
-                raise ValueError("give transform= or mean=/std=, not both")
-            mean, std = mean_std_of(transform)
-        if (mean is None) != (std is None):
-            raise ValueError("mean and std: give both or neither")
+        mean, std = display_stats(transform, mean, std)
         if window is not None:
             _pair(window, "window")
         if stride is not None:
