@@ -29,9 +29,9 @@ const LEGEND_MAX = 12; // classes listed in the legend of (c); the rest are coun
 const BAR_WIDTH = 200; // CSS pixels of the colour bar
 
 const CSS = `
-.zf-widget.zf-occlusion .zf-occ-views { display: inline-flex; }
+.zf-widget.zf-occlusion .zf-occ-views { display: inline-flex; flex-wrap: wrap; row-gap: 4px; }
 .zf-widget.zf-occlusion .zf-occ-view {
-  font: inherit; padding: 2px 10px; margin: 0 0 0 -1px; cursor: pointer;
+  font: inherit; padding: 2px 10px; margin: 0 0 0 -1px; cursor: pointer; white-space: nowrap;
   border: 1px solid var(--zf-line); background: #fff; color: var(--zf-fg);
 }
 .zf-widget.zf-occlusion .zf-occ-view:first-child { border-radius: 4px 0 0 4px; margin-left: 0; }
