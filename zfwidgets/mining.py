@@ -20,6 +20,7 @@ from ._checks import check_images, check_model, check_positive_int, model_device
 from ._data import ImageSource
 from .atlas import Atlas
 from .capture import Capture, eval_mode
+from .progress import Progress, ProgressArg, check_progress
 
 __all__ = ["mine", "TopK"]
 
@@ -67,7 +68,7 @@ def mine(
     k: int = 9,
     batch_size: int = 64,
     transform: Callable | None = None,
-    progress: bool = True,
+    progress: ProgressArg = True,
 ) -> Atlas:
     """The k strongest activations of every feature map of ``layers`` over ``data``.
 
@@ -86,8 +87,9 @@ def mine(
         Images per forward pass (ignored for a DataLoader, which batches itself).
     transform : callable, optional
         Applied to each item (PIL image or tensor) of a Dataset or list.
-    progress : bool
-        Show a ``tqdm.auto`` progress bar.
+    progress : bool or callable
+        ``True``: a ``tqdm.auto`` bar; a callable ``progress(done, total)`` is called after each
+        batch and may raise (e.g. :class:`zfwidgets.progress.Cancelled`) to stop the work.
 
     Returns
     -------
@@ -101,6 +103,7 @@ def mine(
     names = list(dict.fromkeys(n for n, _ in named))
     k = check_positive_int(k, "k")
     batch_size = check_positive_int(batch_size, "batch_size")
+    progress = check_progress(progress)
     source = ImageSource(data, transform=transform, batch_size=batch_size)
     if k > len(source):
         raise ValueError(f"k: expected at most the dataset size ({len(source)} images), got k={k}")
@@ -117,39 +120,33 @@ def mine(
         spatial[name] = out.dim() == 4
         pending[name] = _spatial_max(out)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(source), desc="mining", unit="img", leave=False)
     seen = 0
-    try:
-        with eval_mode(model), torch.no_grad():
-            for start, batch in source.batches():
-                if start != seen:
-                    raise RuntimeError(
-                        f"data: batches out of order (expected start {seen}, got {start})"
-                    )
-                if batch.shape[1:] != first.shape[1:]:
-                    raise ValueError(
-                        f"data: images must share one size; image {start} has shape "
-                        f"{tuple(batch.shape[1:])}, image 0 {tuple(first.shape[1:])}"
-                    )
-                batch = batch.to(device, non_blocking=True)
-                pending.clear()
-                with Capture(model, names, switches=False, reduce=reduce):
-                    model(batch)
-                for n in names:
-                    values, positions = pending[n]
-                    if n not in tops:
-                        tops[n] = TopK(values.shape[1], k, device, values.dtype)
-                    tops[n].update(values, positions, start)
-                seen += batch.shape[0]
-                if bar is not None:
-                    bar.update(batch.shape[0])
-    finally:
-        if bar is not None:
-            bar.close()
+    with (
+        Progress(progress, len(source), desc="mining", unit="img") as bar,
+        eval_mode(model),
+        torch.no_grad(),
+    ):
+        for start, batch in source.batches():
+            if start != seen:
+                raise RuntimeError(
+                    f"data: batches out of order (expected start {seen}, got {start})"
+                )
+            if batch.shape[1:] != first.shape[1:]:
+                raise ValueError(
+                    f"data: images must share one size; image {start} has shape "
+                    f"{tuple(batch.shape[1:])}, image 0 {tuple(first.shape[1:])}"
+                )
+            batch = batch.to(device, non_blocking=True)
+            pending.clear()
+            with Capture(model, names, switches=False, reduce=reduce):
+                model(batch)
+            for n in names:
+                values, positions = pending[n]
+                if n not in tops:
+                    tops[n] = TopK(values.shape[1], k, device, values.dtype)
+                tops[n].update(values, positions, start)
+            seen += batch.shape[0]
+            bar.update(batch.shape[0])
     if seen != len(source):
         raise ValueError(f"data: expected {len(source)} images from the data, got {seen}")
     return Atlas(
