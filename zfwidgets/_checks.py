@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "check_finite_batch",
     "check_images",
     "first_conv",
     "model_device",
@@ -80,10 +81,29 @@ def check_images(model: nn.Module, x: object, *, name: str = "x") -> torch.Tenso
             f"{name}: expected a tensor on the model's device {device}, got one on {x.device}; "
             f"move it with {name}.to({str(device)!r})"
         )
-    if not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name}: expected finite values, got {bad} NaN or infinite value(s)")
+    check_finite_batch(x, 0, name)
     return x
+
+
+def check_finite_batch(x: torch.Tensor, start: int = 0, name: str = "data") -> torch.Tensor:
+    """Refuse a batch holding NaN or infinite values, naming the first bad image.
+
+    ``x`` is images ``start .. start + len(x) - 1`` of ``name``. Costs one reduction on the
+    batch's device and one synchronisation (a single bool) when the batch is finite; the
+    index of the first bad image is computed only on failure.
+    """
+    if not x.is_floating_point() or x.numel() == 0:
+        return x
+    if bool(torch.isfinite(x).all()):
+        return x
+    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1) if x.dim() > 0 else None
+    first = int(bad.nonzero()[0, 0]) if bad is not None and bool(bad.any()) else 0
+    count = int(bad.sum()) if bad is not None else 1
+    what = "value" if x.dim() == 0 else f"image {start + first}"
+    raise ValueError(
+        f"{name}: expected finite values, got NaN or infinite values in {what}"
+        + (f" ({count} image(s) of this batch of {x.shape[0]})" if count > 1 else "")
+    )
 
 
 def _layer_names(model: nn.Module) -> list[str]:
