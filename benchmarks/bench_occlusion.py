@@ -1,6 +1,6 @@
 """Occlusion on ZFNet, side by side: the floor, zf.occlusion and Captum's Occlusion.
 
-ZFNET.md Sec. 3, Fig. 7. One image, a grey square (the image's per-channel mean) slid over it:
+docs/method.md Sec. 3.5, Fig. 7. One image, a grey square (the image's per-channel mean) slid over it:
 
 (a) floor: a plain batched forward of exactly the same occluded images (built beforehand, not
     timed), in the chunk size zf.occlusion chose;

@@ -1,4 +1,4 @@
-// EvolutionSlider front end (ZFNET.md Sec. 3, Fig. 4): a slider over training checkpoints.
+// EvolutionSlider front end (docs/method.md Sec. 3.2, Fig. 4): a slider over training checkpoints.
 // It only sets `index`; Python swaps the weights of the widgets linked to it.
 
 import { h, listen } from "./lib/atlas_view.js";

@@ -1,4 +1,4 @@
-// OcclusionMap front end: the image with one occlusion map over it as a heatmap (ZFNET.md
+// OcclusionMap front end: the image with one occlusion map over it as a heatmap (docs/method.md
 // Sec. 3, Fig. 7). Python sends `frame` (the image as uint8 RGBA, the four maps and the square
 // positions, one binary transfer per image); switching the map, the colour bar or legend, and
 // the hover read-out with the square drawn at its position all happen here, with no round trip.

@@ -1,4 +1,4 @@
-// TopNine front end (ZFNET.md Sec. 3, Fig. 2): the k strongest activations of one feature
+// TopNine front end (docs/method.md Sec. 3.1, Fig. 2): the k strongest activations of one feature
 // map, the deconvnet projections (left block) beside the image patches (right block).
 // Python sends `frame`: one uint8 atlas of both blocks + the hits' values and dataset
 // indices (one binary transfer) + class names (rendered as text). This module draws it,

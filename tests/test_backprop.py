@@ -33,7 +33,7 @@ def strongest_units(model, x, layer, channels):
     return units
 
 
-# -- the literal chain (ZFNET.md Sec. 2) is the reference for the fast path --------------------
+# -- the literal chain (docs/method.md Sec. 2) is the reference for the fast path --------------------
 @pytest.mark.parametrize("strategy", ["shared", "crop"])
 @pytest.mark.parametrize(
     ("make", "layers"),

@@ -1,4 +1,4 @@
-"""Filter images, RMS renormalisation (ZFNET.md Sec. 1) and dead-filter statistics (Sec. 4)."""
+"""Filter images, RMS renormalisation (docs/method.md Sec. 1) and dead-filter statistics (Sec. 4)."""
 
 from __future__ import annotations
 

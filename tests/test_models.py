@@ -1,4 +1,4 @@
-"""ZFNet as in the paper (ZFNET.md Sec. 1, the table of its Fig. 3)."""
+"""ZFNet as in the paper (docs/method.md Sec. 1, the table of its Fig. 3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Occlusion maps (ZFNET.md Sec. 3, Fig. 7) against a brute-force loop and against Captum."""
+"""Occlusion maps (docs/method.md Sec. 3.5, Fig. 7) against a brute-force loop and against Captum."""
 
 from __future__ import annotations
 

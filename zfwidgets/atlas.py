@@ -35,7 +35,7 @@ def _crop(
 
 @dataclass
 class Atlas:
-    """Top-k activations per feature map (ZFNET.md Sec. 3, Fig. 2), strongest first.
+    """Top-k activations per feature map (docs/method.md Sec. 3.1, Fig. 2), strongest first.
 
     Attributes
     ----------

@@ -1,6 +1,6 @@
 """Projections of single units back to pixel space: deconvnet, guided backprop, saliency.
 
-ZFNET.md Sec. 2: the deconvnet is back-propagation of a one-hot signal in which each ReLU's
+docs/method.md Sec. 2: the deconvnet is back-propagation of a one-hot signal in which each ReLU's
 backward step is replaced by ReLU applied to the signal itself; max-pool backward is
 unpooling by the recorded switches; convolution backward is the transposed filter.
 
@@ -412,7 +412,7 @@ def backprop(
         without spatial size.
     channel : int, optional
         Instead of ``units``: in each image, the strongest location of this feature map
-        (ZFNET.md Sec. 2, step 2).
+        (docs/method.md Sec. 2, step 2).
     rule : "deconv" | "guided" | "saliency"
     batch_size : int
         Images (``"shared"``) or crops (``"crop"``) per forward/backward pass.

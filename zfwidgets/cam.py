@@ -1,6 +1,6 @@
 """Class activation maps (Zhou et al. 2016) for global-average-pooling networks.
 
-ZFNET.md Sec. 4: in a network that ends with global average pooling of feature maps F
+docs/method.md Sec. 4: in a network that ends with global average pooling of feature maps F
 (N, C, h, w) followed by one linear layer W (classes, C), the score of class k is
 ``sum_c W[k, c] mean(F_c) + b_k``, so ``M_k = sum_c W[k, c] F_c`` (h, w) shows where the
 evidence for k lies. For such a network it equals Grad-CAM of the same layer without the ReLU,

@@ -18,7 +18,8 @@ from ._checks import check_model, resolve_layers
 
 __all__ = ["Capture", "capture", "default_layers", "eval_mode"]
 
-#: Module types captured when ``layers=None`` (ZFNET.md: conv, rectify, pool, fully connected).
+#: Module types captured when ``layers=None`` (docs/method.md Sec. 2: conv, rectify,
+#: pool, fully connected).
 DEFAULT_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Linear)
 
 
@@ -61,7 +62,7 @@ class Capture:
       twice in a ResNet block), the output of its last call; ``calls[name]`` counts the calls.
     - ``switches[name]``: for every captured ``nn.MaxPool2d``, the argmax indices of each
       pooling window (flat indices into each input plane, as
-      ``F.max_pool2d(..., return_indices=True)`` returns them). ZFNET.md Sec. 2, step 1.
+      ``F.max_pool2d(..., return_indices=True)`` returns them). docs/method.md Sec. 2, step 1.
 
     Outputs are protected against later in-place operations (``ReLU(inplace=True)``): with
     ``clone="auto"`` torch's in-place modules run out of place for the duration of the block
@@ -244,7 +245,7 @@ def capture(
         ``None`` captures every ``Conv2d``, ``ReLU``, ``MaxPool2d`` and ``Linear``. An
         unknown name raises ``ValueError`` listing close matches.
     switches : bool
-        Record max-pool argmax indices (ZFNET.md Sec. 2, step 1) in ``cap.switches``.
+        Record max-pool argmax indices (docs/method.md Sec. 2, step 1) in ``cap.switches``.
     clone : True, False or "auto"
         How outputs are protected from later in-place operations (see :class:`Capture`).
 

@@ -1,6 +1,6 @@
 """Correspondence analysis: does the network locate the same object part across images?
 
-ZFNET.md Sec. 3, Fig. 8 / Table 1. The same part (left eye, right eye, nose) is occluded in
+docs/method.md Sec. 3.6, Fig. 8 / Table 1. The same part (left eye, right eye, nose) is occluded in
 several images of one kind. For image i and layer l, ``eps_i = f_l(x_i) - f_l(x_i occluded)``;
 the consistency score is
 

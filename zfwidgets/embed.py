@@ -1,6 +1,6 @@
 """2-d maps of the penultimate-layer codes: t-SNE (scikit-learn) or PCA.
 
-ZFNET.md Sec. 4 (cs231n "Understanding CNNs"): embed the codes a network computes just before
+docs/method.md Sec. 4 (cs231n "Understanding CNNs"): embed the codes a network computes just before
 its classifier so that images it considers alike land close together; coloured by class, with
 the images as thumbnails, the map shows what the features separate.
 """

@@ -1,11 +1,11 @@
 """Filters as images, the paper's RMS renormalisation and dead-filter statistics.
 
-- :func:`filters`: convolution weights scaled to [0, 1] for display (ZFNET.md Sec. 3, Fig. 6;
+- :func:`filters`: convolution weights scaled to [0, 1] for display (docs/method.md Sec. 3.4, Fig. 6;
   Sec. 4, "the weights of the first layer as images").
 - :func:`renormalize_filters_`, :func:`filter_rms`, :func:`dominating_filters`: a filter
   whose RMS exceeds a fixed radius (0.1 in the paper) is rescaled to that radius, which keeps
-  one layer-1 filter from dominating (ZFNET.md Sec. 1, Sec. 3 Fig. 6 (a)).
-- :func:`dead_filters`: feature maps that stay dark for every input (ZFNET.md Sec. 4).
+  one layer-1 filter from dominating (docs/method.md Sec. 1, Sec. 3 Fig. 6 (a)).
+- :func:`dead_filters`: feature maps that stay dark for every input (docs/method.md Sec. 4).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def filters(
 ) -> torch.Tensor:
     """The weights of a convolution scaled to [0, 1], ready to show as images.
 
-    ZFNET.md Sec. 3, Fig. 6 (layer-1 filters) and Sec. 4.
+    docs/method.md Sec. 3.4, Fig. 6 (layer-1 filters) and Sec. 4.
 
     Parameters
     ----------
@@ -94,7 +94,7 @@ def filters(
 
 
 def filter_rms(model: nn.Module, layer: str | nn.Module | None = None) -> torch.Tensor:
-    """RMS of each filter of a convolution (ZFNET.md Sec. 1, filter renormalisation).
+    """RMS of each filter of a convolution (docs/method.md Sec. 1, filter renormalisation).
 
     Parameters
     ----------
@@ -119,7 +119,7 @@ def dominating_filters(
     "Exceeds" ignores rounding (a relative 1e-5 in float32), so a filter just rescaled to
     ``radius`` by :func:`renormalize_filters_` does not count.
 
-    ZFNET.md Sec. 1 and Sec. 3, Fig. 6 (a): without renormalisation a few layer-1 filters
+    docs/method.md Sec. 1 and Sec. 3, Fig. 6 (a): without renormalisation a few layer-1 filters
     dominate.
 
     Returns
@@ -149,7 +149,7 @@ def renormalize_filters_(
 ) -> dict[str, int]:
     """Rescale, in place, every convolution filter whose RMS exceeds ``radius`` to RMS = radius.
 
-    The paper's rule (ZFNET.md Sec. 1): "any convolutional filter whose RMS value exceeds a
+    The paper's rule (docs/method.md Sec. 1): "any convolutional filter whose RMS value exceeds a
     fixed radius of 0.1 is rescaled to that radius". Call it after each optimiser step. The
     weights are changed under ``torch.no_grad`` (no ``.grad`` is created, ``requires_grad``
     is unchanged); biases are left alone. A filter whose RMS exceeds ``radius`` by less than
@@ -194,7 +194,7 @@ def renormalize_filters_(
 
 @dataclass
 class FilterStats:
-    """Per-channel activation statistics over a batch (ZFNET.md Sec. 4, dead filters).
+    """Per-channel activation statistics over a batch (docs/method.md Sec. 4, dead filters).
 
     Attributes
     ----------
@@ -222,7 +222,7 @@ class FilterStats:
 
 
 def dead_filters(activations: torch.Tensor, *, threshold: float = 0.0) -> FilterStats:
-    """Find feature maps that stay dark for every input (ZFNET.md Sec. 4).
+    """Find feature maps that stay dark for every input (docs/method.md Sec. 4).
 
     Parameters
     ----------

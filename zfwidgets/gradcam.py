@@ -1,6 +1,6 @@
 """Grad-CAM (Selvaraju et al. 2017), batched, on the engine's capture.
 
-ZFNET.md Sec. 4: class activation maps, in their gradient-weighted form for any network. For
+docs/method.md Sec. 4: class activation maps, in their gradient-weighted form for any network. For
 a layer with feature maps A (N, C, h, w) and the score y of the target class, the weight of
 map c is the spatial mean of dy/dA_c and the map is ``relu(sum_c weight_c * A_c)``.
 """

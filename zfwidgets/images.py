@@ -2,7 +2,7 @@
 
 - :func:`unnormalize`: undo a ``Normalize(mean, std)`` so inputs are shown as photographs.
 - :func:`contrast_normalize`: per-image contrast normalisation of deconvnet reconstructions,
-  as the paper shows them (ZFNET.md Sec. 2-3, Fig. 2: "contrast normalized" projections).
+  as the paper shows them (docs/method.md Sec. 2-3, Fig. 2: "contrast normalized" projections).
 - :func:`colormap` / :func:`normalize_maps`: feature maps (activations) as colours.
 - :func:`to_rgba`: [0, 1] images (grey or RGB) as uint8 RGBA.
 - :func:`tile` / :class:`GridLayout`: many tiles packed into one atlas image, so a whole layer
@@ -188,7 +188,7 @@ def unnormalize(
 def contrast_normalize(images: torch.Tensor, mode: str = "symmetric") -> torch.Tensor:
     """Per-image contrast normalisation of (signed) images such as deconvnet reconstructions.
 
-    ZFNET.md Sec. 3, Fig. 2 shows projections "contrast normalized" per image.
+    docs/method.md Sec. 3.1, Fig. 2 shows projections "contrast normalized" per image.
 
     Parameters
     ----------
@@ -461,7 +461,7 @@ def filter_atlas(
     """Filters scaled to [0, 1] (see :func:`zfwidgets.filters.filters`) as one atlas: RGB
     tiles for 3 input channels, grey for 1, the mean over input channels otherwise.
 
-    ZFNET.md Sec. 3, Fig. 6 and Sec. 4 (layer-1 filters as images).
+    docs/method.md Sec. 3.4, Fig. 6 and Sec. 4 (layer-1 filters as images).
 
     Parameters
     ----------

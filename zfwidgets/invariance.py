@@ -1,6 +1,6 @@
 """Invariance of the features and of the output to translation, scale and rotation.
 
-ZFNET.md Sec. 3, Fig. 5: images are vertically translated, rescaled and rotated; for each
+docs/method.md Sec. 3.3, Fig. 5: images are vertically translated, rescaled and rotated; for each
 amount, the Euclidean distance between the feature vector of a layer for the original and for
 the transformed image, and the probability of the true class. Small distances in the upper
 layers and a flat probability curve mean the network is invariant to the transformation.

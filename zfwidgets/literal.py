@@ -1,6 +1,6 @@
 """The paper's deconvnet, literally: unpool by switches, rectify, transposed filter.
 
-A step-by-step implementation of ZFNET.md Sec. 2 for ``nn.Sequential`` stacks of
+A step-by-step implementation of docs/method.md Sec. 2 for ``nn.Sequential`` stacks of
 ``Conv2d``, ``ReLU``, ``MaxPool2d``, ``LocalResponseNorm``, ``Dropout`` and ``Identity``.
 It exists as the reference the fast engine (:mod:`zfwidgets.backprop`) is tested against;
 it runs one unit at a time and is slow on purpose: every step is visible.
@@ -70,7 +70,7 @@ def deconv_literal(
     """Project one unit ``(c, y, x)`` of the output of ``model[layer]`` for every image of
     ``x`` (N, C, H, W) back to pixel space, step by step. Returns (N, C, H, W).
 
-    ZFNET.md Sec. 2: (1) forward, recording every layer's input and each max-pool's
+    docs/method.md Sec. 2: (1) forward, recording every layer's input and each max-pool's
     switches; (2) zero every activation of the layer but the chosen one (set to 1);
     (3) walk down: unpool by switches, rectify (``rule``), transposed filter; contrast
     normalisation is skipped (``"deconv"``); ``"guided"`` and ``"saliency"`` also mask by the

@@ -1,6 +1,6 @@
 """Streaming top-k per feature map over a dataset: the paper's Fig. 2.
 
-ZFNET.md Sec. 3, Fig. 2: for a feature map, the 9 strongest activations over a whole dataset,
+docs/method.md Sec. 3.1, Fig. 2: for a feature map, the 9 strongest activations over a whole dataset,
 shown as deconvnet projections cropped to the unit's receptive field beside the same crops of
 the input images. Each image counts once per feature map, with its spatial maximum.
 

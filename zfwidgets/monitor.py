@@ -1,7 +1,7 @@
 """TrainingMonitor: records a training run for the notebook (curves, first-layer filters,
 activation statistics, dead and dominating filters, top-9 of chosen units) at a bounded cost.
 
-ZFNET.md Sec. 3, Fig. 4 (features evolving during training) and Fig. 6 (dominating and dead
+docs/method.md Sec. 3.2, Fig. 4 (features evolving during training) and Fig. 6 (dominating and dead
 layer-1 filters, the RMS renormalisation rule of Sec. 1), recorded while the model trains.
 
 Plain Python: no ipywidgets import here. Displaying a monitor builds its widget
@@ -144,7 +144,7 @@ class Snapshot:
     grid : dict
         The atlas layout (:meth:`GridLayout.to_json`).
     rms : Tensor (Cout,) float32
-        Each filter's RMS (ZFNET.md Sec. 1).
+        Each filter's RMS (docs/method.md Sec. 1).
     dominating : Tensor (Cout,) bool
         RMS above the radius (the renormalisation rule would rescale them; Fig. 6 (a)).
     stats : dict[layer, dict[str, Tensor (C,)]]
@@ -253,7 +253,7 @@ class TrainingMonitor:
     """Watches a model train: curves, first-layer filters, activation statistics on a probe
     set with dead and dominating-filter warnings, top-9 of chosen units, at a bounded cost.
 
-    ZFNET.md Sec. 3, Fig. 4 (evolution over training) and Fig. 6 (filter diagnosis, with the
+    docs/method.md Sec. 3.2, Fig. 4 (evolution over training) and Fig. 6 (filter diagnosis, with the
     RMS renormalisation rule of Sec. 1).
 
     Parameters
@@ -681,7 +681,7 @@ class TrainingMonitor:
 
     def evolution(self):
         """After training: an EvolutionSlider over the snapshots linked to their filters
-        (ZFNET.md Sec. 3, Fig. 4)."""
+        (docs/method.md Sec. 3.2, Fig. 4)."""
         from .widgets.monitor_view import evolution
 
         return evolution(self)
@@ -825,7 +825,7 @@ class TrainingMonitor:
 
 
 def _diagnose(s: Snapshot) -> list[str]:
-    """Dead and dominating-filter warnings (ZFNET.md Sec. 1 RMS rule, Sec. 3 Fig. 6, Sec. 4)."""
+    """Dead and dominating-filter warnings (docs/method.md Sec. 1 RMS rule, Sec. 3 Fig. 6, Sec. 4)."""
     out = []
     bad = (~torch.isfinite(s.rms)).nonzero().flatten().tolist()
     if bad:

@@ -1,4 +1,4 @@
-"""Occlusion sensitivity: the paper's three maps from one batched sweep (ZFNET.md Sec. 3, Fig. 7).
+"""Occlusion sensitivity: the paper's three maps from one batched sweep (docs/method.md Sec. 3.5, Fig. 7).
 
 A grey square is slid systematically over the image. For every position of the square the
 occluded image is run through the model once, and three things are recorded:
@@ -31,7 +31,7 @@ __all__ = ["OcclusionResult", "occlusion"]
 
 @dataclass
 class OcclusionResult:
-    """The three occlusion maps of ZFNET.md Sec. 3, Fig. 7, for a batch of N images.
+    """The three occlusion maps of docs/method.md Sec. 3.5, Fig. 7, for a batch of N images.
 
     Maps are indexed ``[image, row position, column position]``; the square at
     ``[n, i, j]`` covers pixels ``rows[i]:rows[i] + window[0]`` and
@@ -235,7 +235,7 @@ def occlusion(
     batch_size: int | None = None,
     max_memory: int = 2**30,
 ) -> OcclusionResult:
-    """Slide a grey square over each image and map the model's response (ZFNET.md Sec. 3, Fig. 7).
+    """Slide a grey square over each image and map the model's response (docs/method.md Sec. 3.5, Fig. 7).
 
     Parameters
     ----------

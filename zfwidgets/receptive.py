@@ -1,10 +1,11 @@
 """Receptive fields of layer units: which input pixels a unit at ``(y, x)`` can see.
 
-ZFNET.md shows every top activation next to "the corresponding image patch": the part of the
-input that the unit's receptive field covers. :func:`receptive_field` finds that field for any
-layer of any model by tracing one forward pass of a zeros image under a
-:class:`torch.overrides.TorchFunctionMode` that sees every torch operation and propagates, per
-spatial axis, an affine description of what each tensor position depends on:
+The paper's Fig. 2 shows every top activation next to "the corresponding image patch"
+(docs/method.md Sec. 3.1): the part of the input that the unit's receptive field covers.
+:func:`receptive_field` finds that field for any layer of any model by tracing one forward
+pass of a zeros image under a :class:`torch.overrides.TorchFunctionMode` that sees every torch
+operation and propagates, per spatial axis, an affine description of what each tensor position
+depends on:
 
     unit ``i`` of the tensor depends at most on input positions ``[o + i*s, o + i*s + r)``
 

@@ -3,11 +3,11 @@
 Everything loads from files inside the package (safetensors, PNG/JPEG, JSON): nothing is
 downloaded and nothing is unpickled.
 
-- :func:`load_default`: the trained :func:`~zfwidgets.models.zfnet_small` (ZFNET.md Sec. 1,
+- :func:`load_default`: the trained :func:`~zfwidgets.models.zfnet_small` (docs/method.md Sec. 1,
   scaled to 28x28 grey images), 300 Fashion-MNIST test images (30 per class) as a Dataset,
   the class names, the preprocessing, and the checkpoints at the paper's epochs 1, 2, 5, 10,
-  20, 30, 40 and 64 mapped onto the training schedule (ZFNET.md Sec. 3, Fig. 4).
-- :func:`load_default_atlas`: the precomputed top-9 atlas (ZFNET.md Sec. 3, Fig. 2) of every
+  20, 30, 40 and 64 mapped onto the training schedule (docs/method.md Sec. 3.2, Fig. 4).
+- :func:`load_default_atlas`: the precomputed top-9 atlas (docs/method.md Sec. 3.1, Fig. 2) of every
   convolutional layer of that model over those images.
 - :func:`load_photos`: six public-domain / CC0 photos from scikit-image (``LICENSES.md``).
 
@@ -212,7 +212,7 @@ class Default:
         Normalisation constants: ``pixel = x * std + mean`` gives [0, 1] back for display.
     checkpoints : list of (int, dict)
         ``(paper_epoch, state_dict)`` for the paper's epochs 1, 2, 5, 10, 20, 30, 40, 64
-        (ZFNET.md Sec. 3, Fig. 4): the weights after ``paper_epoch / 64`` of the training
+        (docs/method.md Sec. 3.2, Fig. 4): the weights after ``paper_epoch / 64`` of the training
         schedule (``history["checkpoints"]`` gives the actual epoch and step). Float32 tensors
         (stored as float16 except the last, which is the final model).
         ``model.load_state_dict(state_dict)`` loads one.
@@ -287,7 +287,7 @@ def load_default() -> Default:
 def load_default_atlas(default: Default | None = None):
     """The precomputed top-9 atlas of the default model over the bundled images.
 
-    ZFNET.md Sec. 3, Fig. 2: for every feature map of every convolutional layer
+    docs/method.md Sec. 3.1, Fig. 2: for every feature map of every convolutional layer
     (``features.0``, ``.4``, ``.8``, ``.10``, ``.12``) the 9 bundled images that excite it
     most, with the positions. The crops and deconvnet projections are computed on demand
     from the attached model and images (a few milliseconds per feature map).

@@ -1,4 +1,4 @@
-"""Models the paper studies: ZFNet (ZFNET.md Sec. 1)."""
+"""Models the paper studies: ZFNet (docs/method.md Sec. 1)."""
 
 from __future__ import annotations
 

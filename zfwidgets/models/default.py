@@ -1,6 +1,6 @@
 """The bundled default model: ZFNet's layer pattern scaled to 28x28 grey Fashion-MNIST.
 
-The paper's network (ZFNET.md Sec. 1, its Fig. 3) takes 224x224 RGB crops and reduces them
+The paper's network (docs/method.md Sec. 1, its Fig. 3) takes 224x224 RGB crops and reduces them
 16-fold before layer 3 (224 -> 13) with stride-2 convolutions and overlapping 3x3/2 pools.
 A 28x28 image cannot lose that much, so here the two overlapping pools do the downsampling
 (28 -> 14 -> 7) and the first two convolutions keep stride 1; everything else is the paper's

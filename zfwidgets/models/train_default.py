@@ -1,7 +1,7 @@
 """Train the bundled default model: ``python -m zfwidgets.models.train_default``.
 
 Trains :func:`~zfwidgets.models.default.zfnet_small` on the 60,000 Fashion-MNIST training
-images (Debian's ``dataset-fashion-mnist``, read from ``--data``) the way ZFNET.md Sec. 1
+images (Debian's ``dataset-fashion-mnist``, read from ``--data``) the way docs/method.md Sec. 1
 describes, scaled to a few CPU minutes:
 
 - weights of conv1 drawn from N(0, 0.01) and every bias set to 0, as in the paper; the other
@@ -20,8 +20,8 @@ describes, scaled to a few CPU minutes:
   filters). In a 400-step trial at lr 0.1 without it, one conv1 filter grew to RMS 0.6 while
   the others stayed below 0.23 (the domination of the paper's Fig. 6 (a)); lr 0.1 diverged
   with or without it, and at lr 0.05 it made no measurable difference to accuracy in 400 steps;
-- checkpoints at the paper's epochs 1, 2, 5, 10, 20, 30, 40 and 64 of 64 (ZFNET.md Sec. 3,
-  Fig. 4), mapped onto this schedule: checkpoint ``p`` is taken after ``p / 64`` of the steps.
+- checkpoints at the paper's epochs 1, 2, 5, 10, 20, 30, 40 and 64 of 64 (docs/method.md Sec. 3.2,
+  Fig. 4, mapped onto this schedule: checkpoint ``p`` is taken after ``p / 64`` of the steps.
 
 Writes into ``--out`` (default: the package's ``models/weights``):
 
@@ -30,7 +30,7 @@ Writes into ``--out`` (default: the package's ``models/weights``):
   float16, keys ``p{paper_epoch:02d}/{parameter}``;
 - ``zfnet_small_fashion_mnist.json``: configuration, per-epoch train loss and test accuracy,
   the checkpoint list, the final accuracy on the 10,000 test images and on the bundled ones;
-- ``zfnet_small_fashion_mnist_atlas.safetensors``: the top-9 atlas (ZFNET.md Sec. 3, Fig. 2)
+- ``zfnet_small_fashion_mnist_atlas.safetensors``: the top-9 atlas (docs/method.md Sec. 3.1, Fig. 2)
   of every conv layer over the bundled images, without images (no pickle anywhere).
 
 Reproducible: seeded (``--seed``), torch threads fixed (``--threads``); the same machine and
@@ -58,7 +58,7 @@ from .default import ZFNetSmall, zfnet_small
 
 __all__ = ["PAPER_EPOCHS", "checkpoint_steps", "init_", "main", "read_idx", "train"]
 
-#: The epochs of the paper's Fig. 4, out of 64 (ZFNET.md Sec. 3).
+#: The epochs of the paper's Fig. 4, out of 64 (docs/method.md Sec. 3.2).
 PAPER_EPOCHS: tuple[int, ...] = (1, 2, 5, 10, 20, 30, 40, 64)
 PAPER_TOTAL = 64
 DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -101,7 +101,7 @@ def load_split(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 def init_(model: nn.Module, *, mode: str = "zf") -> None:
     """Initialise in place (uses torch's global RNG). Biases 0 everywhere.
 
-    ``"paper"``: every weight N(0, 0.01) (ZFNET.md Sec. 1). ``"zf"``: conv1 N(0, 0.01) as in
+    ``"paper"``: every weight N(0, 0.01) (docs/method.md Sec. 1). ``"zf"``: conv1 N(0, 0.01) as in
     the paper, every other layer N(0, sqrt(2 / fan_in)) (He et al. 2015), so a deep ReLU stack
     without normalisation starts training at once.
     """
@@ -369,7 +369,7 @@ def _write(
 
 
 def write_atlas(model: nn.Module, images: FashionMNISTImages, path: Path) -> None:
-    """The top-9 atlas (ZFNET.md Sec. 3, Fig. 2) of every conv layer over ``images``, saved
+    """The top-9 atlas (docs/method.md Sec. 3.1, Fig. 2) of every conv layer over ``images``, saved
     without images (the crops are recomputed from the bundled images on demand)."""
     from ..mining import mine
 

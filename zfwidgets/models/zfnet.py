@@ -1,4 +1,4 @@
-"""ZFNet, the architecture of Zeiler & Fergus (ECCV 2014), ZFNET.md Sec. 1 (the paper's Fig. 3).
+"""ZFNet, the architecture of Zeiler & Fergus (ECCV 2014), docs/method.md Sec. 1 (the paper's Fig. 3).
 
 Laid out like ``torchvision.models.alexnet`` (``features``, ``avgpool``, ``classifier``), so
 layer names read the same: ``features.0`` is conv1, ``features.12`` is conv5.
@@ -27,7 +27,7 @@ __all__ = ["ZFNet", "zfnet"]
 
 
 class ZFNet(nn.Module):
-    """ZFNet (ZFNET.md Sec. 1): 5 convolutional and 3 fully connected layers.
+    """ZFNet (docs/method.md Sec. 1): 5 convolutional and 3 fully connected layers.
 
     Parameters
     ----------
@@ -97,9 +97,9 @@ class ZFNet(nn.Module):
 
 
 def zfnet(num_classes: int = 1000, *, in_channels: int = 3, dropout: float = 0.5) -> ZFNet:
-    """ZFNet as in the paper (ZFNET.md Sec. 1), randomly initialised; no weights are downloaded.
+    """ZFNet as in the paper (docs/method.md Sec. 1), randomly initialised; no weights are downloaded.
 
-    Weights are drawn from N(0, 0.01) and biases set to 0 (ZFNET.md Sec. 1, training
+    Weights are drawn from N(0, 0.01) and biases set to 0 (docs/method.md Sec. 1, training
     setup), from torch's global RNG: seed with ``torch.manual_seed`` first for a repeatable
     model.
 

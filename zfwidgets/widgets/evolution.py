@@ -1,5 +1,5 @@
 """EvolutionSlider: a slider over checkpoints saved during training that swaps the weights
-another widget shows (ZFNET.md Sec. 3, Fig. 4: the strongest activations projected to pixel
+another widget shows (docs/method.md Sec. 3.2, Fig. 4: the strongest activations projected to pixel
 space at epochs 1, 2, 5, 10, 20, 30, 40 and 64).
 
 The slider holds the checkpoints and one synced trait, ``index``. :meth:`EvolutionSlider.link`
@@ -182,7 +182,7 @@ def parse_checkpoints(
 class EvolutionSlider(ZFWidget):
     """A slider over checkpoints that swaps the weights of the widgets linked to it.
 
-    ZFNET.md Sec. 3, Fig. 4: how the strongest activations of a feature map evolve during
+    docs/method.md Sec. 3.2, Fig. 4: how the strongest activations of a feature map evolve during
     training. Link a :class:`TopNine` (each checkpoint is mined once, on a private copy of the
     model) or a :class:`FilterGrid` built with the same checkpoints.
 

@@ -2,7 +2,7 @@
 
 ``Explorer(model)`` shows, for the current image (picked in a strip, or uploaded): the
 feature maps of a layer (:class:`LayerGrid`); for the map clicked, its deconvnet and guided
-back-propagation projections for this image (ZFNET.md Sec. 2) and its top-9 over the
+back-propagation projections for this image (docs/method.md Sec. 2) and its top-9 over the
 dataset (:class:`TopNine`, Fig. 2); the occlusion maps (:class:`OcclusionMap`, Fig. 7) and
 the top-5 predictions. ``Explorer()`` opens on the bundled default model and images.
 
@@ -124,7 +124,7 @@ class Explorer(w.VBox):
         its ``attribute(x, target=predicted class)`` is shown as the absolute value summed over
         channels. Any Captum method fits; Captum itself stays optional.
     attribution_views : bool
-        Add the "Grad-CAM", "saliency", "guided backprop" and "deconvnet" views (ZFNET.md
+        Add the "Grad-CAM", "saliency", "guided backprop" and "deconvnet" views (docs/method.md
         Sec. 2 and 4) to the occlusion widget: the three projections are of the selected unit
         when a feature map is selected, else of the predicted class score.
 

@@ -1,7 +1,7 @@
 """FilterGrid: the filters of a convolution (the first by default) as image tiles, with the
 filters that dominate (RMS above the renormalisation radius) and the dead ones marked.
 
-ZFNET.md Sec. 1 (RMS renormalisation), Sec. 3 Fig. 6 (layer-1 filters with and without it),
+docs/method.md Sec. 1 (RMS renormalisation), Sec. 3 Fig. 6 (layer-1 filters with and without it),
 Sec. 4 (dead filters). Several checkpoints (``checkpoints=``) turn it into Fig. 4's view of
 training: a slider picks the checkpoint.
 """
@@ -58,7 +58,7 @@ class FilterGrid(ZFWidget):
         One label per checkpoint (default ``"checkpoint 0"``, ...).
     images : Tensor (N, C, H, W), optional
         Inputs (normalised as the model expects) from which dead filters are found: a filter
-        whose output is never positive on any of them (ZFNET.md Sec. 4). With
+        whose output is never positive on any of them (docs/method.md Sec. 4). With
         ``checkpoints``, each checkpoint is run on a copy of the model.
     activations : Tensor (N, C, H, W), optional
         The layer's outputs, instead of ``images`` (not with ``checkpoints``).

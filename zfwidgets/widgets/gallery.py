@@ -1,7 +1,7 @@
 """Gallery: a row or grid of images with captions, one of which may be selected.
 
 The Explorer's image strip and its view of the selected unit (the image beside its
-deconvnet and guided-backprop projections, ZFNET.md Sec. 2) are galleries. The tiles are
+deconvnet and guided-backprop projections, docs/method.md Sec. 2) are galleries. The tiles are
 packed into one uint8 atlas on the images' device and sent in one transfer.
 """
 

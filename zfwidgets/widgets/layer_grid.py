@@ -1,6 +1,6 @@
 """LayerGrid: every feature map of a layer for one image, colour-mapped, on one canvas.
 
-ZFNET.md Sec. 2-3: the feature maps of each layer are what the deconvnet projects back; the
+docs/method.md Sec. 2-3: the feature maps of each layer are what the deconvnet projects back; the
 grid is where a unit is picked. The activations of every map layer come from one forward
 pass through :func:`zfwidgets.capture` (kept on the model's device); a layer switch
 colour-maps and tiles one layer into one uint8 atlas (:func:`zfwidgets.images.feature_atlas`)
@@ -121,7 +121,7 @@ class LayerGrid(ZFWidget):
     """Every feature map of one layer for one image, colour-mapped in a grid.
 
     Hover a map for its channel index and maximum; click to select it (``channel``); pick
-    another layer from the menu (or set ``layer``) to redraw. ZFNET.md Sec. 2-3.
+    another layer from the menu (or set ``layer``) to redraw. docs/method.md Sec. 2-3.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """The widgets of :class:`zfwidgets.monitor.TrainingMonitor`: a live view (plotly curves, the
-latest first-layer filters, top-9 tiles, warnings), the evolution over snapshots (ZFNET.md
-Sec. 3, Fig. 4) and a side-by-side comparison of runs.
+latest first-layer filters, top-9 tiles, warnings), the evolution over snapshots (docs/method.md
+Sec. 3.2, Fig. 4 and a side-by-side comparison of runs.
 
 Composed from existing widgets (plotly's anywidget ``FigureWidget``, :class:`FilterGrid`,
 :class:`EvolutionSlider`, ipywidgets): no front-end code of its own. The monitor calls the
@@ -304,7 +304,7 @@ class MonitorView(W.VBox):
 # -- after training ----------------------------------------------------------------------------
 def evolution(monitor: TrainingMonitor) -> W.VBox:
     """An :class:`EvolutionSlider` over the snapshots, linked to their filters (and their top-9
-    tiles): ZFNET.md Sec. 3, Fig. 4."""
+    tiles): docs/method.md Sec. 3.2, Fig. 4."""
     snaps = list(monitor.snapshots)
     if not snaps:
         raise ValueError("evolution: the monitor has no snapshots yet")

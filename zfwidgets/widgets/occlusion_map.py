@@ -1,4 +1,4 @@
-"""OcclusionMap: the image with the paper's three occlusion maps over it (ZFNET.md Sec. 3, Fig. 7).
+"""OcclusionMap: the image with the paper's three occlusion maps over it (docs/method.md Sec. 3.5, Fig. 7).
 
 A grey square is slid over the image (:func:`zfwidgets.occlusion`); for every position of the
 square the widget maps (a) the total activation of one feature map, (b) the probability of the
@@ -52,7 +52,7 @@ from .predictions import class_names
 
 __all__ = ["OCCLUSION_VIEWS", "OcclusionMap"]
 
-#: The three maps of ZFNET.md Sec. 3, Fig. 7, in the order of their buttons.
+#: The three maps of docs/method.md Sec. 3.5, Fig. 7, in the order of their buttons.
 OCCLUSION_VIEWS: dict[str, dict[str, str]] = {
     "activation": {"label": "(a) activation", "colormap": "inferno"},
     "probability": {"label": "(b) probability", "colormap": "viridis"},
@@ -153,7 +153,7 @@ def _non_negative_int(value: object, name: str) -> int | None:
 
 
 class OcclusionMap(ZFWidget):
-    """The image with the three occlusion maps of ZFNET.md Sec. 3, Fig. 7 as heatmaps.
+    """The image with the three occlusion maps of docs/method.md Sec. 3.5, Fig. 7 as heatmaps.
 
     Buttons switch between (a) the total activation of one feature map, (b) the probability
     of the target class and (c) the most probable class, each as a function of the position

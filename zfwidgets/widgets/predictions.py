@@ -1,7 +1,7 @@
 """Predictions: the top-k classes of one image as bars (class name + probability).
 
-The companion of :class:`~zfwidgets.widgets.occlusion_map.OcclusionMap` (ZFNET.md Sec. 3,
-Fig. 7: the occlusion maps are read against what the model predicts for the unoccluded image).
+The companion of :class:`~zfwidgets.widgets.occlusion_map.OcclusionMap` (docs/method.md Sec. 3.5
+(Fig. 7: the occlusion maps are read against what the model predicts for the unoccluded image).
 One forward pass per image, on the model's device; the k probabilities and class indices cross
 to the browser as one binary transfer (:func:`zfwidgets.codec.pack`), the k names as text.
 """

@@ -1,7 +1,7 @@
 """TopNine: the 9 strongest activations of one feature map over a dataset, as the paper's
 Fig. 2 shows them: the deconvnet projections in a 3x3 block beside the image patches.
 
-ZFNET.md Sec. 3, Fig. 2. The hits come from :func:`zfwidgets.mine` (run lazily, once per
+docs/method.md Sec. 3.1, Fig. 2. The hits come from :func:`zfwidgets.mine` (run lazily, once per
 checkpoint, for every offered layer in one pass over the data) or from a given
 :class:`~zfwidgets.Atlas`; the crops from :meth:`Atlas.patches` and
 :meth:`Atlas.reconstructions`. Each update sends one uint8 atlas (both blocks) with the
@@ -172,7 +172,7 @@ def _as_labels(labels: Any, n: int | None) -> list[int]:
 class TopNine(ZFWidget):
     """The top-k hits of one feature map: deconvnet projections beside image patches.
 
-    ZFNET.md Sec. 3, Fig. 2: for a feature map, the 9 strongest activations over a dataset
+    docs/method.md Sec. 3.1, Fig. 2: for a feature map, the 9 strongest activations over a dataset
     (each image counted once, at its spatial maximum), projected to pixel space by the
     deconvnet and cropped to the unit's receptive field (contrast-normalised per image, as in
     the paper), beside the same crops of the input images, with each hit's activation and
