@@ -166,6 +166,30 @@ class Atlas:
         self._cache[(key, channel)] = out[0]
         return out[0]
 
+    # -- sharing -------------------------------------------------------------------------------
+    def attached(self, model: nn.Module, source: Any = None) -> Atlas:
+        """A copy of this atlas that computes its crops with ``model`` (and reads images from
+        ``source`` when given, else this atlas's). The hits are shared; the copy has its own
+        cache, starting with the crops already cached here. This atlas is not changed."""
+        return dataclasses.replace(
+            self,
+            model=model,
+            source=self.source if source is None else source,
+            fields=dict(self.fields),
+            _cache=dict(self._cache),
+        )
+
+    def forget_reconstructions(self, keep: int = 0) -> None:
+        """Drop the per-channel reconstructions cached by :meth:`reconstructions`, all but the
+        ``keep`` most recent (crops stored with the atlas and whole-layer results stay)."""
+        keys = [
+            key
+            for key in self._cache
+            if isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], tuple)
+        ]
+        for key in keys[: max(0, len(keys) - keep)]:
+            del self._cache[key]
+
     # -- files ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, images: bool = False, rule: str = "deconv") -> None:
         """Write a ``.safetensors`` file (no pickle). ``images=True`` also stores every patch and
