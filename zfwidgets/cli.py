@@ -1,0 +1,300 @@
+"""``python -m zfwidgets``: the batch jobs, for a GPU box or a cluster node.
+
+    python -m zfwidgets mine --model torchvision.models:alexnet --weights alexnet.safetensors \\
+        --data /data/imagenet/train --size 224 --layers features.0,features.3 --k 9 \\
+        --out atlas/ --batch-size 256 --workers 8 --device cuda
+    torchrun --nproc-per-node=8 -m zfwidgets mine ...        # the same job on 8 GPUs
+
+Every argument is checked before the first image is read; a bad one exits with status 2 and
+a message that says what was expected. Re-running the same command resumes a killed job
+(the checkpoint lives in ``<out>/.checkpoint`` unless ``--checkpoint`` says otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """A bad argument: printed as ``zfwidgets <cmd>: error: ...``, exit status 2."""
+
+
+def _import_model(spec: str):
+    from torch import nn
+
+    if ":" not in spec:
+        raise UsageError(
+            f"--model: expected MODULE:CALLABLE (e.g. torchvision.models:alexnet), got {spec!r}"
+        )
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise UsageError(f"--model: expected MODULE:CALLABLE, got {spec!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise UsageError(
+            f"--model: cannot import module {module_name!r} ({type(e).__name__}: {e})"
+        ) from e
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UsageError(f"--model: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise UsageError(
+            f"--model: {spec!r} is not callable (expected a function or class returning an nn.Module)"
+        )
+    try:
+        model = obj()
+    except Exception as e:
+        raise UsageError(f"--model: calling {spec}() failed ({type(e).__name__}: {e})") from e
+    if not isinstance(model, nn.Module):
+        raise UsageError(
+            f"--model: {spec}() returned a {type(model).__name__}, expected a torch.nn.Module"
+        )
+    return model
+
+
+def _load_weights(model, path: str) -> None:
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--weights: no file at {path!r}")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(p))
+        else:
+            state = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UsageError(
+            f"--weights: {path!r} is neither a safetensors file nor a state_dict that "
+            f"torch.load(weights_only=True) reads ({type(e).__name__}: {e})"
+        ) from e
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UsageError(f"--weights: expected a state_dict (names -> tensors) in {path!r}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise UsageError(
+            f"--weights: {path!r} does not fit the model: " + " ".join(first[:3])[:600]
+        ) from e
+
+
+def _device(spec: str):
+    import torch
+
+    try:
+        device = torch.device(spec)
+    except RuntimeError as e:
+        raise UsageError(f"--device: expected cpu, cuda or cuda:N, got {spec!r}") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device: {spec!r} asked for, but CUDA is not available here")
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if device.index >= torch.cuda.device_count():
+            raise UsageError(
+                f"--device: {device} does not exist ({torch.cuda.device_count()} GPUs)"
+            )
+    elif device.type != "cpu":
+        raise UsageError(f"--device: expected cpu, cuda or cuda:N, got {spec!r}")
+    return device
+
+
+def _floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError as e:
+        raise UsageError(f"{name}: expected 3 comma-separated numbers, got {text!r}") from e
+    if len(values) != 3:
+        raise UsageError(f"{name}: expected 3 comma-separated numbers, got {text!r}")
+    return values
+
+
+def _default_layers(model, size: int, device) -> list[str]:
+    """Every Conv2d the forward calls, in call order (one traced forward of a blank image)."""
+    import torch
+    from torch import nn
+
+    from .capture import Capture, eval_mode
+
+    convs = [n for n, m in model.named_modules() if n and isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise UsageError("--layers: the model has no nn.Conv2d; name the layers to mine")
+    order: list[str] = []
+
+    def record(name, out):
+        if name not in order:
+            order.append(name)
+
+    x = torch.zeros(1, 3, size, size, device=device)
+    try:
+        with (
+            eval_mode(model),
+            torch.no_grad(),
+            Capture(model, convs, switches=False, reduce=record),
+        ):
+            model(x)
+    except Exception:
+        if not order:
+            raise
+    return order
+
+
+def _mine_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "mine",
+        help="the top-k atlas of a model over a folder of images (resumable, torchrun-aware)",
+        description=(
+            "Mine the k strongest activations of every feature map of the given layers over a "
+            "folder of images, save the atlas to --out and render its patches and deconvnet "
+            "reconstructions. Re-running the same command resumes a killed job."
+        ),
+    )
+    p.add_argument("--model", required=True, help="MODULE:CALLABLE returning an nn.Module")
+    p.add_argument(
+        "--weights", help="a .safetensors file or a state_dict (torch.load, weights_only)"
+    )
+    p.add_argument("--data", required=True, help="a folder of images (class sub-folders or flat)")
+    p.add_argument("--size", type=int, default=224, help="input side in pixels (default 224)")
+    p.add_argument("--layers", help="comma-separated dotted module names (default: every conv)")
+    p.add_argument("--k", type=int, default=9, help="hits per feature map (default 9)")
+    p.add_argument("--out", required=True, help="folder the atlas is written to")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=4, help="DataLoader worker processes")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (cuda = cuda:LOCAL_RANK)")
+    p.add_argument("--checkpoint", help="checkpoint folder (default <out>/.checkpoint)")
+    p.add_argument("--chunk-size", type=int, default=None, help="images per checkpointed chunk")
+    p.add_argument("--mean", default="0.485,0.456,0.406", help="normalisation mean (3 numbers)")
+    p.add_argument("--std", default="0.229,0.224,0.225", help="normalisation std (3 numbers)")
+    p.add_argument("--no-render", action="store_true", help="save the top-k only, no images")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _run_mine(args) -> int:
+    import torch
+
+    from . import distributed
+    from .folder import ImageFolder
+    from .mining import DEFAULT_CHUNK_SIZE, mine
+
+    for name, value, lo in (
+        ("--size", args.size, 8),
+        ("--k", args.k, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--workers", args.workers, 0),
+    ):
+        if value < lo:
+            raise UsageError(f"{name}: expected an int >= {lo}, got {value}")
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise UsageError(f"--chunk-size: expected a positive int, got {args.chunk_size}")
+    mean, std = _floats(args.mean, "--mean"), _floats(args.std, "--std")
+    if any(s <= 0 for s in std):
+        raise UsageError(f"--std: expected positive numbers, got {args.std!r}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out: {args.out!r} exists and is not a folder")
+    device = _device(args.device)
+    data_dir = Path(args.data)
+    if not data_dir.is_dir():
+        raise UsageError(f"--data: expected a folder of images, got {args.data!r} (not a folder)")
+    try:
+        data = ImageFolder(data_dir, size=args.size, mean=mean, std=std)
+    except ValueError as e:
+        raise UsageError(f"--data: {e}") from e
+    if args.k > len(data):
+        raise UsageError(f"--k: expected at most the number of images ({len(data)}), got {args.k}")
+    model = _import_model(args.model)
+    if args.weights:
+        _load_weights(model, args.weights)
+    model = model.to(device).eval()
+    if args.layers:
+        layers = [s.strip() for s in args.layers.split(",") if s.strip()]
+        names = dict(model.named_modules())
+        unknown = [n for n in layers if n not in names or not n]
+        if unknown:
+            from ._checks import resolve_layer
+
+            try:
+                resolve_layer(model, unknown[0])
+            except ValueError as e:
+                raise UsageError(f"--layers: {e}") from e
+    else:
+        layers = _default_layers(model, args.size, device)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else out / ".checkpoint"
+    ctx = distributed.context(device)
+    start = time.perf_counter()
+    try:
+        atlas = mine(
+            model,
+            data,
+            layers=layers,
+            k=args.k,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            checkpoint=checkpoint,
+            chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
+            progress=not args.quiet,
+        )
+    except (ValueError, TypeError) as e:
+        raise UsageError(str(e)) from e
+    elapsed = time.perf_counter() - start
+    skipped = atlas.provenance.get("skipped", [])
+    if ctx.is_main:
+        atlas.save(out)
+        if not args.no_render and hasattr(atlas, "render"):
+            atlas.render(batch_size=args.batch_size, device=device, progress=not args.quiet)
+        n = len(data)
+        print(
+            f"mined {n - len(skipped)} images over {len(layers)} layers in {elapsed:.1f} s "
+            f"({(n - len(skipped)) / max(elapsed, 1e-9):.0f} images/s on {ctx.world} process(es)); "
+            f"atlas written to {out}",
+            file=sys.stderr,
+        )
+        if skipped:
+            print(f"skipped {len(skipped)} unreadable image(s):", file=sys.stderr)
+            for i in skipped[:20]:
+                print(f"  {data.files[i]}", file=sys.stderr)
+            if len(skipped) > 20:
+                print(f"  ... and {len(skipped) - 20} more", file=sys.stderr)
+    ctx.barrier()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m zfwidgets", description=__doc__.splitlines()[0]
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _mine_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "mine":
+            return _run_mine(args)
+    except UsageError as e:
+        print(f"zfwidgets {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command!r}")
+    return 2
