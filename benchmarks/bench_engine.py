@@ -7,6 +7,7 @@ shared 2-core machines; the ratios are measured back to back, interleaved, media
     python benchmarks/bench_engine.py            # full run (~5 minutes on 2 CPU cores)
     python benchmarks/bench_engine.py --quick    # smoke run
     python benchmarks/bench_engine.py --device cuda
+    python benchmarks/bench_engine.py --only activations   # one section
 """
 
 from __future__ import annotations
@@ -221,10 +222,60 @@ def bench_reconstructions(model, device, quick, repeats):
     row("ratio (goal <= 1.2)", t["ours"] / t["floor"], "x")
 
 
+def bench_activations(device, quick, repeats):
+    """The rules on modern activations (GELU, SiLU): one unit of one image, the Explorer's click.
+
+    Floor: a plain forward + backward of the image. Captum's NeuronDeconvolution is timed for
+    reference; it overrides nn.ReLU only, so on these networks it returns the plain gradient.
+    """
+    from captum.attr import NeuronDeconvolution
+
+    size = 160 if quick else 224
+    for name, layer in (("convnext_tiny", "features.5.4"), ("efficientnet_b0", "features.5")):
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, name)(weights=None).eval().to(device)
+        x1 = torch.randn(1, 3, size, size, device=device)
+        module = model.get_submodule(layer)
+        with torch.no_grad(), zf.capture(model, [layer]) as cap:
+            model(x1)
+        pos = int(cap.activations[layer][0, 7].flatten().argmax())
+        w = cap.activations[layer].shape[3]
+        nd = NeuronDeconvolution(model, module)
+
+        def fwd_bwd(model=model, x1=x1):
+            xi = x1.detach().clone().requires_grad_(True)
+            with eval_mode(model):
+                out = model(xi)
+            torch.autograd.grad(out[0, 0], xi)
+
+        fns = {"floor": fwd_bwd}
+        for rule in ("saliency", "deconv", "guided"):
+            fns[rule] = lambda rule=rule, model=model, x1=x1, layer=layer: zf.backprop(
+                model, x1, layer=layer, channel=7, rule=rule
+            )
+        fns["captum"] = lambda nd=nd, x1=x1, unit=(7, pos // w, pos % w): nd.attribute(
+            x1, neuron_selector=unit
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # EfficientNet's SE sigmoids: NoRuleWarning
+            t = paired(fns, device, repeats)
+        print(f"one unit of {name} {layer} at {size}x{size}, 1 image (rules on GELU / SiLU)")
+        row("plain forward + backward of the image", t["floor"] * 1e3, "ms")
+        for rule in ("saliency", "deconv", "guided"):
+            row(f"zf.backprop(rule={rule!r})", t[rule] * 1e3, "ms")
+            row(f"  ratio {rule} / floor", t[rule] / t["floor"], "x")
+        row("Captum NeuronDeconvolution (plain gradient here)", t["captum"] * 1e3, "ms")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--only",
+        choices=["capture", "mining", "reconstructions", "activations"],
+        help="run one section",
+    )
     args = p.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -235,10 +286,15 @@ def main():
     repeats = 2 if args.quick else 5
     batch = 4 if args.quick else 16
     x = torch.randn(batch, 3, 224, 224, device=device)
-    bench_capture(model, x, device, repeats)
-    data = torch.randn(16 if args.quick else 128, 3, 224, 224, device=device)
-    bench_mining(model, data, device, 1 if args.quick else 3)
-    bench_reconstructions(model, device, args.quick, repeats)
+    if args.only in (None, "capture"):
+        bench_capture(model, x, device, repeats)
+    if args.only in (None, "mining"):
+        data = torch.randn(16 if args.quick else 128, 3, 224, 224, device=device)
+        bench_mining(model, data, device, 1 if args.quick else 3)
+    if args.only in (None, "reconstructions"):
+        bench_reconstructions(model, device, args.quick, repeats)
+    if args.only in (None, "activations"):
+        bench_activations(device, args.quick, repeats)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import models
 from .atlas import Atlas
-from .backprop import backprop, deconv, guided_backprop, saliency
+from .backprop import NoRuleError, NoRuleWarning, backprop, deconv, guided_backprop, saliency
 from .cam import Cam, cam
 from .capture import Capture, capture
 from .correspondence import Correspondence, correspondence
@@ -65,6 +65,8 @@ __all__ = [
     "Capture",
     "FilterStats",
     "GradCam",
+    "NoRuleError",
+    "NoRuleWarning",
     "OcclusionResult",
     "ReceptiveField",
     "TrainingMonitor",

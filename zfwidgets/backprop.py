@@ -12,10 +12,21 @@ Three rules, one engine:
 - ``"guided"`` (Springenberg et al. 2015): ``relu(g) * (x > 0)``.
 - ``"saliency"`` (Simonyan et al. 2014): the plain gradient, ``g * (x > 0)``.
 
-The ReLU rule is applied by a :class:`torch.overrides.TorchFunctionMode` active only during
-the library's own forward pass, so it holds for ``nn.ReLU`` (in place or not, reused any
+The rules are applied by a :class:`torch.overrides.TorchFunctionMode` active only during
+the library's own forward pass, so they hold for ``nn.ReLU`` (in place or not, reused any
 number of times), ``F.relu``, ``torch.relu``, ``Tensor.relu``/``relu_`` and ``ReLU6`` alike,
 without a single backward hook.
+
+Modern activations (docs/method.md Sec. 5): GELU, SiLU, Hardswish, LeakyReLU, ELU, SELU,
+CELU, Mish, Softplus, PReLU and RReLU get the same treatment, modules and functional calls
+alike. ``"deconv"`` rectifies the backward signal, ``relu(g)``, whatever the forward
+activation (the paper's "rectify" step: what goes down stays positive); ``"guided"`` takes
+``relu(g) * max(f'(x), 0)``, ``f'`` the activation's derivative at its input, which is
+Springenberg's rule when ``f`` is ReLU. The forward is untouched. Elementwise nonlinearities
+with no rule (sigmoid and hardsigmoid gates of squeeze-and-excitation blocks, tanh, custom
+autograd Functions, ...) keep their plain gradient, as do normalisation layers; when the
+backward crosses one, the call warns once (:class:`NoRuleWarning`) naming the operations and
+their layers, and ``strict=True`` raises :class:`NoRuleError` instead, before any backward.
 
 Max-pooling: autograd's max-pool backward routes each window's signal to the window's
 argmax, which is exactly unpooling by switches. With overlapping pools (ZFNet and AlexNet
@@ -40,8 +51,13 @@ separate calls. Two strategies, picked by a cost estimate (``strategy="auto"``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import re
+import sys
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +67,17 @@ from torch.overrides import TorchFunctionMode
 from ._checks import check_images, check_model, resolve_layer
 from .capture import Capture, eval_mode
 
-__all__ = ["RULES", "backprop", "deconv", "guided_backprop", "relu_rule", "saliency"]
+__all__ = [
+    "ACTIVATIONS",
+    "RULES",
+    "NoRuleError",
+    "NoRuleWarning",
+    "backprop",
+    "deconv",
+    "guided_backprop",
+    "relu_rule",
+    "saliency",
+]
 
 RULES = ("deconv", "guided", "saliency")
 
@@ -59,6 +85,26 @@ RULES = ("deconv", "guided", "saliency")
 # ---------------------------------------------------------------------------------------------
 # The backward rules
 # ---------------------------------------------------------------------------------------------
+class NoRuleWarning(UserWarning):
+    """The backward of ``deconv``/``guided`` crossed nonlinearities that have no rule.
+
+    ``sites`` lists ``(operation, layer)`` pairs in the order the forward met them; they kept
+    their plain gradient.
+    """
+
+    def __init__(self, message: str, sites: Sequence[tuple[str, str]] = ()):
+        super().__init__(message)
+        self.sites = list(sites)
+
+
+class NoRuleError(RuntimeError):
+    """:class:`NoRuleWarning` as an error, raised with ``strict=True`` before any backward."""
+
+    def __init__(self, message: str, sites: Sequence[tuple[str, str]] = ()):
+        super().__init__(message)
+        self.sites = list(sites)
+
+
 class _Rectify(torch.autograd.Function):
     """clamp(x, lo, hi) forward; the chosen rule backward."""
 
@@ -86,6 +132,35 @@ class _Rectify(torch.autograd.Function):
         return g, None, None, None, None
 
 
+class _Activation(torch.autograd.Function):
+    """The activation's own forward (``call()``, untouched, in place if it was); the rule
+    backward: ``relu(g)`` (deconv) or ``relu(g) * max(f'(x), 0)`` (guided), where ``f'(x)``
+    is the activation's derivative, from autograd on ``recompute`` (the same function, out of
+    place) at the saved input."""
+
+    @staticmethod
+    def forward(ctx, x, call, recompute, rule, inplace):
+        ctx.rule, ctx.recompute = rule, recompute
+        if rule == "guided":
+            ctx.save_for_backward(x.clone() if inplace else x)
+        out = call()
+        if inplace:
+            ctx.mark_dirty(x)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g.clamp_min(0)
+        if ctx.rule == "guided":
+            (x,) = ctx.saved_tensors
+            with torch.enable_grad():
+                xd = x.detach().requires_grad_(True)
+                y = ctx.recompute(xd)
+                (d,) = torch.autograd.grad(y, xd, torch.ones_like(y))
+            g = g * d.clamp_min(0)
+        return g, None, None, None, None
+
+
 class _SkipBackward(torch.autograd.Function):
     """f(x) forward, identity backward (contrast normalisation on the deconvnet's way down)."""
 
@@ -98,54 +173,175 @@ class _SkipBackward(torch.autograd.Function):
         return g, None
 
 
+_OURS = (_Rectify, _Activation, _SkipBackward)
 _RELU_FUNCS = {F.relu, torch.relu, torch.Tensor.relu}
 _RELU_INPLACE = {torch.relu_, torch.Tensor.relu_, F.relu_}
 
 
-class relu_rule(TorchFunctionMode):
-    """Context in which every ReLU computed by torch back-propagates by ``rule``.
+@dataclass(frozen=True)
+class _Act:
+    """An activation with a rule: its name, its parameters after ``input`` (positional order),
+    its out-of-place form, and whether the function always works in place."""
 
-    ``"deconv"`` and ``"guided"`` replace the ReLU backward (see module docstring); under
-    ``"deconv"`` ``F.local_response_norm`` back-propagates as the identity (the paper skips
-    contrast normalisation on the way down). ``"saliency"`` changes nothing.
+    name: str
+    params: tuple[str, ...]
+    base: Callable[..., torch.Tensor]
+    inplace: bool = False
+
+
+#: The rectifier family beyond ReLU: every function torch's activation modules call, and the
+#: functional / in-place aliases. (ReLU, ReLU6 and Hardtanh(0, t) go through ``_Rectify``.)
+ACTIVATIONS: dict[Callable, _Act] = {
+    F.gelu: _Act("gelu", ("approximate",), F.gelu),
+    F.silu: _Act("silu", ("inplace",), F.silu),
+    F.hardswish: _Act("hardswish", ("inplace",), F.hardswish),
+    F.leaky_relu: _Act("leaky_relu", ("negative_slope", "inplace"), F.leaky_relu),
+    F.leaky_relu_: _Act("leaky_relu", ("negative_slope",), F.leaky_relu, inplace=True),
+    F.elu: _Act("elu", ("alpha", "inplace"), F.elu),
+    F.elu_: _Act("elu", ("alpha",), F.elu, inplace=True),
+    F.selu: _Act("selu", ("inplace",), F.selu),
+    torch.selu: _Act("selu", (), torch.selu),
+    torch.selu_: _Act("selu", (), torch.selu, inplace=True),
+    F.celu: _Act("celu", ("alpha", "inplace"), F.celu),
+    torch.celu: _Act("celu", ("alpha",), torch.celu),
+    torch.celu_: _Act("celu", ("alpha",), torch.celu, inplace=True),
+    F.mish: _Act("mish", ("inplace",), F.mish),
+    F.softplus: _Act("softplus", ("beta", "threshold"), F.softplus),
+    torch.prelu: _Act("prelu", ("weight",), torch.prelu),
+    F.rrelu: _Act("rrelu", ("lower", "upper", "training", "inplace"), F.rrelu),
+    torch.rrelu: _Act("rrelu", ("lower", "upper", "training"), torch.rrelu),
+    torch.rrelu_: _Act("rrelu", ("lower", "upper", "training"), torch.rrelu, inplace=True),
+}
+
+#: Elementwise nonlinearities with no rule, recorded where the forward calls them so that the
+#: warning can name their layer. Anything else is caught on the graph (``_UNRULED_NODES``).
+_UNRULED_FUNCS: dict[Callable, str] = {
+    torch.sigmoid: "sigmoid",
+    torch.sigmoid_: "sigmoid",
+    torch.Tensor.sigmoid: "sigmoid",
+    torch.Tensor.sigmoid_: "sigmoid",
+    torch.special.expit: "sigmoid",
+    torch.tanh: "tanh",
+    torch.tanh_: "tanh",
+    torch.Tensor.tanh: "tanh",
+    torch.Tensor.tanh_: "tanh",
+    F.hardsigmoid: "hardsigmoid",
+    F.hardtanh: "hardtanh",
+    F.logsigmoid: "logsigmoid",
+    F.softsign: "softsign",
+    F.tanhshrink: "tanhshrink",
+    F.softshrink: "softshrink",
+    F.hardshrink: "hardshrink",
+    F.glu: "glu",
+    F.threshold: "threshold",
+    F.threshold_: "threshold",
+    torch.erf: "erf",
+    torch.Tensor.erf: "erf",
+}
+
+#: Autograd nodes of elementwise nonlinearities (name without ``Backward<n>``). On the path of
+#: a deconv/guided backward they mean an activation that kept its plain gradient: one with no
+#: rule, or one computed where the rule context cannot see it (TorchScript, C++ extensions).
+_UNRULED_NODES = {
+    "Relu",
+    "Gelu",
+    "Silu",
+    "Mish",
+    "Hardswish",
+    "LeakyRelu",
+    "Elu",
+    "Celu",
+    "Softplus",
+    "PreluKernel",
+    "RreluWithNoise",
+    "Threshold",
+    "Sigmoid",
+    "Tanh",
+    "Hardsigmoid",
+    "Hardtanh",
+    "LogSigmoid",
+    "Softshrink",
+    "Hardshrink",
+    "Erf",
+    "Erfc",
+    "Glu",
+}
+_BACKWARD_SUFFIX = re.compile(r"Backward\d*$")
+_CALL_CODES = {nn.Module._call_impl.__code__, nn.Module._wrapped_call_impl.__code__}
+
+
+def _input_of(args, kwargs):
+    return args[0] if args else kwargs["input"]
+
+
+class relu_rule(TorchFunctionMode):
+    """Context in which every activation computed by torch back-propagates by ``rule``.
+
+    ``"deconv"``: the backward signal is rectified, ``relu(g)``, at every ReLU, ReLU6,
+    Hardtanh(0, t) and every activation of :data:`ACTIVATIONS` (GELU, SiLU, Hardswish,
+    LeakyReLU, ELU, SELU, CELU, Mish, Softplus, PReLU, RReLU); ``F.local_response_norm``
+    back-propagates as the identity (the paper skips contrast normalisation on the way down).
+    ``"guided"``: ``relu(g) * max(f'(x), 0)``, ``f'`` the activation's derivative (Springenberg's
+    ``relu(g) * (x > 0)`` for ReLU). ``"saliency"`` changes nothing. The forward is untouched.
+
+    Elementwise nonlinearities with no rule (sigmoid, tanh, hardsigmoid, custom autograd
+    Functions, ...) keep their gradient; :meth:`unruled` lists those a backward would cross,
+    naming each one's layer (the innermost module of ``model`` whose forward called it).
     """
 
-    def __init__(self, rule: str):
+    def __init__(self, rule: str, model: nn.Module | None = None):
         super().__init__()
         if rule not in RULES:
             raise ValueError(f"rule: expected one of {RULES}, got {rule!r}")
         self.rule = rule
+        self.model = model
+        self._names: dict[int, str] | None = None
+        #: autograd node -> (operation, layer) for the unruled operations the forward called
+        self._seen: dict[Any, tuple[str, str]] = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.rule != "saliency":
-            if func in _RELU_FUNCS or func in _RELU_INPLACE:
-                x = args[0] if args else kwargs["input"]
-                inplace = func in _RELU_INPLACE or bool(
-                    kwargs.get("inplace", args[1] if len(args) > 1 else False)
+        if self.rule == "saliency":
+            return func(*args, **kwargs)
+        if func in _RELU_FUNCS or func in _RELU_INPLACE:
+            x = _input_of(args, kwargs)
+            inplace = func in _RELU_INPLACE or bool(
+                kwargs.get("inplace", args[1] if len(args) > 1 else False)
+            )
+            return self._rectify(x, 0.0, None, inplace)
+        if func is F.relu6:
+            x = _input_of(args, kwargs)
+            inplace = bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
+            return self._rectify(x, 0.0, 6.0, inplace)
+        if func is F.hardtanh:
+            names = ("input", "min_val", "max_val", "inplace")
+            bound = dict(zip(names, args)) | kwargs
+            if float(bound.get("min_val", -1.0)) == 0.0:
+                return self._rectify(
+                    bound["input"],
+                    0.0,
+                    float(bound.get("max_val", 1.0)),
+                    bool(bound.get("inplace", False)),
                 )
-                return self._rectify(x, 0.0, None, inplace)
-            if func is F.relu6:
-                x = args[0] if args else kwargs["input"]
-                inplace = bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
-                return self._rectify(x, 0.0, 6.0, inplace)
-            if func is F.hardtanh:
-                names = ("input", "min_val", "max_val", "inplace")
-                bound = dict(zip(names, args)) | kwargs
-                if float(bound.get("min_val", -1.0)) == 0.0:
-                    return self._rectify(
-                        bound["input"],
-                        0.0,
-                        float(bound.get("max_val", 1.0)),
-                        bool(bound.get("inplace", False)),
-                    )
-            if func is F.local_response_norm and self.rule == "deconv":
-                x = args[0] if args else kwargs["input"]
-                y = func(*args, **kwargs)
-                if torch.is_grad_enabled() and x.requires_grad:
-                    return _SkipBackward.apply(x, y)
-                return y
-        return func(*args, **kwargs)
+        act = ACTIVATIONS.get(func)
+        if act is not None:
+            out = self._activation(act, func, args, kwargs)
+            if out is not NotImplemented:
+                return out
+        if func is F.local_response_norm and self.rule == "deconv":
+            x = _input_of(args, kwargs)
+            y = func(*args, **kwargs)
+            if torch.is_grad_enabled() and x.requires_grad:
+                return _SkipBackward.apply(x, y)
+            return y
+        out = func(*args, **kwargs)
+        if torch.is_grad_enabled():
+            op = _UNRULED_FUNCS.get(func)
+            if op is not None and isinstance(out, torch.Tensor) and out.grad_fn is not None:
+                self._seen.setdefault(out.grad_fn, (op, self._layer()))
+        else:  # inside a custom autograd Function's forward? record it under its layer
+            self._custom_forward()
+        return out
 
     def _rectify(self, x, lo, hi, inplace):
         if not (torch.is_grad_enabled() and x.requires_grad):
@@ -153,6 +349,169 @@ class relu_rule(TorchFunctionMode):
         if inplace and x.is_leaf:
             inplace = False
         return _Rectify.apply(x, lo, hi, self.rule, inplace)
+
+    def _activation(self, act: _Act, func, args, kwargs):
+        bound = dict(zip(("input", *act.params), args)) | kwargs
+        x = bound.pop("input")
+        inplace = act.inplace or bool(bound.pop("inplace", False))
+        if bound.get("training"):  # RReLU's random slopes: no derivative to recompute
+            return NotImplemented
+        if not (torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.requires_grad):
+            return func(*args, **kwargs)
+        base = act.base
+
+        def recompute(t):
+            return base(t, **bound)
+
+        if inplace and x.is_leaf:  # autograd refuses in-place ops on leaves: run out of place
+            inplace = False
+
+            def call():
+                return base(x, **bound)
+        else:
+
+            def call():
+                return func(*args, **kwargs)
+
+        return _Activation.apply(x, call, recompute, self.rule, inplace)
+
+    # -- where the unruled operations are -------------------------------------------------
+    def _module_name(self, module: nn.Module) -> str | None:
+        if self.model is None:
+            return type(module).__name__
+        if self._names is None:
+            self._names = {id(m): name for name, m in self.model.named_modules()}
+        name = self._names.get(id(module))
+        if name == "":
+            return f"{type(module).__name__}.forward"
+        return name
+
+    def _layer(self, frame=None) -> str:
+        """The innermost module of the model whose forward is on the call stack."""
+        f = frame if frame is not None else sys._getframe(2)
+        while f is not None:
+            if f.f_code in _CALL_CODES:
+                name = self._module_name(f.f_locals.get("self"))
+                if name is not None:
+                    return name
+            f = f.f_back
+        return "(outside the model's modules)"
+
+    def _custom_forward(self) -> None:
+        f = sys._getframe(2)
+        while f is not None and f.f_code not in _CALL_CODES:
+            ctx = f.f_locals.get("ctx") if f.f_code.co_name == "forward" else None
+            if isinstance(ctx, torch.autograd.function.BackwardCFunction):
+                if ctx not in self._seen and type(ctx)._forward_cls not in _OURS:
+                    name = type(ctx)._forward_cls.__name__
+                    self._seen[ctx] = (f"{name} (custom autograd Function)", self._layer(f))
+                return
+            f = f.f_back
+
+    def unruled(self, output: torch.Tensor, inp: torch.Tensor) -> list[tuple[str, str]]:
+        """``(operation, layer)`` of every elementwise nonlinearity with no rule that lies on a
+        path of the autograd graph from ``output`` down to the leaf ``inp``: the operations the
+        backward of ``output`` with respect to ``inp`` crosses with their plain gradient."""
+        if self.rule == "saliency" or output.grad_fn is None:
+            return []
+        root = output.grad_fn
+        reaches: dict[Any, bool] = {root: False}
+        stack = [(root, iter(root.next_functions))]
+        while stack:
+            node, children = stack[-1]
+            for child, _ in children:
+                if child is None:
+                    continue
+                if child not in reaches:
+                    if type(child).__name__ == "AccumulateGrad":
+                        reaches[child] = child.variable is inp
+                    else:
+                        reaches[child] = False
+                        stack.append((child, iter(child.next_functions)))
+                        break
+                if reaches[child]:
+                    reaches[node] = True
+            else:
+                stack.pop()
+                if stack and reaches[node]:
+                    reaches[stack[-1][0]] = True
+        order = {node: i for i, node in enumerate(self._seen)}
+        found = []
+        for node, on_path in reaches.items():
+            if not on_path:
+                continue
+            site = self._seen.get(node)
+            if site is None:
+                site = _unseen_site(node)
+            if site is not None:
+                found.append((order.get(node, len(order)), site))
+        found.sort(key=lambda t: t[0])
+        return list(dict.fromkeys(site for _, site in found))
+
+
+def _unseen_site(node) -> tuple[str, str] | None:
+    """A flagged node the rule context did not see being made (or None if not flagged)."""
+    if isinstance(node, torch.autograd.function.BackwardCFunction):
+        cls = getattr(type(node), "_forward_cls", None)
+        if cls in _OURS:
+            return None
+        name = getattr(cls, "__name__", type(node).__name__)
+        return (f"{name} (custom autograd Function)", "(layer not found)")
+    kind = _BACKWARD_SUFFIX.sub("", type(node).__name__)
+    if kind in _UNRULED_NODES:
+        op = re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()
+        return (op, "(layer not found)")
+    return None
+
+
+class _Unruled:
+    """The unruled nonlinearities one ``backprop`` call crosses: an error at the first forward
+    that shows one (``strict``), else one warning when the call ends."""
+
+    def __init__(self, rule: str, strict: bool):
+        self.rule, self.strict = rule, strict
+        self.sites: dict[tuple[str, str], None] = {}
+
+    def check(self, mode: relu_rule, output: torch.Tensor, inp: torch.Tensor) -> None:
+        if self.rule == "saliency":
+            return
+        for site in mode.unruled(output, inp):
+            self.sites.setdefault(site)
+        if self.strict and self.sites:
+            raise NoRuleError(self.message(), list(self.sites))
+
+    def message(self) -> str:
+        by_op: dict[str, list[str]] = {}
+        for op, layer in self.sites:
+            by_op.setdefault(op, []).append(layer)
+        parts = []
+        for op, layers in by_op.items():
+            shown = ", ".join(layers[:6])
+            if len(layers) > 6:
+                shown += f" and {len(layers) - 6} more"
+            parts.append(f"{op} at {shown}")
+        return (
+            f"rule={self.rule!r}: the backward signal crosses elementwise nonlinearities that have "
+            f"no {self.rule} rule, so they keep their plain gradient: {'; '.join(parts)}. "
+            "Gates (squeeze-and-excitation sigmoids) and normalisation layers keep their "
+            "gradient by design; see 'Modern activations' in docs/method.md. Pass strict=True "
+            "to raise instead; the full list is the warning's .sites."
+        )
+
+    def warn(self) -> None:
+        if self.sites:
+            warnings.warn(
+                NoRuleWarning(self.message(), list(self.sites)), stacklevel=_user_stacklevel()
+            )
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` for a warning raised in this package that points at the user's call."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    f, level = sys._getframe(2), 2
+    while f is not None and f.f_code.co_filename.startswith(package):
+        f, level = f.f_back, level + 1
+    return level
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,7 +601,7 @@ def _seed(target: torch.Tensor, rows: torch.Tensor, units: torch.Tensor) -> torc
     return g
 
 
-def _shared(model, x, layer, units, channel, rule, batch_size):
+def _shared(model, x, layer, units, channel, rule, batch_size, unruled):
     """Forward each image once; one backward per round of units (<= 1 unit per image)."""
     N = x.shape[0]
     out_units = [] if units is None else None
@@ -255,11 +614,13 @@ def _shared(model, x, layer, units, channel, rule, batch_size):
                 continue
         xg = x[start:stop].detach().clone().requires_grad_(True)
         with (
-            relu_rule(rule),
+            relu_rule(rule, model) as mode,
             Capture(model, [layer], switches=False, keep_graph=True) as cap,
         ):
             model(xg)
         target = cap.activations[layer]
+        unruled.check(mode, target, xg)
+        del mode
         if units is None:  # strongest location of `channel` in each image
             if target.dim() != 4:
                 raise ValueError(
@@ -323,7 +684,7 @@ def _crop_windows(index, rf_offset, rf_stride, rf_size, limit):
     return c, size
 
 
-def _cropped(model, x, layer, units, rule, batch_size, rf):
+def _cropped(model, x, layer, units, rule, batch_size, rf, unruled):
     """Per-unit crops of the receptive field, batched; forward stopped at the layer."""
     N, C, H, W = x.shape
     K = len(units)
@@ -342,11 +703,13 @@ def _cropped(model, x, layer, units, rule, batch_size, rf):
         )
         crops.requires_grad_(True)
         with (
-            relu_rule(rule),
+            relu_rule(rule, model) as mode,
             Capture(model, [layer], switches=False, keep_graph=True, stop_at=stop_at) as cap,
         ):
             model(crops)
         target = cap.activations[layer]
+        unruled.check(mode, target, crops)
+        del mode
         local = u.clone()
         local[:, 2] -= cy // sy
         local[:, 3] -= cx // sx
@@ -395,6 +758,7 @@ def backprop(
     rule: str = "deconv",
     batch_size: int = 32,
     strategy: str = "auto",
+    strict: bool = False,
 ) -> torch.Tensor:
     """Project units of ``layer`` back to pixel space by ``rule`` (see module docstring).
 
@@ -414,9 +778,17 @@ def backprop(
         Instead of ``units``: in each image, the strongest location of this feature map
         (docs/method.md Sec. 2, step 2).
     rule : "deconv" | "guided" | "saliency"
+        The backward step at each activation (module docstring; docs/method.md Sec. 2 for
+        ReLU, Sec. 5 for GELU, SiLU, Hardswish and the rest of the rectifier family).
     batch_size : int
         Images (``"shared"``) or crops (``"crop"``) per forward/backward pass.
     strategy : "auto" | "shared" | "crop"
+    strict : bool
+        With ``"deconv"`` or ``"guided"``, the backward may cross elementwise nonlinearities
+        that have no rule (squeeze-and-excitation gates, tanh, custom autograd Functions):
+        they keep their plain gradient, and the call emits one :class:`NoRuleWarning` naming
+        the operations and their layers (``.sites``). ``strict=True`` raises
+        :class:`NoRuleError` instead, before any backward. No effect on ``"saliency"``.
 
     Returns
     -------
@@ -432,6 +804,8 @@ def backprop(
         raise ValueError(f"strategy: expected 'auto', 'shared' or 'crop', got {strategy!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict: expected a bool, got {type(strict).__name__}")
     check_images(model, x)
     name, _ = resolve_layer(model, layer)
     if (units is None) == (channel is None):
@@ -449,6 +823,7 @@ def backprop(
                 f"but x holds {x.shape[0]} image(s)"
             )
 
+    unruled = _Unruled(rule, strict)
     with eval_mode(model), torch.enable_grad():
         choice = strategy
         rf = None
@@ -463,14 +838,17 @@ def backprop(
         if choice == "auto":
             choice = _choose(x, u, rf)
         if choice == "shared" or rf is None or rf.is_global:
-            return _shared(model, x, name, u, channel, rule, batch_size).detach()
-        if u is None:
-            u = _strongest(model, x, name, channel, batch_size, rf.calls)
+            out = _shared(model, x, name, u, channel, rule, batch_size, unruled)
         else:
-            _check_units(
-                u, (x.shape[0], _channels(model, x, name, rf)) + tuple(rf.output_size), name
-            )
-        return _cropped(model, x, name, u, rule, batch_size, rf).detach()
+            if u is None:
+                u = _strongest(model, x, name, channel, batch_size, rf.calls)
+            else:
+                _check_units(
+                    u, (x.shape[0], _channels(model, x, name, rf)) + tuple(rf.output_size), name
+                )
+            out = _cropped(model, x, name, u, rule, batch_size, rf, unruled)
+    unruled.warn()
+    return out.detach()
 
 
 def _channels(model, x, name, rf) -> int:
@@ -503,14 +881,22 @@ def _choose(x, units, rf) -> str:
     return "crop" if crop < shared else "shared"
 
 
-def deconv(model: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
-    """Deconvnet projection (Zeiler & Fergus 2014, Sec. 2.1). See :func:`backprop`."""
-    return backprop(model, x, rule="deconv", **kwargs)
+def deconv(model: nn.Module, x: torch.Tensor, *, strict: bool = False, **kwargs) -> torch.Tensor:
+    """Deconvnet projection (Zeiler & Fergus 2014, Sec. 2.1): ``relu(g)`` at every ReLU, and
+    at every GELU, SiLU, Hardswish, LeakyReLU, ELU, SELU, CELU, Mish, Softplus, PReLU, RReLU
+    (docs/method.md Sec. 5). ``strict=True``: raise :class:`NoRuleError` where the backward
+    would cross a nonlinearity with no rule (else one :class:`NoRuleWarning`). Other keywords:
+    see :func:`backprop`."""
+    return backprop(model, x, rule="deconv", strict=strict, **kwargs)
 
 
-def guided_backprop(model: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
-    """Guided back-propagation (Springenberg et al. 2015). See :func:`backprop`."""
-    return backprop(model, x, rule="guided", **kwargs)
+def guided_backprop(
+    model: nn.Module, x: torch.Tensor, *, strict: bool = False, **kwargs
+) -> torch.Tensor:
+    """Guided back-propagation (Springenberg et al. 2015): ``relu(g) * max(f'(x), 0)`` at every
+    activation of the rectifier family (docs/method.md Sec. 5), ``relu(g) * (x > 0)`` at a
+    ReLU. ``strict``: as in :func:`deconv`. Other keywords: see :func:`backprop`."""
+    return backprop(model, x, rule="guided", strict=strict, **kwargs)
 
 
 def saliency(model: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
