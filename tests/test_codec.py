@@ -111,3 +111,40 @@ def test_pack_on_cuda_one_transfer():
     assert p["a"]["view"].obj is p["b"]["view"].obj
     np.testing.assert_array_equal(decode(p["a"]), a.cpu().numpy())
     np.testing.assert_array_equal(decode(p["b"]), b.cpu().numpy())
+
+
+# -- image files ------------------------------------------------------------------------------
+def test_encode_decode_image_png_is_exact_webp_close():
+    from zfwidgets.codec import decode_image, encode_image
+
+    rng = np.random.default_rng(0)
+    rgb = np.repeat(np.repeat(rng.integers(0, 256, (8, 12, 3), dtype=np.uint8), 4, 0), 4, 1)
+    png = encode_image(torch.from_numpy(rgb), "png")
+    assert png[:4] == b"\x89PNG"
+    np.testing.assert_array_equal(decode_image(png), rgb)
+    grey = rgb[:, :, 0]
+    np.testing.assert_array_equal(decode_image(encode_image(grey, "png")), grey)
+    webp = encode_image(rgb, "webp", quality=95)
+    assert webp[8:12] == b"WEBP"
+    back = decode_image(webp, size=rgb.shape[:2])
+    assert back.shape == rgb.shape and np.abs(back.astype(int) - rgb).mean() < 20
+
+
+def test_decode_image_checks_the_header_first():
+    from zfwidgets.codec import decode_image, encode_image
+
+    png = encode_image(np.zeros((10, 20, 3), np.uint8), "png")
+    with pytest.raises(ValueError, match=r"expected size \(H, W\) = \(20, 10\)"):
+        decode_image(png, size=(20, 10))
+    with pytest.raises(ValueError, match="limit"):
+        decode_image(png, max_pixels=100)
+    with pytest.raises(ValueError, match="not a readable"):
+        decode_image(png, formats=("webp",))
+    with pytest.raises(ValueError, match="not a readable"):
+        decode_image(png[:30])
+    with pytest.raises(ValueError, match="format"):
+        encode_image(np.zeros((2, 2, 3), np.uint8), "gif")
+    with pytest.raises(TypeError, match="uint8"):
+        encode_image(np.zeros((2, 2, 3), np.float32))
+    with pytest.raises(ValueError, match="quality"):
+        encode_image(np.zeros((2, 2, 3), np.uint8), "webp", quality=101)

@@ -8,6 +8,10 @@ of the JSON state into a binary message part.
 
 :func:`pack` encodes several tensors with one device-to-host transfer: their bytes are
 concatenated on the model's device, copied once, and split into views on the host.
+
+:func:`encode_image` / :func:`decode_image` are the other form a browser reads: a uint8 image
+as PNG or WebP file bytes (what a stored atlas keeps on disk and a static page shows with an
+``<img>``), decoded back with the format and pixel count checked before any pixel is read.
 """
 
 from __future__ import annotations
@@ -19,7 +23,17 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["DTYPES", "Payload", "decode", "encode", "is_payload", "pack"]
+__all__ = [
+    "DTYPES",
+    "IMAGE_FORMATS",
+    "Payload",
+    "decode",
+    "decode_image",
+    "encode",
+    "encode_image",
+    "is_payload",
+    "pack",
+]
 
 #: A ``{"view": memoryview, "dtype": str, "shape": list[int]}`` dict.
 Payload = dict[str, Any]
@@ -158,3 +172,97 @@ def decode(payload: Mapping[str, Any]) -> np.ndarray:
             f"payload: {raw.nbytes} bytes do not hold {dtype} of shape {list(shape)} ({want} bytes)"
         )
     return np.frombuffer(raw, dtype=DTYPES[dtype]).reshape(shape)
+
+
+#: Image file formats of :func:`encode_image` (name -> MIME type).
+IMAGE_FORMATS: dict[str, str] = {"png": "image/png", "webp": "image/webp"}
+
+
+def encode_image(
+    image: torch.Tensor | np.ndarray, format: str = "png", *, quality: int | None = None
+) -> bytes:
+    """A uint8 image as PNG or WebP file bytes.
+
+    Parameters
+    ----------
+    image : Tensor or ndarray (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), uint8
+        Grey, RGB or RGBA (any device; copied to the host).
+    format : {"png", "webp"}
+        PNG is lossless; WebP is lossy (at most 16383 pixels a side).
+    quality : int, optional
+        WebP only: 1-100 (default 85). Ignored for PNG.
+
+    Returns
+    -------
+    bytes
+    """
+    import io
+
+    from PIL import Image
+
+    if format not in IMAGE_FORMATS:
+        raise ValueError(f"format: expected one of {sorted(IMAGE_FORMATS)}, got {format!r}")
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise TypeError(
+            f"image: expected a uint8 tensor or array, got {getattr(image, 'dtype', type(image).__name__)}"
+        )
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise ValueError(f"image: expected (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image: expected a non-empty image, got {image.shape}")
+    pil = Image.fromarray(np.ascontiguousarray(image))
+
+    buf = io.BytesIO()
+    if format == "png":
+        pil.save(buf, format="PNG", compress_level=6)
+    else:
+        q = 85 if quality is None else quality
+        if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= 100:
+            raise ValueError(f"quality: expected an int in [1, 100], got {quality!r}")
+        if max(image.shape[:2]) > 16383:
+            raise ValueError(
+                f"image: WebP holds at most 16383 pixels a side, got {image.shape[:2]}"
+            )
+        pil.save(buf, format="WEBP", quality=q, method=4)
+    return buf.getvalue()
+
+
+def decode_image(
+    data: bytes | bytearray | memoryview,
+    *,
+    formats: tuple[str, ...] = ("png", "webp"),
+    size: tuple[int, int] | None = None,
+    max_pixels: int = 1 << 26,
+) -> np.ndarray:
+    """Decode PNG or WebP bytes (from :func:`encode_image`) to a uint8 array.
+
+    The header is read first: a format outside ``formats``, a size other than ``size``
+    (``(H, W)``, when given) or more than ``max_pixels`` pixels raise ``ValueError`` before
+    any pixel is decoded.
+
+    Returns
+    -------
+    ndarray (H, W) for grey, (H, W, 3) for RGB, (H, W, 4) for RGBA; uint8.
+    """
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    allowed = {f.upper() for f in formats}
+    try:
+        with Image.open(io.BytesIO(bytes(data)), formats=sorted(allowed)) as im:
+            w, h = im.size
+            if size is not None and (h, w) != tuple(size):
+                raise ValueError(f"image: expected size (H, W) = {tuple(size)}, got {(h, w)}")
+            if h * w > max_pixels:
+                raise ValueError(f"image: {h}x{w} pixels is more than the limit {max_pixels}")
+            if im.mode not in ("L", "RGB", "RGBA"):
+                im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
+            im.load()
+            return np.asarray(im).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"image: not a readable {'/'.join(sorted(allowed))} image ({e})") from e
