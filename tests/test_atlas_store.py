@@ -73,9 +73,17 @@ def test_directory_round_trip(tmp_path, model, data, atlas):
 
 def test_refuses_a_foreign_folder(tmp_path, atlas):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="non-empty folder"):
+    with pytest.raises(ValueError, match="holds 'notes.txt' and no manifest.json"):
         atlas.save(tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+    # hidden entries (a mining checkpoint) may share the folder, and are left alone
+    out = tmp_path / "out"
+    (out / ".checkpoint").mkdir(parents=True)
+    (out / ".checkpoint" / "part.safetensors").write_bytes(b"x")
+    atlas.save(out)
+    atlas.save(out)
+    assert (out / ".checkpoint" / "part.safetensors").read_bytes() == b"x"
+    assert Atlas.load(out).layers == LAYERS
 
 
 def test_render_png_equals_the_computed_crops(tmp_path, model, data, atlas):
@@ -252,7 +260,7 @@ def test_old_single_file_still_loads(tmp_path, model, data, atlas):
     atlas.save(path)
     assert path.is_file() and atlas.path == path
     back = Atlas.load(path, model=model, data=data)
-    assert back.provenance["data"] == {"n": 23}
+    assert back.provenance["data"]["n"] == 23
     assert torch.equal(back.indices["8"], atlas.indices["8"])
     atlas.save(path, images=True)
     alone = Atlas.load(path)

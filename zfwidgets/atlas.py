@@ -410,11 +410,14 @@ class Atlas:
                 existing = st.read_manifest(root)
             except (ValueError, OSError):
                 existing = None  # replaced below
-        elif root.is_dir() and any(root.iterdir()):
-            raise ValueError(
-                f"atlas: {os.fspath(root)!r} is a non-empty folder without {st.MANIFEST}; "
-                "refusing to write an atlas into it (give a new or empty folder)"
-            )
+        elif root.is_dir():
+            # hidden entries (a mining checkpoint, ".DS_Store") may share the folder
+            foreign = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+            if foreign:
+                raise ValueError(
+                    f"atlas: {os.fspath(root)!r} holds {foreign[0]!r} and no {st.MANIFEST}; "
+                    "refusing to write an atlas into it (give a new or empty folder)"
+                )
         root.mkdir(parents=True, exist_ok=True)
         provenance = self._provenance()
         for n in self.layers:

@@ -54,7 +54,7 @@ MANIFEST = "manifest.json"
 
 # Bounds that no real atlas reaches and that keep a hostile file cheap to reject.
 MAX_MANIFEST_BYTES = 32 << 20
-MAX_PROVENANCE_BYTES = 1 << 20
+MAX_PROVENANCE_BYTES = 16 << 20
 MAX_SIDE = 1 << 16  # input and output sizes, per axis
 MAX_K = 10_000
 MAX_LAYERS = 10_000
@@ -167,7 +167,7 @@ def check_json(value: Any, where: str, *, max_bytes: int, max_depth: int = 16) -
 
 
 def check_provenance(value: Any, where: str = "provenance") -> dict:
-    """A provenance dict (JSON types, at most 1 MiB); ``data.n``, when present, an int >= 1."""
+    """A provenance dict (JSON types, at most 16 MiB); ``data.n``, when present, an int >= 1."""
     if value is None:
         return {}
     _dict(value, where)
@@ -727,7 +727,8 @@ def remove_unreferenced(root: Path, keep_tensors: str, keep_dirs: set[str]) -> N
     tile folders, stray temporaries). Only names of the store's own patterns are touched."""
     for p in root.iterdir():
         if p.is_file() and (
-            (_TENSORS.match(p.name) and p.name != keep_tensors) or p.name.endswith(".tmp")
+            (_TENSORS.match(p.name) and p.name != keep_tensors)
+            or (p.name.startswith((MANIFEST + ".", "tensors-")) and p.name.endswith(".tmp"))
         ):
             p.unlink()
     tiles = root / "tiles"
