@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ._checks import check_images, check_model, resolve_layer
+from ._checks import check_images, check_model, dry_run, resolve_layer
 from .capture import Capture, eval_mode
 
 __all__ = [
@@ -806,10 +806,12 @@ def backprop(
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     if not isinstance(strict, bool):
         raise TypeError(f"strict: expected a bool, got {type(strict).__name__}")
-    check_images(model, x)
+    x = check_images(model, x)
     name, _ = resolve_layer(model, layer)
     if (units is None) == (channel is None):
-        raise ValueError("expected exactly one of units=[(n, c, y, x), ...] or channel=int")
+        raise ValueError(
+            "units, channel: expected exactly one of units=[(n, c, y, x), ...] or channel=int"
+        )
     if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int)):
         raise TypeError(f"channel: expected an int, got {type(channel).__name__}")
     u = None
@@ -822,6 +824,21 @@ def backprop(
                 f"units: unit {k} = {tuple(u[k].tolist())} refers to image {int(u[k, 0])}, "
                 f"but x holds {x.shape[0]} image(s)"
             )
+    # the layer's output shape from a shape-only pass: unit and channel checks before any work
+    shape = dry_run(model, x.shape, layers=(name,)).layer(name)
+    if shape is not None:
+        if u is not None:
+            _check_units(u, shape, name)
+        else:
+            if len(shape) != 4:
+                raise ValueError(
+                    f"channel: layer {name!r} has no spatial size (output {shape}); pass "
+                    "units=[(n, c), ...]"
+                )
+            if not 0 <= channel < shape[1]:
+                raise ValueError(
+                    f"channel: expected an int in [0, {shape[1]}) for layer {name!r}, got {channel}"
+                )
 
     unruled = _Unruled(rule, strict)
     with eval_mode(model), torch.enable_grad():
