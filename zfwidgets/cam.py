@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import as_int_list, check_images, check_logits, resolve_layer
+from ._checks import as_int_list, check_classes, check_images, check_logits, dry_run, resolve_layer
 from .capture import Capture, eval_mode
 
 __all__ = ["Cam", "cam", "find_gap"]
@@ -50,10 +50,12 @@ def _is_gap(m: nn.Module) -> bool:
     return tuple(size) == (1, 1)
 
 
-def find_gap(model: nn.Module) -> tuple[str, str, str]:
+def find_gap(model: nn.Module, shape: tuple[int, ...] | None = None) -> tuple[str, str, str]:
     """``(feature layer, pooling layer, final linear)`` of a global-average-pooling network:
     the last ``nn.AdaptiveAvgPool2d(1)``, the module just before it among its siblings (its
-    input, e.g. ``layer4`` in torchvision's ResNets), and the last ``nn.Linear``."""
+    input, e.g. ``layer4`` in torchvision's ResNets), and the last ``nn.Linear``. With the
+    input ``shape``, "before" is in the order the forward calls them (found by a shape-only
+    pass), so auxiliary heads registered between (GoogLeNet's) are skipped."""
     modules = dict(model.named_modules())
     pools = [n for n, m in modules.items() if n and _is_gap(m)]
     linears = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
@@ -75,6 +77,14 @@ def find_gap(model: nn.Module) -> tuple[str, str, str]:
             f"of {parent_name or type(model).__name__!r}); pass layer="
         )
     prev = siblings[k - 1][0]
+    if shape is not None:
+        full = [f"{parent_name}.{n}" if parent_name else n for n, _ in siblings[: k + 1]]
+        run = dry_run(model, shape, layers=tuple(full))
+        if run.ok and full[-1] in run.order:
+            at = run.order.index(full[-1])
+            before = [n for n in run.order[:at] if n in full[:-1]]
+            if before:
+                prev = before[-1].rpartition(".")[2]
     feature = f"{parent_name}.{prev}" if parent_name else prev
     return feature, pool, linears[-1]
 
@@ -112,15 +122,16 @@ def cam(
     Raises
     ------
     ValueError
-        Before any work for a model without global average pooling or a final linear layer,
-        a bad target; after the forward pass when ``layer`` does not give (N, C, h, w) maps
-        whose channel count matches ``fc``, or when the logits are not ``fc`` of the pooled
-        maps (then CAM does not hold; use :func:`zfwidgets.grad_cam`).
+        Before any forward pass (from a shape-only pass on the meta device): a model without
+        global average pooling or a final linear layer, a bad target, a ``layer`` that does
+        not give (N, C, h, w) maps whose channel count matches ``fc``, an output that is not
+        ``fc``'s. After the forward pass when the logits are not ``fc`` of the spatial mean
+        of the maps (then CAM does not hold; use :func:`zfwidgets.grad_cam`).
     """
-    check_images(model, x)
+    x = check_images(model, x)
     gap = None
     if layer is None or fc is None:
-        gap = find_gap(model)
+        gap = find_gap(model, tuple(x.shape))
     name = gap[0] if layer is None else resolve_layer(model, layer)[0]
     fc_name, fc_module = resolve_layer(model, gap[2] if fc is None else fc)
     if not isinstance(fc_module, nn.Linear):
@@ -128,10 +139,24 @@ def cam(
     weight = fc_module.weight.detach()
     n_classes = weight.shape[0]
     targets = as_int_list(target, x.shape[0], "target")
-    if targets is not None:
-        bad = [v for v in targets if not 0 <= v < n_classes]
-        if bad:
-            raise ValueError(f"target: expected classes in [0, {n_classes}), got {bad}")
+    check_classes(targets, n_classes)
+    run = dry_run(model, x.shape, layers=(name, fc_name))
+    run.logits(x.shape[0])
+    shape = run.layer(name)
+    if shape is not None:
+        if len(shape) != 4:
+            raise ValueError(f"layer: CAM needs (N, C, h, w) feature maps; {name!r} gives {shape}")
+        if shape[1] != weight.shape[1]:
+            raise ValueError(
+                f"layer: {name!r} gives {shape[1]} channels but {fc_name!r} takes "
+                f"{weight.shape[1]} inputs; pass the layer whose maps are pooled into fc"
+            )
+        run.layer(fc_name, "fc")
+        if fc_name not in run.returns:
+            raise ValueError(
+                f"model: the output is not the output of {fc_name!r} (something follows it), "
+                "so CAM does not apply; pass layer=/fc=, or use zf.grad_cam"
+            )
 
     with eval_mode(model), torch.no_grad():
         with Capture(model, [name], switches=False) as cap:

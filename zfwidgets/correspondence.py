@@ -19,11 +19,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import check_images, resolve_layers
+from ._checks import check_images, check_int, check_number, dry_run, resolve_layers
 from .capture import eval_mode
 from .invariance import _check_batch_size, default_invariance_layers, layer_features
 
 __all__ = ["Correspondence", "consistency", "correspondence"]
+
+#: The most random draws of the baseline (each is a forward pass of every image).
+MAX_RANDOM = 1000
 
 
 @dataclass
@@ -87,9 +90,10 @@ def _check_boxes(boxes: object, n: int, size: tuple[int, int], part: str) -> tor
     elif isinstance(boxes, Sequence) and not isinstance(boxes, str):
         try:
             b = torch.as_tensor(boxes)
-        except (TypeError, ValueError, RuntimeError) as e:
+        except (TypeError, ValueError, RuntimeError, OverflowError) as e:
             raise TypeError(
-                f"{name}: expected one (top, left, bottom, right) box of ints per image, got {boxes!r}"
+                f"{name}: expected one (top, left, bottom, right) box of ints per image, "
+                f"got {boxes!r}"[:300]
             ) from e
     else:
         raise TypeError(
@@ -163,11 +167,11 @@ def correspondence(
         Default: the first convolution and the penultimate fully connected layer (as
         :func:`zfwidgets.invariance`); the paper uses layers 5 and 7.
     n_random : int
-        Random draws for the baseline.
+        Random draws for the baseline (at most ``MAX_RANDOM`` = 1000).
     seed : int
         Seeds the random boxes (a private ``torch.Generator``; the global RNG is untouched).
     fill : float
-        Value of the occluded pixels (0 is the mean grey for normalised images).
+        Value of the occluded pixels (0 is the mean grey for normalised images); finite.
     batch_size : int
         Images per forward pass.
 
@@ -176,7 +180,7 @@ def correspondence(
     Correspondence
         ``score[part][layer]``, ``random[part][layer]`` (lower = more consistent), the boxes.
     """
-    check_images(model, images, name="images")
+    images = check_images(model, images, name="images")
     n = images.shape[0]
     if n < 2:
         raise ValueError(f"images: expected at least 2 images to compare, got {n}")
@@ -192,17 +196,21 @@ def correspondence(
         if not isinstance(part, str):
             raise TypeError(f"parts: expected str part names, got {part!r}")
         boxes[part] = _check_boxes(b, n, size, part)
-    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
-        raise ValueError(f"n_random: expected a positive int, got {n_random!r}")
-    if isinstance(fill, bool) or not isinstance(fill, (int, float)):
-        raise TypeError(f"fill: expected a number, got {fill!r}")
+    n_random = check_int(n_random, "n_random", low=1)
+    if n_random > MAX_RANDOM:
+        raise ValueError(f"n_random: expected at most {MAX_RANDOM} draws, got {n_random}")
+    seed = check_int(seed, "seed")
+    fill = check_number(fill, "fill")
     batch_size = _check_batch_size(batch_size)
     if layers is None:
         names = default_invariance_layers(model)
     else:
         names = list(dict.fromkeys(n_ for n_, _ in resolve_layers(model, layers)))
+    run = dry_run(model, images.shape, layers=tuple(names))
+    for name in names:
+        run.layer(name, "layers")
 
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(seed % 2**63)
     random_boxes = {part: _random_boxes(b, size, n_random, gen) for part, b in boxes.items()}
 
     x = images.detach()

@@ -14,7 +14,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_images, check_model, model_device, resolve_layer
+from ._checks import (
+    check_callable,
+    check_finite_batch,
+    check_images,
+    check_int,
+    check_model,
+    check_number,
+    dry_run,
+    model_device,
+    resolve_layer,
+)
 from ._data import ImageSource
 from .capture import eval_mode
 from .invariance import _check_batch_size, layer_features
@@ -98,7 +108,7 @@ def _label_of(item: Any) -> int | None:
 def _subset(n: int, max_points: int | None, seed: int) -> torch.Tensor:
     if max_points is None or n <= max_points:
         return torch.arange(n)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(int(seed) % 2**63)
     return torch.randperm(n, generator=gen)[:max_points].sort().values
 
 
@@ -180,7 +190,7 @@ def embed(
         ``coords`` (M, 2), ``codes`` (M, D), ``indices``, ``labels``, ``predicted``.
     """
     check_model(model)
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     if method == "tsne":
         try:
@@ -190,12 +200,11 @@ def embed(
                 "method='tsne' needs scikit-learn: pip install 'zfwidgets[embed]' "
                 "(or pip install scikit-learn), or use method='pca'"
             ) from e
-    if max_points is not None and (
-        isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2
-    ):
-        raise ValueError(f"max_points: expected an int >= 2 or None, got {max_points!r}")
-    if isinstance(perplexity, bool) or not isinstance(perplexity, (int, float)) or perplexity <= 0:
-        raise ValueError(f"perplexity: expected a positive number, got {perplexity!r}")
+    if max_points is not None:
+        max_points = check_int(max_points, "max_points", low=2)
+    perplexity = check_number(perplexity, "perplexity", positive=True)
+    seed = check_int(seed, "seed")
+    transform = check_callable(transform, "transform")
     batch_size = _check_batch_size(batch_size)
     name = penultimate_layer(model) if layer is None else resolve_layer(model, layer)[0]
     src = ImageSource(data, transform=transform, batch_size=batch_size)
@@ -204,12 +213,20 @@ def embed(
         raise ValueError(f"data: expected at least 2 images to embed, got {n}")
     given = None
     if labels is not None:
-        given = torch.as_tensor(labels).reshape(-1)
-        if given.is_floating_point() or given.shape[0] != n:
-            raise ValueError(f"labels: expected {n} integer labels (one per item), got {labels!r}")
+        try:
+            given = torch.as_tensor(labels).reshape(-1)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+            raise TypeError(
+                f"labels: expected {n} integer labels (one per item), got {labels!r}"[:300]
+            ) from e
+        if given.is_floating_point() or given.is_complex() or given.shape[0] != n:
+            raise ValueError(
+                f"labels: expected {n} integer labels (one per item), got {labels!r}"[:300]
+            )
     indices = _subset(n, max_points, seed)
 
     codes, outs, found = [], [], []
+    shape_of: tuple = ((), None)
     with eval_mode(model):
         for s in range(0, len(indices), batch_size):
             chunk = indices[s : s + batch_size].tolist()
@@ -222,7 +239,21 @@ def embed(
                 found.extend(_label_of(item) for item in items)
             x = x.to(model_device(model))
             if s == 0:
-                check_images(model, x, name="data")
+                x = check_images(model, x, name="data", size=False)
+                shape = x.shape
+                run = dry_run(model, shape, layers=(name,))
+                if not run.ok:
+                    check_images(model, x, name="data")  # a size the network cannot take
+                run.layer(name)
+            else:
+                if x.shape[1:] != shape[1:]:
+                    raise ValueError(
+                        f"data: images must share one size; image {chunk[0]} has shape "
+                        f"{tuple(x.shape[1:])}, the first {tuple(shape[1:])}"
+                    )
+                check_finite_batch(x, name="data", indices=chunk)
+                x = x.to(shape_of[1])
+            shape_of = (x.shape, x.dtype) if s == 0 else shape_of
             feats, out = layer_features(model, x, [name], batch_size=batch_size)
             codes.append(feats[name])
             outs.append(out)

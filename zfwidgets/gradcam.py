@@ -13,7 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import as_int_list, check_images, check_logits, resolve_layer
+from ._checks import (
+    as_int_list,
+    check_classes,
+    check_images,
+    check_logits,
+    dry_run,
+    last_called_conv,
+    resolve_layer,
+)
 from .capture import Capture, eval_mode
 
 __all__ = ["GradCam", "grad_cam"]
@@ -37,13 +45,6 @@ class GradCam:
     layer: str
 
 
-def _last_conv(model: nn.Module) -> str:
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if not names:
-        raise ValueError(f"layer: {type(model).__name__} has no nn.Conv2d; pass layer=")
-    return names[-1]
-
-
 def grad_cam(
     model: nn.Module,
     x: torch.Tensor,
@@ -52,7 +53,8 @@ def grad_cam(
     target: int | list[int] | torch.Tensor | None = None,
     relu: bool = True,
 ) -> GradCam:
-    """Grad-CAM of ``layer`` (default: the last ``nn.Conv2d``) for ``target`` classes.
+    """Grad-CAM of ``layer`` (default: the last ``nn.Conv2d`` the forward calls) for
+    ``target`` classes.
 
     Parameters
     ----------
@@ -60,15 +62,38 @@ def grad_cam(
         Returns class scores (N, classes); run in eval mode, flags restored, no ``.grad``.
     x : Tensor (N, C, H, W)
     layer : str or nn.Module, optional
-        Must give (N, C, h, w) feature maps (the last call of a reused module).
+        Must give (N, C, h, w) feature maps (the last call of a reused module) on the path to
+        the output. Default: the last ``nn.Conv2d`` the forward pass calls (found by a
+        shape-only pass; auxiliary heads registered after the main path are skipped).
     target : int or one int per image, optional
         Default: each image's predicted class.
     relu : bool
         Rectify the map (the paper's definition); ``False`` keeps negative evidence.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Before any forward pass: bad images, layer or target, a layer the forward does not
+        call, whose maps are not (N, C, h, w), or whose output does not reach the logits.
     """
-    check_images(model, x)
-    name = _last_conv(model) if layer is None else resolve_layer(model, layer)[0]
+    x = check_images(model, x)
+    name = last_called_conv(model, x.shape)[0] if layer is None else resolve_layer(model, layer)[0]
     targets = as_int_list(target, x.shape[0], "target")
+    if not isinstance(relu, bool):
+        raise TypeError(f"relu: expected True or False, got {relu!r}")
+    run = dry_run(model, x.shape, layers=(name,), reach=True)
+    check_classes(targets, run.logits(x.shape[0]))
+    shape = run.layer(name)
+    if shape is not None:
+        if len(shape) != 4:
+            raise ValueError(
+                f"layer: Grad-CAM needs (N, C, h, w) feature maps; {name!r} gives {shape}"
+            )
+        if not run.reaches.get(name, True):
+            raise ValueError(
+                f"layer: the output of {name!r} does not reach the model's output, so the class "
+                "score has no gradient there; pick a layer on the path to the logits"
+            )
     with eval_mode(model), torch.enable_grad():
         xg = x.detach().clone().requires_grad_(True)  # keeps a graph with frozen weights
         with Capture(model, [name], switches=False, keep_graph=True) as cap:
@@ -89,7 +114,12 @@ def grad_cam(
                 raise ValueError(f"target: expected classes in [0, {n_classes}), got {bad}")
             t = torch.tensor(targets, device=logits.device)
         score = logits.gather(1, t[:, None]).sum()
-        (g,) = torch.autograd.grad(score, a)
+        (g,) = torch.autograd.grad(score, a, allow_unused=True)
+        if g is None:
+            raise ValueError(
+                f"layer: the output of {name!r} does not reach the model's output, so the class "
+                "score has no gradient there; pick a layer on the path to the logits"
+            )
     weights = g.mean((2, 3), keepdim=True)
     cam = (weights * a.detach()).sum(1)
     if relu:

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import as_int_list, check_images, check_logits, resolve_layers
+from ._checks import (
+    as_int_list,
+    check_classes,
+    check_images,
+    check_logits,
+    dry_run,
+    resolve_layers,
+)
 from .capture import Capture, eval_mode
 
 __all__ = ["TRANSFORMS", "Invariance", "default_invariance_layers", "invariance"]
@@ -255,8 +262,8 @@ def invariance(
         ``distance[layer]`` (N, A), ``probability`` (N, A), ``images`` (N, A, C, H, W), with
         ``mean_distance`` / ``mean_probability`` averaged over images.
     """
-    check_images(model, images, name="images")
-    if transform not in TRANSFORMS:
+    images = check_images(model, images, name="images")
+    if not isinstance(transform, str) or transform not in TRANSFORMS:
         raise ValueError(f"transform: expected one of {TRANSFORMS}, got {transform!r}")
     size = (images.shape[2], images.shape[3])
     a = _check_amounts(transform, amounts, size)
@@ -269,6 +276,10 @@ def invariance(
     fills = _fill_of(fill, images)
     batch_size = _check_batch_size(batch_size)
     n, n_a = images.shape[0], len(a)
+    run = dry_run(model, images.shape, layers=tuple(names))
+    check_classes(targets, run.logits(n))
+    for name in names:
+        run.layer(name, "layers")
 
     x0 = images.detach()
     with eval_mode(model):

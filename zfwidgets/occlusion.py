@@ -23,7 +23,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import check_images, check_logits, check_positive_int, model_device, resolve_layer
+from ._checks import (
+    check_classes,
+    check_images,
+    check_logits,
+    check_positive_int,
+    dry_run,
+    first_conv,
+    last_called_conv,
+    model_device,
+    resolve_layer,
+)
 from .capture import Capture, eval_mode
 
 __all__ = ["OcclusionResult", "occlusion"]
@@ -187,17 +197,13 @@ def _fill_values(fill: object, x: torch.Tensor) -> torch.Tensor:
     return values.unsqueeze(0).expand(n, c).clone()
 
 
-def _last_conv(model: nn.Module) -> tuple[str, nn.Module]:
-    found = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d):
-            found = (name, module)
-    if found is None:
-        raise ValueError(
-            f"layer: {type(model).__name__} has no nn.Conv2d to default to; pass layer= "
-            "(a dotted named_modules() name or the module)"
-        )
-    return found
+def _last_conv(model: nn.Module, shape: Sequence[int] | None = None) -> tuple[str, nn.Module]:
+    """The last ``nn.Conv2d`` the forward calls for a ``shape`` input (default: one
+    224x224 image with the first convolution's channels)."""
+    if shape is None:
+        conv = first_conv(model)
+        shape = (1, conv[1].in_channels if conv is not None else 3, 224, 224)
+    return last_called_conv(model, tuple(shape))
 
 
 def _occlude(
@@ -254,7 +260,8 @@ def occlusion(
     fill : None, float, C values or (N, C) tensor
         Value inside the square; ``None``: each image's per-channel mean (the paper's grey).
     layer : str or nn.Module, optional
-        Layer whose feature map is totalled; default: the last ``nn.Conv2d`` of the model.
+        Layer whose feature map is totalled; default: the last ``nn.Conv2d`` the forward
+        calls (auxiliary heads registered after the main path are skipped).
         Its output may be (B, C, ...) (summed over every dimension after C) or (B, C).
     channel : int, N ints or None
         Feature map of ``layer``; ``None``: per image, the channel with the strongest single
@@ -277,10 +284,9 @@ def occlusion(
     ------
     TypeError, ValueError
         For bad images, window/stride, fill, layer, channel or target, and for a model whose
-        output is not (N, classes). Argument checks run before any forward; the checks that
-        need the number of classes or of feature maps when the layer is not a convolution
-        (target, channel, model output) run after the single unoccluded forward and before
-        the sweep.
+        output is not (N, classes), all before any forward: the number of classes and of
+        feature maps come from a shape-only pass on the meta device (for a model that cannot
+        run on meta they are checked after the unoccluded forward, before the sweep).
 
     Examples
     --------
@@ -305,8 +311,20 @@ def occlusion(
     channels = _per_image_ints(channel, n, "channel")
     if channels is not None and min(channels) < 0:
         raise ValueError(f"channel: expected feature-map indices >= 0, got {channels}")
-    layer_name, layer_module = _last_conv(model) if layer is None else resolve_layer(model, layer)
+    layer_name, layer_module = (
+        _last_conv(model, x.shape) if layer is None else resolve_layer(model, layer)
+    )
     maps = layer_module.out_channels if isinstance(layer_module, nn.Conv2d) else None
+    run = dry_run(model, x.shape, layers=(layer_name,))
+    check_classes(targets, run.logits(n))
+    out_shape = run.layer(layer_name)
+    if out_shape is not None:
+        if len(out_shape) < 2 or out_shape[0] != n or 0 in out_shape:
+            raise ValueError(
+                f"layer: expected {layer_name!r} to output a ({n}, C, ...) tensor, got shape "
+                f"{out_shape}"
+            )
+        maps = out_shape[1]
     if maps is not None and channels is not None and max(channels) >= maps:
         raise ValueError(
             f"channel: {layer_name!r} has {maps} feature maps (0..{maps - 1}), got {channels}"

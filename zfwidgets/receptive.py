@@ -36,7 +36,14 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ._checks import check_model, first_conv, model_device, resolve_layer
+from ._checks import (
+    check_input_size,
+    check_model,
+    dry_run,
+    first_conv,
+    model_device,
+    resolve_layer,
+)
 from .capture import Capture, eval_mode
 
 __all__ = ["ReceptiveField", "receptive_field"]
@@ -871,6 +878,12 @@ def receptive_field(
 
     device = model_device(model)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    # a shape-only pass first: a size the network cannot take, or a layer it does not call,
+    # is reported before the traced forward
+    run = dry_run(model, (1, in_channels, H, W), layers=(name,))
+    if not run.ok and name not in run.shapes:  # failed before reaching the layer
+        check_input_size(model, (1, in_channels, H, W), name="input_size")
+    run.layer(name)
     x = torch.zeros(1, in_channels, H, W, device=device, dtype=dtype)
     # Tensors that exist before the forward cannot depend on its input: parameters, buffers
     # and plain tensor attributes of the modules (``self.mean = torch.tensor(...)``).

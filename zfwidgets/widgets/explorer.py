@@ -20,7 +20,14 @@ import ipywidgets as w
 import torch
 from torch import nn
 
-from .._checks import check_images, check_model, first_conv, model_device, resolve_layer
+from .._checks import (
+    called_convs,
+    check_images,
+    check_model,
+    first_conv,
+    model_device,
+    resolve_layer,
+)
 from ..backprop import backprop, deconv, guided_backprop
 from ..capture import eval_mode
 from ..images import contrast_normalize, display_image
@@ -107,7 +114,8 @@ class Explorer(w.VBox):
     classes : list of str, optional
         Class names, for predictions and occlusion.
     layers : list of str, optional
-        The layers offered; default every ``nn.Conv2d`` by dotted name.
+        The layers offered; default every ``nn.Conv2d`` the forward calls, in call order (the
+        last one is shown first).
     atlas : Atlas, optional
         A precomputed top-9 atlas of ``dataset`` (skips mining).
     transform : torchvision transform, optional
@@ -189,8 +197,8 @@ class Explorer(w.VBox):
         self.images = self._load_images(images, max_images)
         self.dataset = dataset if dataset is not None else torch.stack(self.images)
         self.classes = list(classes) if classes is not None else None
-        if layers is None:
-            layers = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        if layers is None:  # the convolutions the forward calls, in call order
+            layers = called_convs(model, (1, *self.images[0].shape))
         else:
             layers = [resolve_layer(model, layer)[0] for layer in layers]
         if not layers:

@@ -80,6 +80,8 @@ class _Sweep(nn.Module):
         self._step = step
 
     def forward(self, x: torch.Tensor) -> Any:
+        if x.device.type == "meta":  # the checks' shape-only pass: no work to count
+            return self.model(x)
         if self._stale():
             raise _Superseded
         out = self.model(x)
@@ -271,7 +273,11 @@ class OcclusionMap(ZFWidget):
         self._channel = _non_negative_int(channel, "channel")
         self._fill = fill
         self._batch_size = batch_size
-        self._layer = _last_conv(model)[0] if layer is None else resolve_layer(model, layer)[0]
+        if layer is None:
+            shape = (1, *image.shape[-3:]) if isinstance(image, torch.Tensor) else None
+            self._layer = _last_conv(model, shape)[0]
+        else:
+            self._layer = resolve_layer(model, layer)[0]
         self._generation = 0
         self._job: _Job | None = None
         self._thread: threading.Thread | None = None
