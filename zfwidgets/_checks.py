@@ -408,7 +408,7 @@ def check_finite_batch(
     synchronisation (a single bool) when the batch is finite; the index of the first bad
     image is computed only on failure.
     """
-    if not x.is_floating_point() or x.numel() == 0:
+    if not x.is_floating_point() or x.numel() == 0 or x.device.type == "meta":
         return x
     if bool(torch.isfinite(x).all()):
         return x

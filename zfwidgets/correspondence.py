@@ -203,7 +203,7 @@ def correspondence(
     fill = check_number(fill, "fill")
     batch_size = _check_batch_size(batch_size)
     if layers is None:
-        names = default_invariance_layers(model)
+        names = default_invariance_layers(model, tuple(images.shape))
     else:
         names = list(dict.fromkeys(n_ for n_, _ in resolve_layers(model, layers)))
     run = dry_run(model, images.shape, layers=tuple(names))

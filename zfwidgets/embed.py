@@ -119,7 +119,7 @@ def _pca(codes: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     m, d = c.shape
     q = min(m, d, 12)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
+        torch.manual_seed(int(seed) % 2**63)
         _, s, v = torch.pca_lowrank(c, q=q, center=True, niter=8)
     v = v[:, :2]
     if v.shape[1] < 2:  # one-dimensional codes or a single point
@@ -140,7 +140,9 @@ def _tsne(codes: torch.Tensor, seed: int, perplexity: float) -> torch.Tensor:
     c = codes.detach().cpu().float().numpy()
     m = c.shape[0]
     p = min(float(perplexity), max(1.0, (m - 1) / 3))
-    out = TSNE(n_components=2, perplexity=p, init="pca", random_state=int(seed)).fit_transform(c)
+    out = TSNE(
+        n_components=2, perplexity=p, init="pca", random_state=int(seed) % 2**32
+    ).fit_transform(c)
     return torch.as_tensor(out, dtype=torch.float32)
 
 
@@ -238,6 +240,8 @@ def embed(
                 x = torch.stack([src._prepare(item, i) for item, i in zip(items, chunk)])
                 found.extend(_label_of(item) for item in items)
             x = x.to(model_device(model))
+            if s == 0 and src._tensor:  # the whole tensor at once: one reduction
+                check_finite_batch(src._items, name="data")
             if s == 0:
                 x = check_images(model, x, name="data", size=False)
                 shape = x.shape

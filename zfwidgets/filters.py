@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import check_model, first_conv, resolve_layer, resolve_layers
+from ._checks import check_finite_batch, check_model, first_conv, resolve_layer, resolve_layers
 
 __all__ = [
     "FilterStats",
@@ -252,13 +252,15 @@ def dead_filters(activations: torch.Tensor, *, threshold: float = 0.0) -> Filter
         )
     if not activations.is_floating_point():
         raise TypeError(f"activations: expected a floating-point tensor, got {activations.dtype}")
+    if activations.device.type == "meta":
+        raise ValueError("activations: expected a tensor with values, got one on the meta device")
     if (
         isinstance(threshold, bool)
         or not isinstance(threshold, (int, float))
         or math.isnan(threshold)
     ):
         raise ValueError(f"threshold: expected a number, got {threshold!r}")
-    a = activations.detach()
+    a = check_finite_batch(activations.detach(), name="activations")
     flat = a.reshape(a.shape[0], a.shape[1], -1)  # (N, C, P)
     per_image_max = flat.amax(dim=2)  # (N, C)
     top = per_image_max.amax(dim=0)

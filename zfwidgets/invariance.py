@@ -82,12 +82,20 @@ class Invariance:
         return f"Invariance({self.transform!r}, {n} images x {a} amounts, layers={self.layers})"
 
 
-def default_invariance_layers(model: nn.Module) -> list[str]:
+def default_invariance_layers(model: nn.Module, shape: tuple[int, ...] | None = None) -> list[str]:
     """The paper's pair (layer 1 and layer 7): the first ``nn.Conv2d`` and the input of the
     last ``nn.Linear`` (the output of the ``nn.Linear`` before it, when there is one, else the
-    last ``nn.Conv2d``)."""
+    last ``nn.Conv2d``). With the input ``shape``, first and last in the order the forward
+    calls them (a shape-only pass), so heads the forward skips (GoogLeNet's auxiliary
+    classifiers in eval mode) are not picked."""
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if shape is not None:  # the modules the forward calls, in call order
+        run = dry_run(model, shape, layers=tuple(convs + linears))
+        if run.ok:
+            called = [n for n in run.order if run.calls.get(n, 0)]
+            convs = [n for n in called if n in set(convs)]
+            linears = [n for n in called if n in set(linears)]
     out = convs[:1]
     if len(linears) >= 2:
         out.append(linears[-2])
@@ -268,7 +276,7 @@ def invariance(
     size = (images.shape[2], images.shape[3])
     a = _check_amounts(transform, amounts, size)
     if layers is None:
-        names = default_invariance_layers(model)
+        names = default_invariance_layers(model, tuple(images.shape))
     else:
         names = [n for n, _ in resolve_layers(model, layers)]
     names = list(dict.fromkeys(names))
