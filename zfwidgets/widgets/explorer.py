@@ -11,8 +11,6 @@ Everything is computed by the engine on the model's device; the widgets only dra
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,13 +29,12 @@ from .._checks import (
 from ..backprop import backprop, deconv, guided_backprop
 from ..capture import eval_mode
 from ..images import contrast_normalize, display_image
+from ..uploads import MAX_UPLOAD_BYTES, decode_upload
 from .gallery import Gallery
 from .layer_grid import LayerGrid, mean_std_of
 
 __all__ = ["Explorer", "MAX_UPLOAD_BYTES"]
 
-#: Largest upload accepted (bytes); Pillow's decompression-bomb guard applies as well.
-MAX_UPLOAD_BYTES = 20 * 2**20
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -394,28 +391,15 @@ class Explorer(w.VBox):
             x = self.load_upload(bytes(item["content"]), name)
             self.select_image(self.add_image(x, name))
             self.message.value = f"{name}: added"
-        except (ValueError, TypeError, OSError) as exc:
-            self.message.value = f"{name}: {exc}"
+        except Exception as exc:  # every failure is shown in the widget, whatever its type
+            text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            self.message.value = f"{name}: {text}"
 
     def load_upload(self, data: bytes, name: str = "upload") -> torch.Tensor:
-        """Decode an uploaded file into a model input through ``transform``; clear errors for
-        a file too large, not an image, or a decompression bomb."""
-        from PIL import Image, UnidentifiedImageError
-
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise ValueError(
-                f"the file is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB"
-            )
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(data)) as im:
-                    im.load()
-                    img = im.convert("L" if _in_channels(self.model) == 1 else "RGB")
-        except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-            raise ValueError(f"not an image Pillow can read ({type(exc).__name__})") from exc
-        except Image.DecompressionBombWarning as exc:
-            raise ValueError(f"the image is too large to decode safely ({exc})") from exc
+        """Decode an uploaded file as a browser shows it (:func:`zfwidgets.uploads.decode_upload`:
+        EXIF orientation, 16-bit/float/palette/CMYK/alpha converted, formats checked from the
+        bytes, a pixel budget before decoding) into a model input through ``transform``."""
+        img = decode_upload(data, channels=_in_channels(self.model))
         return _to_tensor(img, self.transform, 0)
 
     def _on_layer(self, change: dict) -> None:
