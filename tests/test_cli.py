@@ -137,3 +137,49 @@ def test_weights_that_do_not_fit_and_empty_folders(folder, tmp_path, capsys):
     (empty / "readme.txt").write_text("no images")
     result = run_here(capsys, *base(empty, tmp_path / "out"))
     assert result.returncode == 2 and "--data: root: no image files" in result.stderr
+
+
+def reference(folder):
+    ds = ImageFolder(folder, size=32)
+    return ds, zf.mine(tiny_zf(), ds, layers=["0", "4"], k=3, batch_size=4, progress=False)
+
+
+def test_mine_command_writes_a_rendered_atlas_and_reruns_for_free(folder, tmp_path):
+    out = tmp_path / "atlas"
+    result = run(*base(folder, out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipped 1 unreadable image(s)" in result.stderr
+    assert "007_broken.jpg" in result.stderr
+    ds, ref = reference(folder)
+    atlas = zf.Atlas.load(out, model=tiny_zf(), data=ds)
+    for layer in ("0", "4"):
+        assert torch.equal(atlas.indices[layer], ref.indices[layer])
+        torch.testing.assert_close(atlas.values[layer], ref.values[layer])
+        assert atlas.has_images(layer)
+    assert atlas.provenance["skipped"] == ref.provenance["skipped"]
+    assert (tmp_path / "atlas.checkpoint" / "job.json").is_file()
+    again = run(*base(folder, out))  # every chunk is in the checkpoint: nothing is mined again
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert torch.equal(zf.Atlas.load(out).indices["4"], ref.indices["4"])
+
+
+@pytest.mark.slow
+def test_mine_command_under_torchrun_gives_the_same_atlas(folder, tmp_path):
+    out = tmp_path / "atlas"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    result = subprocess.run(
+        [*cmd, "-m", "zfwidgets", *map(str, base(folder, out, **{"--chunk-size": 8}))],
+        cwd=TESTS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "on 2 process(es)" in result.stderr
+    ds, ref = reference(folder)
+    atlas = zf.Atlas.load(out)
+    for layer in ("0", "4"):
+        assert torch.equal(atlas.indices[layer], ref.indices[layer])
+        torch.testing.assert_close(atlas.values[layer], ref.values[layer])

@@ -303,3 +303,38 @@ def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_atlas(data, t
     finally:
         torch.set_num_threads(2)
     same(resumed, ref)
+
+
+@pytest.mark.cuda
+def test_cuda_mining_with_workers_and_pinned_memory_matches_cpu(data, tmp_path):
+    model = tiny_zf()
+    ds = torch.utils.data.TensorDataset(data, torch.arange(len(data)))
+    ref = zf.mine(model, data, layers=LAYERS, k=5, batch_size=8, progress=False)
+    gpu = tiny_zf().cuda()
+    got = zf.mine(
+        gpu,
+        ds,
+        layers=LAYERS,
+        k=5,
+        batch_size=8,
+        num_workers=2,
+        progress=False,
+        checkpoint=tmp_path / "ck",
+        chunk_size=16,
+    )
+    for layer in LAYERS:
+        assert got.values[layer].is_cuda
+        assert torch.equal(got.indices[layer].cpu(), ref.indices[layer])
+        torch.testing.assert_close(got.values[layer].cpu(), ref.values[layer], rtol=1e-4, atol=1e-5)
+    # resuming the finished CUDA job reads its parts back onto the device
+    again = zf.mine(
+        gpu,
+        ds,
+        layers=LAYERS,
+        k=5,
+        batch_size=8,
+        progress=False,
+        checkpoint=tmp_path / "ck",
+        chunk_size=16,
+    )
+    same(again, got)

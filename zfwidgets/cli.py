@@ -7,7 +7,9 @@
 
 Every argument is checked before the first image is read; a bad one exits with status 2 and
 a message that says what was expected. Re-running the same command resumes a killed job
-(the checkpoint lives in ``<out>/.checkpoint`` unless ``--checkpoint`` says otherwise).
+(the checkpoint lives beside the atlas in ``<out>.checkpoint`` unless ``--checkpoint`` says
+otherwise; while it exists, running the finished command again mines nothing: delete it once
+the atlas is written).
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ def _mine_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=4, help="DataLoader worker processes")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (cuda = cuda:LOCAL_RANK)")
-    p.add_argument("--checkpoint", help="checkpoint folder (default <out>/.checkpoint)")
+    p.add_argument("--checkpoint", help="checkpoint folder (default <out>.checkpoint)")
     p.add_argument("--chunk-size", type=int, default=None, help="images per checkpointed chunk")
     p.add_argument("--mean", default="0.485,0.456,0.406", help="normalisation mean (3 numbers)")
     p.add_argument("--std", default="0.229,0.224,0.225", help="normalisation std (3 numbers)")
@@ -240,7 +242,13 @@ def _run_mine(args) -> int:
                 raise UsageError(f"--layers: {e}") from e
     else:
         layers = _default_layers(model, args.size, device)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else out / ".checkpoint"
+    checkpoint = (
+        Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".checkpoint")
+    )
+    if checkpoint.resolve() == out.resolve() or out.resolve() in checkpoint.resolve().parents:
+        raise UsageError(
+            f"--checkpoint: must lie outside --out ({args.out!r}), got {str(checkpoint)!r}"
+        )
     ctx = distributed.context(device)
     start = time.perf_counter()
     try:
