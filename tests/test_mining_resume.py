@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from models import hook_count, tiny_zf
+from models import hook_count, tiny_zf, torchvision_model
 from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import Dataset
@@ -48,6 +48,8 @@ class Counter(nn.Module):
         self.fail = False
 
     def forward(self, x):
+        if x.device.type == "meta":  # the input checks' shape-only pass: no data runs
+            return x
         self.calls += 1
         if self.fail:
             raise RuntimeError("the head ran")
@@ -338,3 +340,17 @@ def test_cuda_mining_with_workers_and_pinned_memory_matches_cpu(data, tmp_path):
         chunk_size=16,
     )
     same(again, got)
+
+
+def test_images_too_small_for_the_layers_name_the_sizes():
+    x = torch.randn(4, 3, 8, 8)
+    model = torchvision_model("alexnet")
+    with pytest.raises(ValueError, match=r"data: .*\d+x\d+"):
+        zf.mine(model, x, layers=["features.10"], k=2, progress=False)
+
+
+def test_float64_data_is_mined_in_the_model_dtype(data):
+    ref = zf.mine(tiny_zf(), data, layers=["4"], k=3, batch_size=8, progress=False)
+    got = zf.mine(tiny_zf(), data.double(), layers=["4"], k=3, batch_size=8, progress=False)
+    assert torch.equal(got.indices["4"], ref.indices["4"])
+    assert got.values["4"].dtype == torch.float32

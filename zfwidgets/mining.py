@@ -34,7 +34,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import distributed
-from ._checks import check_images, check_model, check_positive_int, model_device, resolve_layers
+from ._checks import (
+    check_images,
+    check_input_size,
+    check_model,
+    check_positive_int,
+    model_device,
+    resolve_layers,
+)
 from ._data import ImageSource
 from .atlas import Atlas
 from .capture import Capture, eval_mode
@@ -140,6 +147,7 @@ def _trace(model: nn.Module, names: list[str], x: torch.Tensor):
         # The part of the network after the requested layers (a classifier with a fixed input
         # size, say) never runs while mining; only a failure before them is the user's error.
         if set(names) - set(events):
+            check_input_size(model, tuple(x.shape), name="data")  # names the sizes it takes
             raise
     missing = [n for n in names if n not in shapes]
     if missing:
@@ -326,7 +334,8 @@ def mine(
     device = model_device(model)
     first, first_index = _first_readable(source)
     first = first.unsqueeze(0).to(device)
-    check_images(model, first, name=f"data[{first_index}]")
+    # the network is cut after the deepest requested layer: its head need not take this size
+    first = check_images(model, first, name=f"data[{first_index}]", size=False)
     input_size = tuple(first.shape[2:])
     stop, channels, spatial = _trace(model, names, first)
 
@@ -386,7 +395,7 @@ def mine(
                         f"data: images must share one size; image {int(idx[0])} has shape "
                         f"{tuple(x.shape[1:])}, image {first_index} {tuple(first.shape[1:])}"
                     )
-                x = x.to(device, non_blocking=True)
+                x = x.to(device=device, dtype=first.dtype, non_blocking=True)
                 idx = idx.to(device, non_blocking=True)
                 checks.append((idx, torch.isfinite(x).flatten(1).all(1)))
                 pending.clear()
