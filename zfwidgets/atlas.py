@@ -859,6 +859,16 @@ class Atlas:
             store.root, store.tensors, {r.dir for r in records.values() if r is not None}
         )
 
+    # -- sharing outside Python -----------------------------------------------------------------
+    def export_site(self, path: str | os.PathLike, **kwargs: Any):
+        """Write a static site of this atlas (a directory atlas, rendered) to ``path``: it opens
+        in any browser, from ``file://`` or a web server, with no kernel. Keyword arguments
+        (``classes``, ``labels``, ``title``, ``link``) and the returned report as
+        :func:`zfwidgets.site.export_site`."""
+        from .site import export_site
+
+        return export_site(self, path, **kwargs)
+
     def __repr__(self) -> str:
         shapes = ", ".join(f"{n}: {tuple(self.values[n].shape[:1])}" for n in self.layers)
         return f"Atlas(k={self.k}, input_size={self.input_size}, layers={{{shapes}}})"

@@ -4,6 +4,7 @@
         --data /data/imagenet/train --size 224 --layers features.0,features.3 --k 9 \\
         --out atlas/ --batch-size 256 --workers 8 --device cuda
     torchrun --nproc-per-node=8 -m zfwidgets mine ...        # the same job on 8 GPUs
+    python -m zfwidgets site atlas/ site/ --data /data/imagenet/train   # a static site of it
 
 Every argument is checked before the first image is read; a bad one exits with status 2 and
 a message that says what was expected. Re-running the same command resumes a killed job
@@ -290,6 +291,98 @@ def _run_mine(args) -> int:
     return 0
 
 
+def _site_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "site",
+        help="a static site of a stored atlas (opens from file:// or any web server)",
+        description=(
+            "Write a folder with index.html, one JS and one CSS bundle, the atlas's tiles and a "
+            "manifest: the layers, a whole-layer overview and every unit's top-k patches beside "
+            "their deconvnet reconstructions, browsable with no kernel and no network."
+        ),
+    )
+    p.add_argument("atlas", help="an atlas folder written by atlas.save() / mine --out")
+    p.add_argument("out", help="the site folder (new, empty, or a site written before)")
+    p.add_argument(
+        "--data",
+        help="the image folder the atlas was mined over: its class sub-folders name the hits",
+    )
+    p.add_argument(
+        "--classes", help="a text file of class names, one per line (label 0 first), or JSON"
+    )
+    p.add_argument("--title", help="the page title")
+    p.add_argument("--copy", action="store_true", help="copy the tiles instead of hard-linking")
+    return p
+
+
+def _read_classes(path: str) -> list[str]:
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--classes: no file at {path!r}")
+    if p.stat().st_size > 64 << 20:
+        raise UsageError(f"--classes: {path!r} is larger than 64 MB; expected a list of names")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--classes: cannot read {path!r} as UTF-8 text ({e})") from e
+    if p.suffix == ".json":
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"--classes: {path!r} is not valid JSON ({e})") from e
+        if isinstance(names, dict):  # {"0": "tench", ...}
+            try:
+                names = [names[str(i)] for i in range(len(names))]
+            except KeyError as e:
+                raise UsageError(
+                    f"--classes: expected keys 0..{len(names) - 1} in {path!r}, missing {e}"
+                ) from e
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise UsageError(f"--classes: expected a JSON list of strings in {path!r}")
+        return names
+    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+
+
+def _run_site(args) -> int:
+    from .atlas import Atlas
+
+    src = Path(args.atlas)
+    if not src.exists():
+        raise UsageError(f"atlas: no folder at {args.atlas!r}")
+    if not src.is_dir():
+        raise UsageError(
+            f"atlas: {args.atlas!r} is a file; a site is made from an atlas folder "
+            "(atlas.save('atlas/') or mine --out)"
+        )
+    classes = _read_classes(args.classes) if args.classes else None
+    data = None
+    try:
+        probe = Atlas.load(src)
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(f"atlas: {args.atlas!r} cannot be read: {e}") from e
+    if args.data:
+        from .folder import ImageFolder
+
+        if not Path(args.data).is_dir():
+            raise UsageError(f"--data: expected a folder of images, got {args.data!r}")
+        try:
+            data = ImageFolder(args.data, size=max(8, min(probe.input_size)))
+        except ValueError as e:
+            raise UsageError(f"--data: {e}") from e
+        try:
+            probe = Atlas.load(src, data=data)
+        except ValueError as e:
+            raise UsageError(f"--data: {e}") from e
+    try:
+        report = probe.export_site(args.out, classes=classes, title=args.title, link=not args.copy)
+    except (ValueError, TypeError) as e:
+        raise UsageError(str(e)) from e
+    print(report.summary(), file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m zfwidgets", description=__doc__.splitlines()[0]
@@ -297,10 +390,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _mine_parser(sub)
+    _site_parser(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "mine":
             return _run_mine(args)
+        if args.command == "site":
+            return _run_site(args)
     except UsageError as e:
         print(f"zfwidgets {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,264 @@
+"""The static atlas site in headless Chromium: opened from file:// and from a plain web server,
+a unit clicked, its pixels read back and compared with the atlas's tiles, no request outside
+the folder, class names that look like HTML shown as text, deep links, keys and paging.
+
+Writes docs/screenshot-site.png (the bundled model's site) for the README.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from harness import REPO
+from models import tiny_zf
+from PIL import Image
+from torch import nn
+
+import zfwidgets as zf
+from zfwidgets.atlas import Atlas
+
+pytestmark = pytest.mark.browser
+
+HOSTILE = '<img src=x onerror="window.__zfxss=1">'
+CLASSES = ["cat", HOSTILE, "dog"]
+DOCS_SCREENSHOT = REPO / "docs" / "screenshot-site.png"
+DRAWN = "([sel, n]) => document.querySelectorAll(sel + '[data-drawn]').length >= n"
+
+
+def wide_model() -> nn.Sequential:
+    """130 feature maps in one layer: three overview pages of 64."""
+    torch.manual_seed(3)
+    return nn.Sequential(
+        nn.Conv2d(3, 130, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(130 * 8 * 8, 3),
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory):
+    """A tiny model's site (layers "0" and "4" rendered as PNG, "8" not), and a wide one."""
+    root = tmp_path_factory.mktemp("sites")
+    torch.manual_seed(0)
+    data = torch.rand(23, 3, 32, 32)
+    labels = [i % 3 for i in range(23)]
+    atlas = zf.mine(tiny_zf(), data, layers=["0", "4", "8"], k=4, progress=False)
+    atlas.save(root / "atlas")
+    atlas.render(layers=["0", "4"], progress=False, format="png")
+    atlas.export_site(root / "site", classes=CLASSES, labels=labels)
+    wide = zf.mine(wide_model(), torch.rand(6, 3, 16, 16), layers=["0"], k=2, progress=False)
+    wide.save(root / "wide-atlas")
+    wide.render(progress=False, format="png")
+    wide.export_site(root / "wide")
+    return {
+        "site": root / "site",
+        "atlas": Atlas.load(root / "atlas"),
+        "wide": root / "wide",
+        "wide_atlas": Atlas.load(root / "wide-atlas"),
+        "labels": labels,
+    }
+
+
+@pytest.fixture
+def page(browser_context):
+    page = browser_context.new_page()
+    page.requests = []
+    page.errors = []
+    page.on("request", lambda r: page.requests.append(r.url))
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+def url_of(site: Path, hash_: str = "") -> str:
+    return site.resolve().as_uri() + "/index.html" + hash_
+
+
+def shot(locator) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB"))
+
+
+def drawn_as(page, locator, want: np.ndarray, tol: int = 2) -> bool:
+    """Whether the page shows exactly ``want`` (within ``tol``) where ``locator`` is: the
+    screenshot around it is searched over the sub-pixel offsets of its box."""
+    box = locator.bounding_box()
+    clip = {"x": int(box["x"]) - 2, "y": int(box["y"]) - 2}
+    clip.update(width=want.shape[1] + 4, height=want.shape[0] + 4)
+    img = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=clip))).convert("RGB")).astype(int)
+    h, w = want.shape[:2]
+    for dy in range(5):
+        for dx in range(5):
+            part = img[dy : dy + h, dx : dx + w]
+            if part.shape[:2] == (h, w) and np.abs(part - want).max() <= tol:
+                return True
+    return False
+
+
+def enlarge(tile: np.ndarray, side: int = 96) -> np.ndarray:
+    """What the page draws: a tile enlarged by the whole factor that fits ``side``."""
+    f = side // max(tile.shape[:2])
+    if tile.ndim == 2:
+        tile = np.repeat(tile[:, :, None], 3, 2)
+    return np.repeat(np.repeat(tile, f, 0), f, 1)
+
+
+def test_file_url_click_to_pixels_no_request_outside(page, sites, artifacts):
+    site, atlas = sites["site"], sites["atlas"]
+    page.goto(url_of(site, "#/4"))
+    page.wait_for_function(DRAWN, arg=[".zf-site-cell canvas", 12])
+    assert page.locator(".zf-site-cell").count() == 12
+    # each cell: the unit's strongest reconstruction, pixel for pixel
+    for c in (0, 7):
+        want = enlarge(atlas.unit_images("4", c).reconstructions[0], 72)
+        assert drawn_as(page, page.locator(f'.zf-site-cell[data-unit="{c}"] canvas'), want)
+    page.click('.zf-site-cell[data-unit="3"]')
+    page.wait_for_function("() => location.hash === '#/4/3'")
+    page.wait_for_function(DRAWN, arg=[".zf-site-unit canvas", 8])
+    u = atlas.unit_images("4", 3)
+    for j in range(4):
+        for block, tiles in (("reconstructions", u.reconstructions), ("patches", u.patches)):
+            canvas = page.locator(f".zf-site-{block} .zf-site-hit canvas").nth(j)
+            want = enlarge(tiles[j])
+            assert want.std() > 1, f"{block} {j} is flat"
+            assert drawn_as(page, canvas, want), f"{block} {j} differs"
+    # values and class names as text; the HTML-looking class name is never parsed
+    values = atlas.values["4"][3].tolist()
+    rows = page.locator(".zf-site-hits tr")
+    assert rows.count() == 5
+    for j in range(4):
+        cells = rows.nth(j + 1).locator("td").all_text_contents()
+        y = sites["labels"][int(atlas.indices["4"][3, j])]
+        assert cells[0] == str(j + 1) and float(cells[1]) == pytest.approx(values[j], rel=1e-3)
+        assert cells[2] == CLASSES[y]
+    assert page.evaluate("() => document.querySelectorAll('img').length") == 0
+    assert page.evaluate("() => window.__zfxss") is None
+    page.goto(url_of(site, "#/0"))  # layer 0 holds a hit of the hostile class too
+    page.wait_for_function(DRAWN, arg=[".zf-site-cell canvas", 8])
+    page.screenshot(path=str(artifacts / "site-file.png"))
+    assert page.evaluate("() => window.__zfxss") is None
+    outside = [u for u in page.requests if not u.startswith(site.resolve().as_uri() + "/")]
+    assert outside == [] and not page.errors
+
+
+def test_web_server_no_request_outside(page, sites):
+    site = sites["site"]
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    outside = []
+
+    def gate(route):
+        if route.request.url.startswith(base):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    try:
+        page.route("**/*", gate)
+        page.goto(base + "#/4/2")
+        page.wait_for_function(DRAWN, arg=[".zf-site-unit canvas", 8])
+        page.click('.zf-site-layer-link[href="#/8"]')
+        page.wait_for_selector(".zf-site-note")
+        assert "not rendered" in page.inner_text(".zf-site-note")
+        assert page.locator(".zf-site-cell").count() == 16  # values only, still browsable
+        page.click('.zf-site-cell[data-unit="5"]')
+        page.wait_for_function("() => location.hash === '#/8/5'")
+        assert page.locator(".zf-site-hits tr").count() == 5
+    finally:
+        page.unroute("**/*")
+        server.shutdown()
+        server.server_close()
+    assert outside == [] and not page.errors
+
+
+def test_deep_link_and_keys(page, sites):
+    site = sites["site"]
+    page.goto(url_of(site, "#/4/3"))
+    page.wait_for_function(DRAWN, arg=[".zf-site-unit canvas", 8])
+    assert page.inner_text(".zf-site-heading") == "4 \u00b7 unit 3"
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("() => location.hash === '#/4/4'")
+    page.wait_for_function(
+        "() => document.querySelector('.zf-site-heading').textContent.endsWith('unit 4')"
+    )
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => document.activeElement?.dataset?.unit === '4'")
+    assert page.evaluate("() => location.hash") == "#/4"
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("() => document.activeElement?.dataset?.unit === '5'")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => location.hash === '#/4/5'")
+    page.keyboard.press("]")
+    page.wait_for_function("() => location.hash === '#/8'")
+    page.go_back()
+    page.wait_for_function("() => location.hash === '#/4/5'")
+    page.goto(url_of(site, "#/no-such-layer/3"))
+    page.wait_for_selector(".zf-site-status")
+    assert "no layer named" in page.inner_text(".zf-site-status")
+    assert page.locator(".zf-site-table tr").count() == 4  # the list of layers instead
+    assert not page.errors
+
+
+def test_wide_layer_pages_and_sorts(page, sites):
+    site, atlas = sites["wide"], sites["wide_atlas"]
+    page.goto(url_of(site, "#/0"))
+    page.wait_for_function(DRAWN, arg=[".zf-site-cell canvas", 64])
+    assert "page 1 of 3" in page.inner_text(".zf-site-pager")
+    page.keyboard.press("PageDown")
+    page.wait_for_function("() => location.hash === '#/0?page=2'")
+    page.wait_for_function(DRAWN, arg=[".zf-site-cell canvas", 64])
+    units = page.eval_on_selector_all(".zf-site-cell", "cs => cs.map(c => Number(c.dataset.unit))")
+    assert units == list(range(64, 128))
+    page.click("text=strength")
+    page.wait_for_function("() => location.hash === '#/0?sort=strength'")
+    page.wait_for_function(DRAWN, arg=[".zf-site-cell canvas", 64])
+    units = page.eval_on_selector_all(".zf-site-cell", "cs => cs.map(c => Number(c.dataset.unit))")
+    top = atlas.values["0"][:, 0].tolist()
+    want = sorted(range(130), key=lambda c: (-float(f"{top[c]:.4g}"), c))
+    assert units == want[:64]
+    page.click("text=top-k patches")
+    page.wait_for_function(DRAWN, arg=[".zf-site-cell canvas", 64])
+    c = units[0]
+    u = atlas.unit_images("0", c)
+    block = u.sprite[:, u.layout.width // 2 :]  # the patches, right half of the sprite
+    assert drawn_as(page, page.locator(f'.zf-site-cell[data-unit="{c}"] canvas'), enlarge(block))
+    assert not page.errors
+
+
+def test_bundled_model_site_screenshot(page, tmp_path):
+    """The bundled model's atlas as a site (one layer rendered): the README's screenshot."""
+    from zfwidgets.data import load_default, load_default_atlas
+
+    d = load_default()
+    atlas = load_default_atlas(d)
+    atlas.save(tmp_path / "atlas")
+    atlas.render(layers=["features.10"], progress=False, mean=d.mean, std=d.std)
+    atlas.export_site(tmp_path / "site", classes=d.classes, title="Bundled model: top-9 atlas")
+    page.set_viewport_size({"width": 1000, "height": 720})
+    page.goto(url_of(tmp_path / "site", "#/features.10/5"))
+    page.wait_for_function(DRAWN, arg=[".zf-site-unit canvas", 18])
+    labels = page.locator(".zf-site-hits td.zf-site-label").all_text_contents()
+    assert all(label in d.classes for label in labels) and len(labels) == 9
+    DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(DOCS_SCREENSHOT), clip={"x": 0, "y": 0, "width": 1000, "height": 540})
+    assert DOCS_SCREENSHOT.stat().st_size < 300_000
+    assert not page.errors
