@@ -8,6 +8,7 @@ Composed from existing widgets: a :class:`Gallery` (image tiles, captions as tex
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -57,7 +58,7 @@ def invariance_traces(res: Invariance, classes: Sequence[str] | None = None) -> 
             if name == "probability":
                 t = int(res.target[i])
                 label = classes[t] if classes is not None and t < len(classes) else f"class {t}"
-                tname = f"image {i} ({label})"
+                tname = html.escape(f"image {i} ({label})")
             else:
                 tname = f"image {i}"
             specs.append(
@@ -100,10 +101,12 @@ def invariance_figure(res: Invariance, classes: Sequence[str] | None = None):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    titles = [f"{layer}: distance" for layer in res.layers] + ["probability of the class"]
+    # plotly renders a subset of HTML in titles and names: user strings are escaped
+    titles = [html.escape(f"{layer}: distance") for layer in res.layers]
+    titles.append("probability of the class")
     grid = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, horizontal_spacing=0.07)
     layout = grid.layout.to_plotly_json()
-    xlabel = _UNITS.get(res.transform, res.transform)
+    xlabel = html.escape(_UNITS.get(res.transform, str(res.transform)))
     for p in range(len(titles)):
         axis = "" if p == 0 else str(p + 1)
         layout[f"xaxis{axis}"]["title"] = dict(text=xlabel, font=dict(size=11))

@@ -154,7 +154,8 @@ def _finite(values: list[float]) -> list[float | None]:
 
 
 def _traces(m: TrainingMonitor, run: int = 0, prefix: str = "") -> list[dict]:
-    """Trace specs (name -> x, y, style) of one run's curves."""
+    """Trace specs (name -> x, y, style) of one run's curves. Names are HTML-escaped: plotly
+    renders a subset of HTML (links among it) in trace names."""
     out = []
     color_i = 0
     dash = _DASHES[run % len(_DASHES)]
@@ -166,7 +167,7 @@ def _traces(m: TrainingMonitor, run: int = 0, prefix: str = "") -> list[dict]:
         if not prefix:  # raw values, faint (only for the live view)
             out.append(
                 dict(
-                    name=f"{k} (raw)",
+                    name=html.escape(f"{k} (raw)"),
                     x=x,
                     y=_finite(y),
                     yaxis=axis,
@@ -178,7 +179,7 @@ def _traces(m: TrainingMonitor, run: int = 0, prefix: str = "") -> list[dict]:
             )
         out.append(
             dict(
-                name=f"{prefix}{k}",
+                name=html.escape(f"{prefix}{k}"),
                 x=x,
                 y=_finite(smooth(y, m.smoothing)),
                 yaxis=axis,
@@ -193,7 +194,7 @@ def _traces(m: TrainingMonitor, run: int = 0, prefix: str = "") -> list[dict]:
         axis = "y" if "loss" in k else "y2"
         out.append(
             dict(
-                name=f"{prefix}{k}",
+                name=html.escape(f"{prefix}{k}"),
                 x=x,
                 y=_finite(y),
                 yaxis=axis,
