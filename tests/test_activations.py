@@ -571,3 +571,15 @@ def test_activation_the_rule_context_cannot_see_is_reported():
     with pytest.warns(NoRuleWarning, match="gelu") as caught:
         zf.deconv(Hidden().eval(), torch.randn(1, 3, 10, 10), layer="b", channel=0)
     assert caught[0].message.sites == [("gelu", "(layer not found)")]
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    model = convnext_tiny()
+    torch.manual_seed(19)
+    x = torch.randn(2, 3, 64, 64)
+    for rule in RULES:
+        cpu = zf.backprop(model, x, layer="features.3", channel=5, rule=rule)
+        gpu = zf.backprop(model.cuda(), x.cuda(), layer="features.3", channel=5, rule=rule)
+        model.cpu()
+        torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5 * float(cpu.abs().max()), rtol=1e-3)
