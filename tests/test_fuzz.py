@@ -408,6 +408,50 @@ def test_capture(model_key, kw):
     check_call(run, model_key, **call_kwargs(kw))
 
 
+@SETTINGS
+@given(
+    model_keys,
+    image_keys,
+    st.fixed_dictionaries(
+        {
+            "layers": st.sampled_from(LAYERS[:-2] + [["0", "4"], [], 3]),
+            "k": opt([1, 2, 3, 0, 100, 2.0]),
+            "batch_size": opt([1, 2, 64, 0]),
+            "transform": opt([None, 5]),
+            "chunk_size": opt([1, 4096, 0]),
+        }
+    ),
+)
+def test_mine(model_key, image_key, kw):
+    check_call(zf.mine, model_key, IMAGES[image_key], progress=False, **call_kwargs(kw))
+
+
+@SETTINGS
+@given(
+    model_keys,
+    st.fixed_dictionaries({"radius": opt(NUMBERS), "layers": opt(LAYERS)}),
+)
+def test_renormalize_filters_refuses_before_changing_anything(model_key, kw):
+    """The one function that changes the model on purpose: on a copy, and only errors are
+    checked against the contract (a bad argument changes nothing)."""
+    import copy
+
+    MODELS["copy"] = copy.deepcopy(MODELS[model_key])
+    try:
+        kw = call_kwargs(kw)
+        before = snapshot(MODELS["copy"])
+        try:
+            zf.renormalize_filters_(MODELS["copy"], **kw)
+        except (ValueError, TypeError):
+            check_call(zf.renormalize_filters_, "copy", **kw)
+            assert_unchanged(MODELS["copy"], before)
+        else:
+            STATS["calls"] += 1
+            STATS["results"] += 1
+    finally:
+        del MODELS["copy"]
+
+
 def test_zz_tallies():
     """Prints the tallies of the suite (run it with -s)."""
     print("\nfuzz tallies:", dict(STATS))

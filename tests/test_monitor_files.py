@@ -168,3 +168,19 @@ def test_caps_apply_on_load(tmp_path):
     assert len(steps) <= m.max_points + 1 and steps[0] >= 0
     assert len(m.snapshots) == m.max_snapshots
     assert m.snapshots[0].step == 0 and m.snapshots[-1].step == 99
+
+
+def test_the_probe_is_checked_against_the_model_when_the_monitor_is_made():
+    from models import tiny_zf
+
+    model = tiny_zf()
+    probe = torch.randn(12, 3, 32, 32)
+    probe[7, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"probe: expected finite values.*image 7\b"):
+        TrainingMonitor(model, probe)
+    with pytest.raises(TypeError, match="probe: expected floating-point"):
+        TrainingMonitor(model, torch.zeros(4, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="probe: .*channels"):
+        TrainingMonitor(model, torch.zeros(4, 1, 32, 32))
+    mon = TrainingMonitor(model, torch.randn(4, 3, 32, 32, dtype=torch.float64))
+    assert mon._probe.dtype == torch.float32

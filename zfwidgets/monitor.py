@@ -242,7 +242,12 @@ def _probe_tensor(probe: object, limit: int) -> torch.Tensor | None:
         x = x.unsqueeze(1)
     if x.dim() != 4:
         raise ValueError(f"probe: expected images (N, C, H, W), got shape {tuple(x.shape)}")
-    return x[:limit].detach()
+    x = x[:limit].detach()
+    if not x.is_floating_point():
+        raise TypeError(f"probe: expected floating-point images, got {x.dtype}")
+    from ._checks import check_finite_batch
+
+    return check_finite_batch(x, name="probe")  # NaN/inf named by image, once
 
 
 def _default_stat_layers(model: nn.Module) -> list[str]:
@@ -383,6 +388,11 @@ class TrainingMonitor:
             for layer in self.units:
                 resolve_layer(model, layer)
             self._probe = _probe_tensor(probe, max(1, int(max_probe)))
+            if self._probe is not None:  # channels, dtype and size against the model, now
+                from ._checks import check_images, model_device
+
+                one = self._probe[:1].to(model_device(model))
+                self._probe = self._probe.to(check_images(model, one, name="probe").dtype)
             if self.units and (self._probe is None or len(self._probe) < 9):
                 raise ValueError("units: the top-9 needs a probe of at least 9 images")
 
