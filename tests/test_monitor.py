@@ -193,8 +193,11 @@ def test_load_rejects_other_files(tmp_path):
 
 
 def test_failing_probe_does_not_stop_training(model):
-    bad_probe = torch.randn(16, 5, 32, 32)  # wrong channel count: the probe pass raises
-    mon = TrainingMonitor(model, bad_probe, every=1, snapshot_every=1, budget=1.0)
+    bad_probe = torch.randn(16, 5, 32, 32)  # wrong channel count: refused when made...
+    with pytest.raises(ValueError, match="probe: .*3 channels, got 5"):
+        TrainingMonitor(model, bad_probe)
+    mon = TrainingMonitor(model, torch.randn(16, 3, 32, 32), every=1, snapshot_every=1, budget=1.0)
+    mon._probe = bad_probe  # ... so break it afterwards: the probe pass raises
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _train(model, mon, 12)
