@@ -301,3 +301,38 @@ def test_render_on_cuda_matches_cpu(tmp_path, model, data, atlas):
             a = cpu.unit_images(n, c).sprite.astype(int)
             b = gpu.unit_images(n, c).sprite.astype(int)
             assert np.abs(a - b).max() <= 2
+
+
+def test_render_finds_the_data_normalisation(tmp_path, model):
+    from PIL import Image
+    from torch.utils.data import Dataset
+    from torchvision import transforms
+
+    torch.manual_seed(3)
+    arrays = (torch.rand(8, 32, 32, 3) * 255).to(torch.uint8).numpy()
+    pil = [Image.fromarray(a) for a in arrays]
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+
+    class Normalised(Dataset):  # normalises itself, as the command line's image folders do
+        def __init__(self):
+            self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+
+        def __len__(self):
+            return len(pil)
+
+        def __getitem__(self, i):
+            return tf(pil[i])
+
+    for i, (data, kwargs) in enumerate([(pil, {"transform": tf}), (Normalised(), {})]):
+        atlas = zf.mine(model, data, layers=["4"], k=2, progress=False, **kwargs)
+        atlas.save(tmp_path / str(i))
+        atlas.render(format="png", progress=False)
+        shown = manifest(tmp_path / str(i))["layers"][0]["images"]["display"]["patches"]
+        assert shown["kind"] == "unnormalize"
+        np.testing.assert_allclose(shown["mean"], mean, rtol=1e-6)
+        np.testing.assert_allclose(shown["std"], std, rtol=1e-6)
+        back = Atlas.load(tmp_path / str(i))
+        ref = atlas.patches("4", 1)
+        # back through the normalisation: the model-input crops, within a grey level
+        assert float((back.patches("4", 1) - ref).abs().max()) <= 0.5 / 255 / 0.2 + 1e-5

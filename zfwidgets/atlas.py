@@ -673,9 +673,11 @@ class Atlas:
         quality : int
             WebP quality, 1-100.
         mean, std : sequences of floats, optional
-            The data's ``Normalize``: patches are shown as ``x * std + mean``. Without them,
-            images already in [0, 1] (judged from image 0) are shown as they are, others
-            min-max scaled per patch. Reconstructions are contrast-normalised per hit
+            The data's ``Normalize``: patches are shown as ``x * std + mean``. Without them:
+            the ``Normalize`` found in the data's transform (the ``transform=`` given to
+            :meth:`load`, or the dataset's ``transform``) or a dataset's own ``mean``/``std``
+            (the command line's image folders); else images already in [0, 1] (judged from one
+            hit) are shown as they are, others min-max scaled per patch. Reconstructions are contrast-normalised per hit
             (``0.5 + x / (2 max|x|)``). The manifest records both.
         max_tile : int, optional
             Shrink tiles larger than this (either side) by area averaging.
@@ -774,11 +776,16 @@ class Atlas:
     def _patch_display(self, mean, std) -> dict:
         if (mean is None) != (std is None):
             raise ValueError("mean and std: give both or neither")
+        if mean is None:
+            found = _find_normalize(self.source)
+            if found is not None:
+                mean, std = found
         if mean is not None:
             m = [float(v) for v in torch.as_tensor(mean, dtype=torch.float64).reshape(-1)]
             s = [float(v) for v in torch.as_tensor(std, dtype=torch.float64).reshape(-1)]
             return st._display({"kind": "unnormalize", "mean": m, "std": s}, "mean/std")
-        x = self.source.get(0)
+        # judged from one image of the atlas (a hit: readable even in a folder with bad files)
+        x = self.source.get(int(self.indices[self.layers[0]].reshape(-1)[0]))
         inside = bool(x.numel()) and float(x.min()) >= 0 and float(x.max()) <= 1
         return {"kind": "clip" if inside else "minmax"}
 
@@ -903,6 +910,38 @@ def _sprites(
     if blocks[0].shape[-1] != blocks[1].shape[-1]:  # grey projections beside RGB patches
         blocks = [b.expand(-1, -1, -1, 3) for b in blocks]
     return torch.cat(blocks, 2).contiguous()
+
+
+def _find_normalize(source, depth: int = 0) -> tuple[list[float], list[float]] | None:
+    """``(mean, std)`` of a ``Normalize`` in the data's transforms, or of a dataset that
+    normalises its images itself (``mean``/``std`` attributes, 1 to 4 finite numbers each)."""
+    candidates = [source] if depth else []
+    if depth == 0:
+        items = getattr(source, "_items", None)
+        candidates = [source.transform, items, getattr(items, "transform", None)]
+    for obj in candidates:
+        if obj is None or isinstance(obj, torch.Tensor):
+            continue
+        mean, std = getattr(obj, "mean", None), getattr(obj, "std", None)
+        if mean is not None and std is not None and not callable(mean) and not callable(std):
+            try:
+                m = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
+                s = torch.as_tensor(std, dtype=torch.float64).reshape(-1)
+            except (TypeError, ValueError, RuntimeError):
+                m = s = None
+            if (
+                m is not None
+                and 1 <= m.numel() <= 4
+                and m.numel() == s.numel()
+                and bool(torch.isfinite(m).all() and torch.isfinite(s).all() and (s != 0).all())
+            ):
+                return m.tolist(), s.tolist()
+        if depth < 4:
+            for inner in getattr(obj, "transforms", None) or []:
+                found = _find_normalize(inner, depth + 1)
+                if found is not None:
+                    return found
+    return None
 
 
 def _write_tile(path: Path, pixels, rec) -> None:
