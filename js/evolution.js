@@ -1,17 +1,7 @@
 // EvolutionSlider front end (docs/method.md Sec. 3.2, Fig. 4): a slider over training checkpoints.
 // It only sets `index`; Python swaps the weights of the widgets linked to it.
 
-import { h, listen } from "./lib/atlas_view.js";
-
-const CSS = `
-.zf-evolution [hidden] { display: none !important; }
-.zf-evolution .zf-toolbar { margin-bottom: 0; gap: 6px 10px; }
-.zf-evolution .zf-step { font: inherit; min-width: 24px; padding: 0 6px; cursor: pointer;
-  color: var(--zf-fg); background: #fff; border: 1px solid var(--zf-line); border-radius: 4px; }
-.zf-evolution .zf-step:disabled { cursor: default; opacity: 0.4; }
-.zf-evolution .zf-slider { width: 260px; }
-.zf-evolution .zf-slider-label { font-weight: 600; min-width: 6em; }
-`;
+import { h, listen } from "./lib/dom.js";
 
 /**
  * The index a step from `index` lands on, kept inside [0, count).
@@ -44,7 +34,7 @@ export default {
     const label = h("span", "zf-slider-label");
     const count = h("span", "zf-field-name zf-slider-count");
     row.append(name, prev, slider, next, label, count);
-    root.append(h("style", "", CSS), row);
+    root.append(row);
     el.replaceChildren(root);
 
     function labels() {

@@ -1,8 +1,9 @@
 // FilterGrid front end: the filters of a convolution as tiles, dominating and dead ones
 // outlined, a legend, and a slider over checkpoints when there are several.
 
-import { createAtlasView, fmt, h, listen, onResize } from "./lib/atlas_view.js";
+import { createAtlasView } from "./lib/atlas_view.js";
 import { decode } from "./lib/codec.js";
+import { fmt, h, listen, onResize } from "./lib/dom.js";
 
 const DOMINATING = 1;
 const DEAD = 2;

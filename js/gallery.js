@@ -1,7 +1,8 @@
 // Gallery front end: a row (or grid) of image tiles with captions; click selects one.
 // Used by the Explorer for its image strip and for the unit projection of the current image.
 
-import { createAtlasView, h, listen, onResize } from "./lib/atlas_view.js";
+import { createAtlasView } from "./lib/atlas_view.js";
+import { h, listen, onResize } from "./lib/dom.js";
 
 export default {
   /** @param {{model: any, el: HTMLElement}} ctx */

@@ -2,8 +2,9 @@
 // Python sends `frame` (atlas + per-map maxima, one binary transfer); this module draws it,
 // shows channel and max on hover, and sets `channel` on click / `layer` from the menu.
 
-import { createAtlasView, drawRGBA, fmt, h, listen, onResize } from "./lib/atlas_view.js";
+import { createAtlasView, drawRGBA } from "./lib/atlas_view.js";
 import { decode } from "./lib/codec.js";
+import { fmt, h, listen, onResize } from "./lib/dom.js";
 
 const THUMB = 160; // CSS width of the input image
 

@@ -3,9 +3,10 @@
 // positions, one binary transfer per image); switching the map, the colour bar or legend, and
 // the hover read-out with the square drawn at its position all happen here, with no round trip.
 
-import { drawRGBA, h, listen, onResize } from "./lib/atlas_view.js";
+import { drawRGBA } from "./lib/atlas_view.js";
 import { decode } from "./lib/codec.js";
 import { colorbar } from "./lib/colormap.js";
+import { fmtPercent, fmtValue, h, listen, onResize } from "./lib/dom.js";
 import { fitScale } from "./lib/grid.js";
 import {
   barPosition,
@@ -15,8 +16,6 @@ import {
   cellAt,
   colorbarLabels,
   continuousRGBA,
-  fmtPercent,
-  fmtValue,
   paint,
   pixelCells,
   rgb,
@@ -27,46 +26,6 @@ import {
 
 const LEGEND_MAX = 12; // classes listed in the legend of (c); the rest are counted
 const BAR_WIDTH = 200; // CSS pixels of the colour bar
-
-const CSS = `
-.zf-widget.zf-occlusion .zf-occ-views { display: inline-flex; flex-wrap: wrap; row-gap: 4px; }
-.zf-widget.zf-occlusion .zf-occ-view {
-  font: inherit; padding: 2px 10px; margin: 0 0 0 -1px; cursor: pointer; white-space: nowrap;
-  border: 1px solid var(--zf-line); background: #fff; color: var(--zf-fg);
-}
-.zf-widget.zf-occlusion .zf-occ-view:first-child { border-radius: 4px 0 0 4px; margin-left: 0; }
-.zf-widget.zf-occlusion .zf-occ-view:last-child { border-radius: 0 4px 4px 0; }
-.zf-widget.zf-occlusion .zf-occ-view[aria-pressed="true"] {
-  background: var(--zf-select); border-color: var(--zf-select); color: #fff;
-}
-.zf-widget.zf-occlusion .zf-occ-opacity { width: 90px; }
-.zf-widget.zf-occlusion .zf-occ-progress { height: 3px; margin: -4px 0 5px; background: var(--zf-line); }
-.zf-widget.zf-occlusion .zf-occ-progress-bar { height: 100%; width: 0; background: var(--zf-select); }
-.zf-widget.zf-occlusion .zf-occ-image { display: block; image-rendering: auto; }
-.zf-widget.zf-occlusion .zf-occ-heat {
-  position: absolute; left: 0; top: 0; image-rendering: pixelated; cursor: crosshair;
-}
-.zf-widget.zf-occlusion.zf-pending .zf-occ-heat { filter: grayscale(0.9); }
-.zf-widget.zf-occlusion .zf-occ-square {
-  outline: 2px solid #fff; box-shadow: 0 0 0 3px rgba(0, 0, 0, 0.6);
-  background: rgba(128, 128, 128, 0.45);
-}
-.zf-widget.zf-occlusion .zf-occ-scale { margin-top: 8px; }
-.zf-widget.zf-occlusion .zf-occ-scale-title { color: var(--zf-muted); margin-bottom: 2px; }
-.zf-widget.zf-occlusion .zf-occ-scale-row {
-  display: flex; align-items: center; gap: 6px; font-variant-numeric: tabular-nums;
-}
-.zf-widget.zf-occlusion .zf-occ-bar-wrap { position: relative; line-height: 0; }
-.zf-widget.zf-occlusion .zf-occ-colorbar { display: block; height: 12px; }
-.zf-widget.zf-occlusion .zf-occ-tick {
-  position: absolute; top: -3px; width: 2px; height: 18px; margin-left: -1px;
-  background: var(--zf-fg); box-shadow: 0 0 0 1px #fff;
-}
-.zf-widget.zf-occlusion .zf-legend { margin-top: 4px; max-width: 640px; }
-.zf-widget.zf-occlusion .zf-legend-item { color: var(--zf-fg); }
-.zf-widget.zf-occlusion .zf-tooltip-head { font-weight: 600; }
-.zf-widget.zf-occlusion [hidden] { display: none !important; }
-`;
 
 /**
  * @typedef {object} Occlusion
@@ -196,7 +155,6 @@ export default {
   /** @param {{model: any, el: HTMLElement}} ctx */
   render({ model, el }) {
     const root = h("div", "zf-widget zf-occlusion");
-    const style = h("style", "", CSS);
     const buttons = h("div", "zf-occ-views");
     buttons.setAttribute("role", "group");
     const opacity = /** @type {HTMLInputElement} */ (h("input", "zf-slider zf-occ-opacity"));
@@ -239,7 +197,7 @@ export default {
     const caption = h("div", "zf-caption");
     const error = h("div", "zf-error");
     error.hidden = true;
-    root.append(style, toolbar, progress, stage, scale, caption, error);
+    root.append(toolbar, progress, stage, scale, caption, error);
     el.replaceChildren(root);
 
     /** @type {Occlusion | null} */

@@ -1,25 +1,8 @@
 // Predictions front end: the top-k classes of the current image as bars. Python sends the k
 // probabilities and class indices as one binary payload pair and the k names as text.
 
-import { h, listen } from "./lib/atlas_view.js";
 import { decode } from "./lib/codec.js";
-import { fmtPercent } from "./lib/heatmap.js";
-
-const CSS = `
-.zf-widget.zf-predictions .zf-pred-list {
-  display: grid; grid-template-columns: minmax(6em, max-content) 160px 4.5em;
-  align-items: center; gap: 3px 8px; font-variant-numeric: tabular-nums;
-}
-.zf-widget.zf-predictions .zf-pred-name {
-  overflow: hidden; text-overflow: ellipsis; white-space: nowrap; max-width: 22em;
-}
-.zf-widget.zf-predictions .zf-pred-track {
-  height: 12px; background: #f1f3f5; border-radius: 2px; overflow: hidden;
-}
-.zf-widget.zf-predictions .zf-pred-bar { height: 100%; min-width: 1px; background: var(--zf-select); }
-.zf-widget.zf-predictions .zf-pred-row-0 .zf-pred-bar { background: var(--zf-accent); }
-.zf-widget.zf-predictions .zf-pred-value { text-align: right; color: var(--zf-muted); }
-`;
+import { fmtPercent, h, listen } from "./lib/dom.js";
 
 /**
  * The bars to draw: name, probability and bar width (percent of the track), best first.
@@ -45,7 +28,8 @@ export default {
     const root = h("div", "zf-widget zf-predictions");
     const list = h("div", "zf-pred-list");
     const caption = h("div", "zf-caption");
-    root.append(h("style", "", CSS), list, caption);
+    const error = h("div", "zf-error");
+    root.append(list, caption, error);
     el.replaceChildren(root);
 
     function draw() {
@@ -62,7 +46,14 @@ export default {
       list.replaceChildren(...rows);
     }
 
+    function showError() {
+      const text = model.get("error") ?? "";
+      error.textContent = text;
+      error.hidden = !text;
+    }
+
     const unlisten = listen(model, {
+      "change:error": showError,
       "change:top": draw,
       "change:labels": draw,
       "change:caption": () => {
@@ -70,6 +61,7 @@ export default {
       },
     });
     draw();
+    showError();
     caption.textContent = model.get("caption");
 
     return () => {

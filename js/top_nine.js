@@ -5,32 +5,11 @@
 // labels each patch, shows a tooltip on hover, sets `selected` on click and `channel` /
 // `layer` from its controls, and shows `status` / `progress` while the kernel mines.
 
-import { drawRGBA, fmt, h, listen, onResize } from "./lib/atlas_view.js";
+import { drawRGBA } from "./lib/atlas_view.js";
 import { decode } from "./lib/codec.js";
+import { fmt, h, listen, onResize } from "./lib/dom.js";
 import { toAtlas } from "./lib/grid.js";
 import { hitAt, hitRect, hitText, pairLayout, pairScale } from "./lib/top9_layout.js";
-
-const CSS = `
-.zf-top-nine [hidden] { display: none !important; }
-.zf-top-nine .zf-heads { position: relative; height: 18px; margin-bottom: 2px; }
-.zf-top-nine .zf-head { position: absolute; top: 0; color: var(--zf-muted); font-size: 12px;
-  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-.zf-top-nine .zf-hit-label { position: absolute; pointer-events: none; z-index: 1;
-  transform: translateY(-100%); padding: 1px 4px; line-height: 1.3; font-size: 11px;
-  color: #fff; background: rgba(20, 20, 20, 0.66); white-space: nowrap; overflow: hidden;
-  text-overflow: ellipsis; font-variant-numeric: tabular-nums; }
-.zf-top-nine .zf-step { font: inherit; min-width: 24px; padding: 0 6px; cursor: pointer;
-  color: var(--zf-fg); background: #fff; border: 1px solid var(--zf-line); border-radius: 4px; }
-.zf-top-nine .zf-step:disabled { cursor: default; opacity: 0.4; }
-.zf-top-nine .zf-channel-input { font: inherit; width: 5.5em; padding: 1px 4px;
-  border: 1px solid var(--zf-line); border-radius: 4px; }
-.zf-top-nine .zf-progress { display: inline-block; width: 160px; height: 6px; overflow: hidden;
-  vertical-align: middle; border-radius: 3px; background: var(--zf-line); }
-.zf-top-nine .zf-progress-bar { height: 100%; width: 0; background: var(--zf-select);
-  transition: width 120ms; }
-.zf-top-nine .zf-twin-box { outline: 2px dashed #fff; box-shadow: 0 0 0 3px rgba(0, 0, 0, 0.5); }
-.zf-top-nine .zf-placeholder { padding: 28px 12px; color: var(--zf-muted); }
-`;
 
 /** Labels are drawn under patches at least this wide (CSS pixels). */
 const MIN_LABEL_WIDTH = 44;
@@ -82,7 +61,6 @@ export default {
   /** @param {{model: any, el: HTMLElement}} ctx */
   render({ model, el }) {
     const root = h("div", "zf-widget zf-top-nine");
-    const style = h("style", "", CSS);
 
     const layerSelect = /** @type {HTMLSelectElement} */ (h("select", "zf-select zf-layer-select"));
     const layerField = field("layer", layerSelect);
@@ -127,7 +105,7 @@ export default {
     const caption = h("div", "zf-caption");
     const error = h("div", "zf-error");
     for (const node of [hoverBox, twinBox, ...selectBoxes, tooltip, error]) node.hidden = true;
-    root.append(style, toolbar, heads, stage, placeholder, caption, error);
+    root.append(toolbar, heads, stage, placeholder, caption, error);
     el.replaceChildren(root);
 
     /** @type {import("./lib/top9_layout.js").PairLayout | null} */

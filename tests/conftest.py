@@ -9,12 +9,23 @@ torch.set_num_threads(2)
 
 
 def pytest_collection_modifyitems(config, items):
-    # Browser tests last: Playwright's sync API keeps an event loop running in this process
-    # while its browser is open, which changes how widgets schedule background work.
-    items.sort(key=lambda item: "browser" in item.keywords)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+# Shared fixtures: a tiny seeded ZFNet-shaped model (tests/models.py) and one 32x32 image.
+@pytest.fixture
+def model():
+    from models import tiny_zf
+
+    return tiny_zf()
+
+
+@pytest.fixture
+def image():
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(3, 32, 32, generator=g)

@@ -9,7 +9,6 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from models import tiny_zf
 
 from zfwidgets.monitor import Curve, TrainingMonitor, smooth
 
@@ -27,11 +26,6 @@ def _train(model, monitor, steps: int, seed: int = 0, lr: float = 0.01) -> None:
         loss.backward()
         opt.step()
         monitor.step(loss=loss, acc=(out.argmax(1) == y).float().mean())
-
-
-@pytest.fixture
-def model():
-    return tiny_zf()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from tests.models import assert_unchanged, hook_count, snapshot, tiny_zf, torchvision_model
 from zfwidgets.occlusion import OcclusionResult, occlusion
+from zfwidgets.progress import Cancelled
 
 
 def _positions(size: int, window: int, stride: int) -> list[int]:
@@ -336,3 +337,30 @@ def test_no_hooks_left_when_the_model_raises(tiny):
     with pytest.raises(RuntimeError, match="boom"):
         occlusion(boom, x, window=8)
     assert_unchanged(boom, before)
+
+
+def test_progress_counts_images_and_may_cancel(tiny):
+    model, x = tiny
+    seen = []
+    res = occlusion(
+        model, x, window=8, stride=4, batch_size=10, progress=lambda d, t: seen.append((d, t))
+    )
+    n, r, c = res.probability.shape
+    total = n * (1 + r * c)
+    assert seen[0] == (n, total) and seen[-1] == (total, total)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    ref = occlusion(model, x, window=8, stride=4, batch_size=10)
+    torch.testing.assert_close(res.probability, ref.probability)
+
+    def stop(done, total):
+        if done > n:
+            raise Cancelled()
+
+    model.train()
+    before = snapshot(model)
+    with pytest.raises(Cancelled):
+        occlusion(model, x, window=8, stride=4, batch_size=10, progress=stop)
+    assert_unchanged(model, before)
+    assert hook_count(model) == 0 and model.training
+    with pytest.raises(TypeError, match="progress"):
+        occlusion(model, x, window=8, stride=4, progress="yes")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler
 
-__all__ = ["ImageSource"]
+__all__ = ["ImageSource", "one_image"]
 
 
 def _first(item: Any) -> Any:
@@ -136,3 +136,25 @@ class ImageSource:
                     f"data: images must share one size to be batched, got sizes {sorted(shapes)}"
                 )
             yield s, torch.stack(items)
+
+
+def one_image(model: Any, image: object) -> torch.Tensor:
+    """One image as a (1, C, H, W) tensor on the model's device (a copy only if moved), checked
+    as :func:`~zfwidgets._checks.check_images` checks a batch."""
+    from ._checks import check_images, model_device
+
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(
+            f"image: expected a torch.Tensor of shape (C, H, W) or (1, C, H, W), "
+            f"got {type(image).__name__}"
+        )
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    elif image.dim() != 4 or image.shape[0] != 1:
+        raise ValueError(
+            f"image: expected one image of shape (C, H, W) or (1, C, H, W), got shape "
+            f"{tuple(image.shape)}"
+            + (" (a batch: pass one image, e.g. x[0])" if image.dim() == 4 else "")
+        )
+    x = image.detach().to(model_device(model))
+    return check_images(model, x, name="image")

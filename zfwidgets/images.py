@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,14 +27,19 @@ __all__ = [
     "COLORMAPS",
     "FeatureAtlas",
     "GridLayout",
+    "PairAtlas",
     "colormap",
     "colormap_lut",
     "contrast_normalize",
     "display_image",
+    "display_stats",
+    "fit_channels",
     "feature_atlas",
     "filter_atlas",
     "grid_columns",
+    "mean_std_of",
     "normalize_maps",
+    "pair_atlas",
     "resize_to_fit",
     "tile",
     "to_rgba",
@@ -243,6 +249,47 @@ def display_image(
     if x.numel() and float(x.min()) >= 0 and float(x.max()) <= 1:
         return x.clone()
     return contrast_normalize(x, mode="minmax")
+
+
+def mean_std_of(transform: Any) -> tuple[Any, Any]:
+    """``(mean, std)`` of the ``Normalize`` inside a torchvision transform (a ``Normalize``,
+    a ``Compose`` holding one, or ``weights.transforms()``).
+
+    Raises
+    ------
+    ValueError
+        When the transform holds no ``Normalize``.
+    """
+    mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
+    if mean is not None and std is not None:
+        return mean, std
+    for inner in getattr(transform, "transforms", None) or []:
+        try:
+            return mean_std_of(inner)
+        except ValueError:
+            continue
+    raise ValueError(
+        f"transform: found no Normalize(mean, std) in {type(transform).__name__}; "
+        "pass mean= and std= instead"
+    )
+
+
+def display_stats(transform: Any, mean: Any, std: Any) -> tuple[Any, Any]:
+    """The ``(mean, std)`` to undo for display: from ``transform``'s ``Normalize`` or given
+    directly (not both); ``(None, None)`` when neither is given."""
+    if transform is not None:
+        if mean is not None or std is not None:
+            raise ValueError("give transform= or mean=/std=, not both")
+        mean, std = mean_std_of(transform)
+    if (mean is None) != (std is None):
+        raise ValueError("mean and std: give both or neither")
+    return mean, std
+
+
+def fit_channels(images: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) images with 1 (grey) or 3 (RGB) channels as they are; any other channel
+    count averaged to one grey channel. The one rule for showing a tensor as an image."""
+    return images if images.shape[1] in (1, 3) else images.mean(1, keepdim=True)
 
 
 def to_rgba(images: torch.Tensor) -> torch.Tensor:
@@ -479,3 +526,61 @@ def filter_atlas(
     if w.shape[1] not in (1, 3):
         w = w.mean(1, keepdim=True)
     return tile(to_rgba(w), columns=columns, pad=pad)
+
+
+@dataclass(frozen=True)
+class PairAtlas:
+    """Two blocks of tiles side by side (the paper's Fig. 2: projections | image patches).
+
+    ``image`` (H, W, 4) uint8; ``layout`` the geometry of each block (both alike); the right
+    block starts ``layout.width + gap`` pixels from the left edge.
+    """
+
+    image: torch.Tensor
+    layout: GridLayout
+    gap: int
+
+
+def pair_atlas(
+    left: torch.Tensor,
+    right: torch.Tensor,
+    *,
+    columns: int | None = None,
+    pad: int = 1,
+    gap: int | None = None,
+    max_tile: int | None = None,
+) -> PairAtlas:
+    """The Fig. 2 pair (docs/method.md Sec. 3.1): ``left`` tiles in one grid, ``right`` tiles in
+    another of the same geometry beside it, as one uint8 RGBA image.
+
+    Parameters
+    ----------
+    left, right : Tensor (k, C, h, w) in [0, 1]
+        Same shapes (e.g. contrast-normalised reconstructions and display patches); channels
+        follow :func:`fit_channels`.
+    columns : int, optional
+        Default ``ceil(sqrt(k))`` (3 for nine tiles).
+    pad : int
+        Pixels between tiles.
+    gap : int, optional
+        Pixels between the blocks; default about a sixth of a tile (at least 2).
+    max_tile : int, optional
+        Tiles larger than this (either side) are shrunk with area averaging.
+    """
+    if left.shape[0] != right.shape[0]:
+        raise ValueError(
+            f"left, right: expected as many tiles, got {left.shape[0]}, {right.shape[0]}"
+        )
+    k = left.shape[0]
+    columns = columns if columns is not None else max(1, math.ceil(math.sqrt(k)))
+
+    def block(x: torch.Tensor) -> tuple[torch.Tensor, GridLayout]:
+        x = resize_to_fit(fit_channels(x.float()), max_tile)
+        return tile(to_rgba(x), columns=columns, pad=pad)
+
+    a, layout = block(left)
+    b, _ = block(right)
+    if gap is None:
+        gap = max(2, round(layout.tile_w / 6))
+    blank = a.new_zeros((a.shape[0], gap, 4))
+    return PairAtlas(torch.cat([a, blank, b], 1), layout, gap)

@@ -35,8 +35,16 @@ from ._checks import (
     resolve_layer,
 )
 from .capture import Capture, eval_mode
+from .progress import Progress, ProgressArg, check_progress
 
-__all__ = ["OcclusionResult", "occlusion"]
+__all__ = [
+    "OcclusionResult",
+    "SweepGeometry",
+    "check_fill",
+    "default_layer",
+    "occlusion",
+    "sweep_geometry",
+]
 
 
 @dataclass
@@ -197,13 +205,72 @@ def _fill_values(fill: object, x: torch.Tensor) -> torch.Tensor:
     return values.unsqueeze(0).expand(n, c).clone()
 
 
-def _last_conv(model: nn.Module, shape: Sequence[int] | None = None) -> tuple[str, nn.Module]:
+def default_layer(model: nn.Module, shape: Sequence[int] | None = None) -> tuple[str, nn.Module]:
     """The last ``nn.Conv2d`` the forward calls for a ``shape`` input (default: one
     224x224 image with the first convolution's channels)."""
     if shape is None:
         conv = first_conv(model)
         shape = (1, conv[1].in_channels if conv is not None else 3, 224, 224)
     return last_called_conv(model, tuple(shape))
+
+
+_last_conv = default_layer  # its name in the rest of this module
+
+
+@dataclass(frozen=True)
+class SweepGeometry:
+    """Where the square goes: ``window`` and ``stride`` (h, w), ``rows`` and ``cols`` (the
+    top-left corners of the positions along each axis)."""
+
+    window: tuple[int, int]
+    stride: tuple[int, int]
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+
+    @property
+    def positions(self) -> tuple[int, int]:
+        """(R, Cc): the number of square positions along each axis."""
+        return len(self.rows), len(self.cols)
+
+
+def sweep_geometry(
+    size: tuple[int, int],
+    window: int | tuple[int, int] | None = None,
+    stride: int | tuple[int, int] | None = None,
+) -> SweepGeometry:
+    """Check ``window`` and ``stride`` against an image of ``size`` (H, W) and list the square's
+    positions, as :func:`occlusion` places them.
+
+    ``window=None``: a square of about 1/7 of the shorter side; ``stride=None``: about a quarter
+    of the window (at least 1).
+    """
+    h, w = size
+    if window is None:
+        side = max(1, round(min(h, w) / 7))
+        win = (side, side)
+    else:
+        win = _pair(window, "window")
+        if win[0] > h or win[1] > w:
+            raise ValueError(
+                f"window: expected a square no larger than the image ({h}x{w}), "
+                f"got {win[0]}x{win[1]}"
+            )
+    if stride is None:
+        step = (max(1, round(win[0] / 4)), max(1, round(win[1] / 4)))
+    else:
+        step = _pair(stride, "stride")
+    return SweepGeometry(
+        win,
+        step,
+        tuple(_positions(h, win[0], step[0])),
+        tuple(_positions(w, win[1], step[1])),
+    )
+
+
+def check_fill(fill: object, x: torch.Tensor) -> torch.Tensor:
+    """The value of each channel inside the square for images ``x`` (N, C, H, W): (N, C).
+    Raises ``TypeError`` / ``ValueError`` for a bad ``fill`` (see :func:`occlusion`)."""
+    return _fill_values(fill, x)
 
 
 def _occlude(
@@ -240,6 +307,7 @@ def occlusion(
     channel: int | Sequence[int] | torch.Tensor | None = None,
     batch_size: int | None = None,
     max_memory: int = 2**30,
+    progress: ProgressArg = False,
 ) -> OcclusionResult:
     """Slide a grey square over each image and map the model's response (docs/method.md Sec. 3.5, Fig. 7).
 
@@ -272,6 +340,12 @@ def occlusion(
         of every leaf module, summed: a conservative estimate) plus the image itself.
     max_memory : int
         Bytes per chunk used to derive ``batch_size``.
+    progress : bool or callable, optional
+        ``True``: a tqdm bar; a callable ``progress(done, total)`` is called after each forward
+        pass with the number of images run so far (the N unoccluded ones, then the occluded
+        copies; ``total = N * (1 + R * Cc)``). It may raise (e.g.
+        :class:`zfwidgets.progress.Cancelled`) to stop the sweep: the model is left as it was
+        and the exception propagates. See :mod:`zfwidgets.progress`.
 
     Returns
     -------
@@ -305,6 +379,7 @@ def occlusion(
     if batch_size is not None:
         check_positive_int(batch_size, "batch_size")
     check_positive_int(max_memory, "max_memory")
+    progress = check_progress(progress)
     targets = _per_image_ints(target, n, "target")
     if targets is not None and min(targets) < 0:
         raise ValueError(f"target: expected class indices >= 0, got {targets}")
@@ -337,7 +412,13 @@ def occlusion(
     leaves = [name for name, m in model.named_modules() if name and not any(m.children())]
     watch = list(dict.fromkeys([*leaves, layer_name]))
 
-    with eval_mode(model), torch.no_grad():
+    nr, nc = len(rows), len(cols)
+    total_items = n * nr * nc
+    with (
+        Progress(progress, n + total_items, desc="occlusion", unit="img") as bar,
+        eval_mode(model),
+        torch.no_grad(),
+    ):
         # -- the unoccluded forward: baseline, defaults, bytes per image ------------------
         out_bytes = [0]
 
@@ -375,6 +456,7 @@ def occlusion(
                 f"channel: {layer_name!r} has {num_maps} feature maps (0..{num_maps - 1}), "
                 f"got {channels}"
             )
+        bar.update(n)
         probs = torch.softmax(logits.float(), dim=1)
         base_top = probs.argmax(dim=1)
         tgt = base_top if targets is None else torch.tensor(targets, device=device)
@@ -387,8 +469,6 @@ def occlusion(
         chunk = batch_size if batch_size is not None else max(1, max_memory // per_image)
 
         # -- the sweep: every (image, row, col) once, in chunks ---------------------------
-        nr, nc = len(rows), len(cols)
-        total_items = n * nr * nc
         chunk = min(chunk, total_items)
         act = torch.empty(total_items, dtype=torch.float32, device=device)
         prob = torch.empty(total_items, dtype=torch.float32, device=device)
@@ -420,6 +500,7 @@ def occlusion(
             prob[sl] = p[torch.arange(len(k), device=device), tgt[img]]
             top_p[sl], top_c[sl] = p.max(dim=1)
             del batch, out, p
+            bar.update(len(k))
 
     shape = (n, nr, nc)
     return OcclusionResult(

@@ -2,32 +2,8 @@
 // Shared by every grid widget; knows nothing about what the tiles mean.
 
 import { decodeRGBA } from "./codec.js";
+import { h } from "./dom.js";
 import { fitScale, fromPython, tileAt, tileRect, toAtlas } from "./grid.js";
-
-/**
- * Create an element with a class and, optionally, text (always as text, never as HTML).
- * @param {string} tag
- * @param {string} [className]
- * @param {string} [text]
- * @returns {HTMLElement}
- */
-export function h(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-/**
- * A number for people: 4 significant digits, no trailing zeros.
- * @param {number} v
- * @returns {string}
- */
-export function fmt(v) {
-  if (!Number.isFinite(v)) return String(v);
-  if (v !== 0 && (Math.abs(v) >= 1e5 || Math.abs(v) < 1e-3)) return v.toExponential(2);
-  return String(Number(v.toPrecision(4)));
-}
 
 /**
  * Draw an RGBA payload on a canvas (resizing it only when the size changes).
@@ -213,37 +189,4 @@ export function createAtlasView({ maxWidth, hoverText, onClick }) {
       stage.remove();
     },
   };
-}
-
-/**
- * Subscribe to model events and return one function that unsubscribes them all.
- * @param {{on: Function, off: Function}} model
- * @param {Record<string, () => void>} handlers  event name -> callback
- * @returns {() => void}
- */
-export function listen(model, handlers) {
-  for (const [name, cb] of Object.entries(handlers)) model.on(name, cb);
-  return () => {
-    for (const [name, cb] of Object.entries(handlers)) model.off(name, cb);
-  };
-}
-
-/**
- * Call `fn` when `element` changes size (no-op where ResizeObserver is missing).
- * @param {Element} element
- * @param {() => void} fn
- * @returns {() => void} disconnect
- */
-export function onResize(element, fn) {
-  if (typeof ResizeObserver === "undefined") return () => {};
-  let last = -1;
-  const observer = new ResizeObserver((entries) => {
-    const w = Math.round(entries[0]?.contentRect.width ?? 0);
-    if (w !== last) {
-      last = w;
-      fn();
-    }
-  });
-  observer.observe(element);
-  return () => observer.disconnect();
 }

@@ -7,6 +7,7 @@
 // the square the same way. A plain (h, w) map (show_map) covers the image in equal cells.
 
 import { applyColormap } from "./colormap.js";
+import { fmtValue } from "./dom.js";
 
 /**
  * @typedef {object} Cells
@@ -114,19 +115,6 @@ export function finiteRange(values) {
     }
   }
   return lo <= hi ? { lo, hi } : { lo: 0, hi: 0 };
-}
-
-/**
- * A number for a colour-bar label or a tooltip: 3 significant digits, exponent when tiny.
- * @param {number} v
- * @returns {string}
- */
-export function fmtValue(v) {
-  if (!Number.isFinite(v)) return String(v);
-  if (v === 0) return "0";
-  const a = Math.abs(v);
-  if (a >= 1e5 || a < 1e-3) return v.toExponential(2);
-  return String(Number(v.toPrecision(3)));
 }
 
 /**
@@ -266,17 +254,4 @@ export function toImage(rect, clientX, clientY, width, height) {
     x: ((clientX - rect.left) * width) / (rect.width || 1),
     y: ((clientY - rect.top) * height) / (rect.height || 1),
   };
-}
-
-/**
- * A probability as a percentage for people: one decimal, an exponent below 0.01 %.
- * @param {number} p
- * @returns {string}
- */
-export function fmtPercent(p) {
-  if (!Number.isFinite(p)) return String(p);
-  const v = p * 100;
-  if (v !== 0 && Math.abs(v) < 0.01) return `${v.toExponential(1)}%`;
-  if (Math.abs(v) < 1) return `${Number(v.toPrecision(2))}%`;
-  return `${v.toFixed(1)}%`;
 }

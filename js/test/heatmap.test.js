@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { fmtPercent, fmtValue } from "../lib/dom.js";
 import {
   barPosition,
   categoricalRGBA,
@@ -8,8 +9,6 @@ import {
   colorbarLabels,
   continuousRGBA,
   finiteRange,
-  fmtPercent,
-  fmtValue,
   OTHER,
   PALETTE,
   paint,

@@ -1,7 +1,7 @@
 // @vitest-environment happy-dom
 import { afterEach, describe, expect, it } from "vitest";
 import evolution, { stepIndex } from "../evolution.js";
-import { fmt } from "../lib/atlas_view.js";
+import { fmt } from "../lib/dom.js";
 import { blockX, hitAt, hitRect, hitText, pairLayout, pairScale } from "../lib/top9_layout.js";
 import topNine, { isCurrent } from "../top_nine.js";
 import { fakeModel, payload } from "./fakes.js";

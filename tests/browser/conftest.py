@@ -26,9 +26,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """A headless Debian Chromium (persistent context in a temp profile)."""
+    """A headless Debian Chromium (persistent context in a temp profile), one per test module.
+
+    Playwright's sync API keeps an asyncio loop marked as running in this thread while the
+    browser is open; widgets built in this process meanwhile would take it for a kernel's
+    loop. Closing the browser with its module keeps that loop out of every other test.
+    """
     from playwright.sync_api import sync_playwright
 
     profile = tmp_path_factory.mktemp("chromium-profile")

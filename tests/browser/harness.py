@@ -1,6 +1,7 @@
 """Voila / JupyterLab + Chromium harness for the browser tests (imported by conftest and the
 tests): the servers (own process groups, ended by PID), notebooks, and the page helpers every
-browser test shares (:class:`App`, ``WAIT``, ``PIXELS``, ``TILE_CENTRE``, ``NOISE``)."""
+browser test shares (:class:`App` with Playwright's waits, ``PIXELS``, ``TILE_CENTRE``,
+``NOISE``)."""
 
 from __future__ import annotations
 
@@ -172,25 +173,38 @@ class VoilaServer(ServerProcess):
 
 class JupyterLabServer(ServerProcess):
     """``jupyter lab`` on 127.0.0.1 serving ``directory``: no token, no password, temporary
-    config / workspace / settings dirs, ``window.jupyterapp`` exposed, nothing fetched."""
+    config / workspace / settings dirs, ``window.jupyterapp`` exposed, nothing fetched.
 
-    def __init__(self, directory: Path, root: Path | None = None, startup_timeout: float = 90.0):
+    ``app="notebook"`` runs Jupyter Notebook 7 instead (the same JupyterLab application
+    framework, one document per tab: open ``notebooks/NB.ipynb``)."""
+
+    #: module run with ``python -m`` and the class its options belong to
+    APPS = {"lab": ("jupyterlab", "LabApp"), "notebook": ("notebook", "JupyterNotebookApp")}
+
+    def __init__(
+        self,
+        directory: Path,
+        root: Path | None = None,
+        startup_timeout: float = 90.0,
+        app: str = "lab",
+    ):
         """``root``: the folder the server shows (default ``directory``, which also holds its
         log, runtime and state folders)."""
+        module, cls = self.APPS[app]
         port = _free_port()
-        state = directory / ".lab"
+        state = directory / f".{app}"
         for sub in ("config", "workspaces", "settings"):
             (state / sub).mkdir(parents=True, exist_ok=True)
-        # no "Would you like to get notified about official Jupyter news?" toast
-        notification = state / "settings" / "@jupyterlab" / "apputils-extension"
-        notification.mkdir(parents=True, exist_ok=True)
-        (notification / "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false"})
-        )
+        if app == "lab":  # no "Would you like to get notified about Jupyter news?" toast
+            notification = state / "settings" / "@jupyterlab" / "apputils-extension"
+            notification.mkdir(parents=True, exist_ok=True)
+            (notification / "notification.jupyterlab-settings").write_text(
+                json.dumps({"fetchNews": "false"})
+            )
         args = [
             sys.executable,
             "-m",
-            "jupyterlab",
+            module,
             "--allow-root",
             "--no-browser",
             "--ip=127.0.0.1",
@@ -199,18 +213,23 @@ class JupyterLabServer(ServerProcess):
             "--IdentityProvider.token=",
             "--ServerApp.password=",
             f"--ServerApp.root_dir={root or directory}",
-            "--LabApp.expose_app_in_browser=True",
-            f"--LabApp.workspaces_dir={state / 'workspaces'}",
-            f"--LabApp.user_settings_dir={state / 'settings'}",
-            "--LabApp.news_url=None",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            f"--{cls}.expose_app_in_browser=True",
+            f"--{cls}.workspaces_dir={state / 'workspaces'}",
+            f"--{cls}.user_settings_dir={state / 'settings'}",
         ]
+        if app == "lab":
+            args += [
+                "--LabApp.news_url=None",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            ]
         env = {
             "JUPYTER_CONFIG_DIR": str(state / "config"),
             "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces"),
             "JUPYTERLAB_SETTINGS_DIR": str(state / "settings"),
         }
-        super().__init__(directory, args, port, "api", startup_timeout, env=env, log_name="lab.log")
+        super().__init__(
+            directory, args, port, "api", startup_timeout, env=env, log_name=f"{app}.log"
+        )
 
 
 def _alive(pid: int) -> bool:
@@ -244,22 +263,11 @@ def serve(directory: Path, name: str, cells: list[str]) -> VoilaServer:
     return VoilaServer(directory, name)
 
 
-# Polls a predicate in the page, raced against a timer (page.evaluate has no time-out).
-WAIT = """async ([body, arg, ms]) => {
-  const pred = new Function("arg", body);
-  let done = false;
-  const timer = new Promise((_, reject) =>
-    setTimeout(() => { done = true; reject(new Error(`timed out after ${ms} ms`)); }, ms));
-  const poll = (async () => {
-    while (!done) {
-      let v = null;
-      try { v = pred(arg); } catch (e) { v = null; }
-      if (v) { done = true; return v; }
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  })();
-  return Promise.race([poll, timer]);
-}"""
+# A predicate's body (JavaScript using ``arg``, returning a truthy value when the condition
+# holds) as the function Playwright's ``wait_for_function`` polls; a throw counts as "not yet".
+def predicate(body: str) -> str:
+    return f"(arg) => {{ try {{ {body} }} catch (e) {{ return null; }} }}"
+
 
 PIXELS = """(sel) => {
   const c = document.querySelector(sel);
@@ -298,8 +306,13 @@ class App:
     errors: list[str] = field(default_factory=list)
 
     def wait(self, body: str, arg: object = None, timeout_s: float = 20.0):
+        """Wait (Playwright's ``wait_for_function``, polled every animation frame) until the
+        predicate ``body`` holds for ``arg``; its value."""
         try:
-            return self.page.evaluate(WAIT, [body, arg, int(timeout_s * 1000)])
+            handle = self.page.wait_for_function(
+                predicate(body), arg=arg, timeout=int(timeout_s * 1000)
+            )
+            return handle.json_value()
         except Exception as exc:
             raise AssertionError(
                 f"{exc}\nwaiting for: {body}\npage errors: {self.errors}\n"
@@ -308,6 +321,13 @@ class App:
 
     def pixels(self, sel: str) -> dict:
         return self.page.evaluate(PIXELS, sel)
+
+    def settle(self) -> None:
+        """Wait until the page has painted twice more (what a screenshot or a check that
+        something did *not* change needs), instead of sleeping a fixed time."""
+        self.page.evaluate(
+            "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))"
+        )
 
     def text(self, sel: str) -> str:
         return self.page.locator(sel).first.inner_text()

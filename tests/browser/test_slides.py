@@ -12,7 +12,6 @@ a screenshot goes to tests/artifacts/slides-N.png. Every request of the page sta
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -120,7 +119,7 @@ def test_deck_steps_through_every_slide(deck, artifacts):
             assert not _blank(px), (title, px)
         else:
             assert state["visible"], (title, what)
-        time.sleep(0.3)  # let a redraw settle before the screenshot
+        deck.settle()  # the redraw painted before the screenshot
         path = artifacts / f"slides-{i + 1}.png"
         page.screenshot(path=str(path))
         shots.append(path)
@@ -128,7 +127,7 @@ def test_deck_steps_through_every_slide(deck, artifacts):
     assert len(seen) == len(SLIDES)
     # a last key press leaves the last slide where it is
     page.keyboard.press("Space")
-    time.sleep(0.3)
+    deck.settle()
     assert page.evaluate(PRESENT, "pre")["title"] == seen[-1]
     assert all(p.stat().st_size > 10_000 for p in shots)
     assert not deck.errors, deck.errors

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
 from ipywidgets.widgets.widget import _remove_buffers
+
+import zfwidgets as zf
 
 
 class FrontEnd:
@@ -35,3 +38,16 @@ class FrontEnd:
 @pytest.fixture
 def frontend():
     return FrontEnd
+
+
+# The bundled default model and four of its images (the figure widgets' tests).
+@pytest.fixture(scope="module")
+def default():
+    torch.set_num_threads(1)
+    return zf.load_default()
+
+
+@pytest.fixture(scope="module")
+def batch(default):
+    x, y = default.images.tensors()
+    return x[:4], y[:4]

@@ -19,11 +19,6 @@ from zfwidgets.widgets.top_nine import TopNine
 
 
 @pytest.fixture
-def model():
-    return tiny_zf()
-
-
-@pytest.fixture
 def images():
     return torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 

@@ -10,7 +10,6 @@ import torch
 import torchvision
 import traitlets
 from ipywidgets.widgets.widget import _remove_buffers
-from models import tiny_zf
 from torch import nn
 
 import zfwidgets as zf
@@ -18,17 +17,6 @@ from zfwidgets.codec import decode
 from zfwidgets.images import GridLayout, colormap, display_image, normalize_maps, to_rgba
 from zfwidgets.widgets import LayerGrid, _base
 from zfwidgets.widgets.layer_grid import map_layers, mean_std_of
-
-
-@pytest.fixture
-def model():
-    return tiny_zf()
-
-
-@pytest.fixture
-def image():
-    g = torch.Generator().manual_seed(3)
-    return torch.randn(3, 32, 32, generator=g)
 
 
 def atlas_of(w: LayerGrid) -> np.ndarray:

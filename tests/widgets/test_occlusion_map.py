@@ -24,17 +24,6 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 EVIL = "<img src=x onerror=alert(1)>"
 
 
-@pytest.fixture
-def model():
-    return tiny_zf()
-
-
-@pytest.fixture
-def image():
-    g = torch.Generator().manual_seed(3)
-    return torch.randn(3, 32, 32, generator=g)
-
-
 def maps_of(w: OcclusionMap) -> dict[str, np.ndarray]:
     return {
         k: decode(w.frame[k])
@@ -270,7 +259,7 @@ def test_a_superseded_sweep_stops_at_its_next_forward(model, image):
     def on_forward():
         calls.append(1)
         if holder.get("armed") and len(calls) == 4:
-            holder["w"]._generation += 1  # what a newer set_image does
+            holder["w"]._runner.supersede()  # what a newer set_image does
 
     wrapped = SlowBumper(model, on_forward)
     w = OcclusionMap(wrapped, image, window=8, stride=2, batch_size=4)

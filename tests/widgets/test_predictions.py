@@ -9,18 +9,12 @@ import numpy as np
 import pytest
 import torch
 from ipywidgets.widgets.widget import _remove_buffers
-from models import tiny_zf
 from torch import nn
 
 from zfwidgets.codec import decode
 from zfwidgets.widgets.predictions import Predictions
 
 EVIL = "<img src=x onerror=alert(1)>"
-
-
-@pytest.fixture
-def model():
-    return tiny_zf()
 
 
 @pytest.fixture

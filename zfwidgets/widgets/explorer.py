@@ -6,7 +6,10 @@ back-propagation projections for this image (docs/method.md Sec. 2) and its top-
 dataset (:class:`TopNine`, Fig. 2); the occlusion maps (:class:`OcclusionMap`, Fig. 7) and
 the top-5 predictions. ``Explorer()`` opens on the bundled default model and images.
 
-Everything is computed by the engine on the model's device; the widgets only draw.
+Everything is computed by the engine on the model's device; the widgets only draw. Each part
+computes through its own job runner (:mod:`zfwidgets.widgets._jobs`); the Explorer's own job
+computes the projections of the selected unit once per click, for the unit view and the
+heatmap views alike.
 """
 
 from __future__ import annotations
@@ -26,15 +29,21 @@ from .._checks import (
     model_device,
     resolve_layer,
 )
-from ..backprop import backprop, deconv, guided_backprop
+from ..backprop import backprop
 from ..capture import eval_mode
-from ..images import contrast_normalize, display_image
+from ..images import contrast_normalize, display_image, fit_channels, mean_std_of
+from ..layers import module_tree_copy
 from ..uploads import MAX_UPLOAD_BYTES, decode_upload
+from ._jobs import Job, Runner
 from .gallery import Gallery
-from .layer_grid import LayerGrid, mean_std_of
+from .layer_grid import LayerGrid
 
 __all__ = ["Explorer", "MAX_UPLOAD_BYTES"]
 
+
+#: The projection rules of the unit view and the heatmap views, by view name.
+_RULES = {"saliency": "saliency", "guided backprop": "guided", "deconvnet": "deconv"}
+_UNIT_HINT = "click a feature map above to project it to pixel space"
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -202,6 +211,8 @@ class Explorer(w.VBox):
             raise ValueError(f"model: {type(model).__name__} has no nn.Conv2d layer to explore")
         self.layers = layers
         self.index = 0
+        self._runner = Runner(f"zfwidgets.Explorer-{id(self):x}")
+        self._need_full = True  # the image changed: Grad-CAM and Captum views are due too
 
         self.status = w.Label("")
         self.strip = Gallery(
@@ -224,7 +235,7 @@ class Explorer(w.VBox):
             self._display(self.current.unsqueeze(0)),
             ["image"],
             title="selected unit",
-            caption="click a feature map above to project it to pixel space",
+            caption=_UNIT_HINT,
             selectable=False,
             tile_size=160,
         )
@@ -240,7 +251,7 @@ class Explorer(w.VBox):
             children.append(self.top9)
         self.predictions = self._make_predictions()
         self.occlusion_map = self._make_occlusion() if occlusion else None
-        self._show_attributions()
+        self._request_views()
         row = [x for x in (self.occlusion_map, self.predictions) if x is not None]
         if row:
             # side by side where they fit, one under the other where they don't
@@ -289,10 +300,7 @@ class Explorer(w.VBox):
         return [f"image {i}" for i in range(len(self.images))]
 
     def _display(self, x: torch.Tensor) -> torch.Tensor:
-        img = display_image(x, self._mean, self._std)
-        if img.shape[1] not in (1, 3):
-            img = img.mean(1, keepdim=True)
-        return img
+        return fit_channels(display_image(x, self._mean, self._std))
 
     @property
     def current(self) -> torch.Tensor:
@@ -336,18 +344,15 @@ class Explorer(w.VBox):
             raise ValueError(f"index: expected an int in [0, {len(self.images)}), got {index}")
         self.index = index
         x = self.current
-        self._busy("computing…")
-        try:
-            self.grid.set_image(x)
-            if self.predictions is not None:
-                self.predictions.set_image(x)
-            if self.occlusion_map is not None:
-                view = self.occlusion_map.view
-                self.occlusion_map.set_image(x)
-                self._show_attributions(keep_view=view)
-            self._show_unit()
-        finally:
-            self._busy("")
+        self.grid.set_image(x)
+        if self.predictions is not None:
+            self.predictions.set_image(x)
+        view = None
+        if self.occlusion_map is not None:
+            view = self.occlusion_map.view
+            self.occlusion_map.set_image(x)
+        self._need_full = True
+        self._request_views(keep_view=view)
         if self.strip.selected != index:
             self.strip.selected = index
 
@@ -405,16 +410,34 @@ class Explorer(w.VBox):
     def _on_layer(self, change: dict) -> None:
         if self.top9 is not None:
             self.top9.layer = change["new"]
-        self._show_unit()
-        self._show_attributions(unit_only=True)
+        self._request_views()
 
     def _on_channel(self, change: dict) -> None:
         if change["new"] is not None and self.top9 is not None:
             self.top9.channel = change["new"]
-        self._show_unit()
-        self._show_attributions(unit_only=True)
+        self._request_views()
 
-    # -- attribution views in the occlusion widget -----------------------------------------
+    def close(self) -> None:
+        runner = getattr(self, "_runner", None)  # None when __init__ failed early
+        if runner is not None:
+            runner.close()
+        super().close()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every part shows the latest request (for scripts and tests); False when
+        ``timeout`` seconds ran out first."""
+        parts = [self.grid, self.predictions, self.occlusion_map]
+        ok = all(p.wait(timeout) for p in parts if p is not None)
+        if self.top9 is not None:
+            try:
+                self.top9.wait(timeout)
+            except TimeoutError:
+                ok = False
+            except RuntimeError:
+                pass  # shown in the widget
+        return self._runner.join(timeout) and ok
+
+    # -- the unit view and the attribution views in the occlusion widget -------------------
     def attribution_maps(self, *, unit_only: bool = False) -> dict[str, torch.Tensor]:
         """The heatmaps shown beside occlusion for the current image, name -> (H, W).
 
@@ -426,49 +449,70 @@ class Explorer(w.VBox):
         :attr:`attribution_errors`.
         """
         x = self.current.unsqueeze(0)
-        maps: dict[str, torch.Tensor] = {}
+        out = self._compute_views(self.model, x, self.grid.layer, self.grid.channel, unit_only)
+        self._merge_errors(out, unit_only)
+        return out["maps"]
+
+    def _merge_errors(self, out: dict[str, Any], unit_only: bool) -> None:
         if not unit_only:
             self.attribution_errors = {}
-        with eval_mode(self.model), torch.no_grad():
-            predicted = int(self.model(x).argmax(1)[0])
+        for name in out["tried"]:
+            self.attribution_errors.pop(name, None)
+        self.attribution_errors.update(out["errors"])
+
+    def _compute_views(
+        self, model: nn.Module, x: torch.Tensor, layer: str, c: int | None, unit_only: bool
+    ) -> dict[str, Any]:
+        """Every projection of the selected unit, each computed once, and the heatmaps.
+
+        Returns ``{"projections": {rule: (1, C, H, W)} (the unit's, empty with no unit),
+        "maps": {view: (H, W)}, "errors": {view: message}, "tried": [view, ...]}``.
+        """
+        maps: dict[str, torch.Tensor] = {}
+        errors: dict[str, str] = {}
+        tried: list[str] = []
+        projections: dict[str, torch.Tensor] = {}
+        with eval_mode(model), torch.no_grad():
+            predicted = int(model(x).argmax(1)[0])
 
         def attempt(name: str, fn: Any) -> None:
+            tried.append(name)
             try:
                 maps[name] = fn().detach().float()
             except Exception as exc:  # one broken method must not break the Explorer
-                self.attribution_errors[name] = f"{type(exc).__name__}: {exc}"
-            else:
-                self.attribution_errors.pop(name, None)
+                errors[name] = f"{type(exc).__name__}: {exc}"
 
+        if c is not None:
+            kw: dict[str, Any] = {"layer": layer, "channel": c}
+        else:
+            last = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+            kw = {"layer": last[-1], "units": [[0, predicted]]} if last else {}
+        rules = {"deconv", "guided"} if c is not None else set()
+        if self.attribution_views and kw:
+            rules |= set(_RULES.values())
+        for rule in sorted(rules):
+            try:
+                projections[rule] = backprop(model, x, rule=rule, **kw)
+            except Exception as exc:
+                name = next(n for n, r in _RULES.items() if r == rule)
+                errors[name] = f"{type(exc).__name__}: {exc}"
         if self.attribution_views:
             if not unit_only:
                 from ..gradcam import grad_cam
 
-                attempt("Grad-CAM", lambda: grad_cam(self.model, x, target=predicted).upsampled[0])
-            c = self.grid.channel
-            if c is not None:
-                kw: dict[str, Any] = {"layer": self.grid.layer, "channel": c}
-            else:
-                last = [n for n, m in self.model.named_modules() if isinstance(m, nn.Linear)]
-                kw = {"layer": last[-1], "units": [[0, predicted]]} if last else {}
-            if kw:
-                for name, rule in (
-                    ("saliency", "saliency"),
-                    ("guided backprop", "guided"),
-                    ("deconvnet", "deconv"),
-                ):
-                    attempt(
-                        name,
-                        lambda rule=rule: backprop(self.model, x, rule=rule, **kw)[0].abs().sum(0),
-                    )
+                attempt("Grad-CAM", lambda: grad_cam(model, x, target=predicted).upsampled[0])
+            for name, rule in _RULES.items():
+                if rule in projections:
+                    attempt(name, lambda rule=rule: projections[rule][0].abs().sum(0))
         if not unit_only:
             for name, cls in self.attributions.items():
-                attempt(name, lambda cls=cls: self._captum_map(cls, x, predicted))
-        return maps
+                attempt(name, lambda cls=cls: self._captum_map(model, cls, x, predicted))
+        unit = {r: p for r, p in projections.items() if c is not None}
+        return {"projections": unit, "maps": maps, "errors": errors, "tried": tried}
 
-    def _captum_map(self, cls: Any, x: torch.Tensor, target: int) -> torch.Tensor:
-        with eval_mode(self.model), torch.enable_grad():
-            attr = cls(self.model).attribute(x.detach().clone(), target=target)
+    def _captum_map(self, model: nn.Module, cls: Any, x: torch.Tensor, target: int) -> torch.Tensor:
+        with eval_mode(model), torch.enable_grad():
+            attr = cls(model).attribute(x.detach().clone(), target=target)
         if isinstance(attr, tuple):
             attr = attr[0]
         if not isinstance(attr, torch.Tensor) or attr.dim() != 4:
@@ -476,41 +520,63 @@ class Explorer(w.VBox):
             raise ValueError(f"expected an attribution of shape (1, C, H, W), got {shape}")
         return attr[0].abs().sum(0)
 
-    def _show_attributions(self, *, unit_only: bool = False, keep_view: str | None = None) -> None:
-        occ = self.occlusion_map
-        if occ is None or not (self.attribution_views or self.attributions):
-            return
-        maps = self.attribution_maps(unit_only=unit_only)
-        with occ.hold_sync():
-            for name, values in maps.items():
-                occ.show_map(name, values, show=False)
-            if keep_view is not None and keep_view in [v["name"] for v in occ.views]:
-                occ.view = keep_view
-
-    def _show_unit(self) -> None:
-        """The current image beside the projections of the selected map's strongest unit."""
-        c = self.grid.channel
-        image = self._display(self.current.unsqueeze(0))
-        if c is None:
-            self.unit.set_images(image, ["image"])
-            self.unit.caption = "click a feature map above to project it to pixel space"
-            return
-        layer = self.grid.layer
+    def _request_views(self, *, keep_view: str | None = None) -> None:
+        """The unit view and the heatmap views for the current image and unit, computed
+        through the Explorer's job runner (one projection per rule per click)."""
         x = self.current.unsqueeze(0)
-        d = deconv(self.model, x, layer=layer, channel=c)
-        g = guided_backprop(self.model, x, layer=layer, channel=c)
+        layer, c = self.grid.layer, self.grid.channel
+        full = self._need_full
+        views = self.occlusion_map is not None and (self.attribution_views or self.attributions)
+        self._busy("computing…")
+
+        def work(job: Job) -> dict[str, Any]:
+            model = module_tree_copy(self.model)
+            if not views:
+                if c is None:
+                    return {"projections": {}, "maps": {}, "errors": {}, "tried": []}
+                out = {
+                    rule: backprop(model, x, rule=rule, layer=layer, channel=c)
+                    for rule in ("deconv", "guided")
+                }
+                return {"projections": out, "maps": {}, "errors": {}, "tried": []}
+            return self._compute_views(model, x, layer, c, not full)
+
+        def apply(out: dict[str, Any]) -> None:
+            if full:
+                self._need_full = False
+            self._show_unit(x, layer, c, out["projections"])
+            if views:
+                self._merge_errors(out, not full)
+                occ = self.occlusion_map
+                with occ.hold_sync():
+                    for name, values in out["maps"].items():
+                        occ.show_map(name, values, show=False)
+                    if keep_view is not None and keep_view in [v["name"] for v in occ.views]:
+                        occ.view = keep_view
+            self._busy("")
+
+        def error(exc: BaseException) -> None:
+            self._busy(f"{type(exc).__name__}: {exc}")
+
+        self._runner.submit(work, apply, error=error, wait=True)
+
+    def _show_unit(
+        self, x: torch.Tensor, layer: str, c: int | None, projections: dict[str, torch.Tensor]
+    ) -> None:
+        """The image beside the projections of the selected map's strongest unit."""
+        image = self._display(x)
+        if c is None or not {"deconv", "guided"} <= projections.keys():
+            self.unit.set_images(image, ["image"])
+            self.unit.caption = _UNIT_HINT
+            return
         tiles = torch.cat(
             [
                 image,
-                self._fit_channels(contrast_normalize(d)),
-                self._fit_channels(contrast_normalize(g)),
+                fit_channels(contrast_normalize(projections["deconv"])),
+                fit_channels(contrast_normalize(projections["guided"])),
             ]
         )
         self.unit.set_images(tiles, ["image", "deconvnet (Zeiler & Fergus)", "guided backprop"])
         self.unit.caption = (
             f"{layer} · channel {c}: its strongest unit in this image, projected to pixel space"
         )
-
-    @staticmethod
-    def _fit_channels(img: torch.Tensor) -> torch.Tensor:
-        return img if img.shape[1] in (1, 3) else img.mean(1, keepdim=True)

@@ -22,6 +22,7 @@ from ..codec import decode, pack
 from ..filters import dead_filters, dominating_filters, filter_rms, filters
 from ..images import filter_atlas
 from ._base import ZFWidget
+from ._jobs import Runner
 
 __all__ = ["DEAD", "DOMINATING", "FilterGrid"]
 
@@ -141,6 +142,7 @@ class FilterGrid(ZFWidget):
         self._frames: dict[int, dict[str, Any]] = {}
         self._shadow: nn.Module | None = None
         self._ready = False
+        self._runner = Runner(f"zfwidgets.FilterGrid-{id(self):x}")
         frame = self._frame(0)
         super().__init__(
             layer=name,
@@ -253,10 +255,25 @@ class FilterGrid(ZFWidget):
     @t.observe("checkpoint")
     def _on_checkpoint(self, change: dict) -> None:
         if self._ready:
-            frame = self._frame(change["new"])
-            with self.hold_sync():
-                self.frame = frame
-                self.caption = self._caption(frame, self.channel)
+            index = change["new"]
+
+            def apply(frame: dict[str, Any]) -> None:
+                with self.hold_sync():
+                    self.frame = frame
+                    self.caption = self._caption(frame, self.channel)
+
+            self._runner.submit(lambda job: self._frame(index), apply, wait=True)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the latest checkpoint's filters are shown; False when ``timeout`` ran
+        out first."""
+        return self._runner.join(timeout)
+
+    def close(self) -> None:
+        runner = getattr(self, "_runner", None)
+        if runner is not None:
+            runner.close()
+        super().close()
 
     @t.observe("channel")
     def _on_channel(self, change: dict) -> None:

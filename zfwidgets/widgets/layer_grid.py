@@ -17,89 +17,26 @@ import torch
 import traitlets as t
 from torch import nn
 
-from .._checks import check_images, check_model, model_device, resolve_layer
+from .._checks import check_model, resolve_layer
+from .._data import one_image as _as_image
 from ..capture import capture, eval_mode
 from ..codec import decode, encode, pack
-from ..images import COLORMAPS, display_image, feature_atlas, to_rgba
-from ._base import ZFWidget
-
-__all__ = ["MAP_TYPES", "LayerGrid", "display_stats", "map_layers"]
-
-#: Module types whose outputs are offered as feature maps (when they are (1, C, H, W)).
-MAP_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Conv2d,
-    nn.ConvTranspose2d,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Hardswish,
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
-    nn.LocalResponseNorm,
-    nn.BatchNorm2d,
+from ..images import (
+    COLORMAPS,
+    display_image,
+    display_stats,
+    feature_atlas,
+    fit_channels,
+    mean_std_of,
+    to_rgba,
 )
+from ..layers import MAP_TYPES, map_layers, module_tree_copy
+from ._base import ZFWidget
+from ._jobs import Job, Runner
+
+__all__ = ["MAP_TYPES", "LayerGrid", "display_stats", "map_layers", "mean_std_of"]
 
 _SCALES = ("map", "layer")
-
-
-def map_layers(model: nn.Module) -> list[str]:
-    """Dotted names of the modules of ``model`` that may produce feature maps (conv, rectifier,
-    pooling, normalisation), in ``named_modules()`` order."""
-    return [n for n, m in model.named_modules() if n and isinstance(m, MAP_TYPES)]
-
-
-def mean_std_of(transform: Any) -> tuple[Any, Any]:
-    """``(mean, std)`` of the ``Normalize`` inside a torchvision transform (a ``Normalize``,
-    a ``Compose`` holding one, or ``weights.transforms()``)."""
-    mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
-    if mean is not None and std is not None:
-        return mean, std
-    for inner in getattr(transform, "transforms", None) or []:
-        try:
-            return mean_std_of(inner)
-        except ValueError:
-            continue
-    raise ValueError(
-        f"transform: found no Normalize(mean, std) in {type(transform).__name__}; "
-        "pass mean= and std= instead"
-    )
-
-
-def display_stats(transform: Any, mean: Any, std: Any) -> tuple[Any, Any]:
-    """The ``(mean, std)`` to undo for display: from ``transform``'s ``Normalize`` or given
-    directly (not both); ``(None, None)`` when neither is given."""
-    if transform is not None:
-        if mean is not None or std is not None:
-            raise ValueError("give transform= or mean=/std=, not both")
-        mean, std = mean_std_of(transform)
-    if (mean is None) != (std is None):
-        raise ValueError("mean and std: give both or neither")
-    return mean, std
-
-
-def _as_image(model: nn.Module, image: object) -> torch.Tensor:
-    """One image as a (1, C, H, W) tensor on the model's device (a copy only if moved)."""
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(
-            f"image: expected a torch.Tensor of shape (C, H, W) or (1, C, H, W), "
-            f"got {type(image).__name__}"
-        )
-    if image.dim() == 3:
-        image = image.unsqueeze(0)
-    elif image.dim() != 4 or image.shape[0] != 1:
-        raise ValueError(
-            f"image: expected one image of shape (C, H, W) or (1, C, H, W), got shape "
-            f"{tuple(image.shape)}"
-            + (" (a batch: pass one image, e.g. x[0])" if image.dim() == 4 else "")
-        )
-    x = image.detach().to(model_device(model))
-    return check_images(model, x, name="image")
 
 
 def _capture_maps(
@@ -223,9 +160,12 @@ class LayerGrid(ZFWidget):
         else:
             self._candidates = [resolve_layer(model, layer)[0] for layer in layers]
         self._ready = False
-        self._acts: dict[str, torch.Tensor] = {}
-        self._offered_names: list[str] = []
-        self._load_image(image)
+        self._wanted: torch.Tensor | None = None
+        self._runner = Runner(f"zfwidgets.LayerGrid-{id(self):x}")
+        x = _as_image(model, image)
+        acts = self._compute_maps(model, x)
+        self._commit_image(x, acts)
+        self._wanted = x
         if layer is None:
             convs = [n for n in self._offered_names if isinstance(self._module(n), nn.Conv2d)]
             layer = convs[0] if convs else self._offered_names[0]
@@ -234,7 +174,7 @@ class LayerGrid(ZFWidget):
         layer = self._check_name(layer)
         colormap = self._check_colormap(colormap)
         scale = self._check_scale(scale)
-        frame = self._frame(layer, colormap, scale)
+        frame, self._maxima = self._frame(model, x, acts, layer, colormap, scale)
         # Everything is computed before the comm opens, so the front end gets one full state.
         super().__init__(
             layers=list(self._offered_names),
@@ -242,7 +182,7 @@ class LayerGrid(ZFWidget):
             colormap=colormap,
             scale=scale,
             frame=frame,
-            thumbnail=self._thumbnail(),
+            thumbnail=self._thumbnail(x),
             caption=self._caption(frame, None),
             max_width=max_width,
             **kwargs,
@@ -253,15 +193,17 @@ class LayerGrid(ZFWidget):
     def _module(self, name: str) -> nn.Module:
         return dict(self._model.named_modules())[name]
 
-    def _load_image(self, image: torch.Tensor) -> None:
-        """Check ``image``, run the model once, keep the maps and the offered layer names."""
-        x = _as_image(self._model, image)
-        acts = _capture_maps(self._model, x, self._candidates)
+    def _compute_maps(self, model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run the model once on ``x``; the maps of every candidate layer (checked)."""
+        acts = _capture_maps(model, x, self._candidates)
         if not acts:
             raise ValueError(
                 f"model: none of the layers {self._candidates[:8]} of {type(self._model).__name__} "
                 f"gives (1, C, H, W) feature maps for an image of shape {tuple(x.shape)}"
             )
+        return acts
+
+    def _commit_image(self, x: torch.Tensor, acts: dict[str, torch.Tensor]) -> None:
         self._image = x
         size = sum(a.numel() * a.element_size() for a in acts.values())
         self._acts = acts if size <= self._cache_bytes else {}
@@ -276,18 +218,77 @@ class LayerGrid(ZFWidget):
         return _capture_maps(self._model, self._image, [name])[name]
 
     def set_image(self, image: torch.Tensor) -> None:
-        """Show another image (same checks as the constructor); redraws the grid."""
-        self._load_image(image)
-        with self.hold_sync():
-            self._ready = False
-            try:
-                self.layers = list(self._offered_names)
-                if self.layer not in self._offered_names:
-                    self.layer = self._offered_names[0]
-            finally:
-                self._ready = True
-            self.thumbnail = self._thumbnail()
-            self._redraw(keep_channel=True)
+        """Show another image (same checks as the constructor); redraws the grid.
+
+        In a kernel the forward pass runs off the kernel thread and the grid changes when it is
+        done (a newer request wins); without an event loop it is done when this returns.
+        """
+        x = _as_image(self._model, image)
+        self._request(x=x, keep_channel=True)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the latest request is drawn; False when ``timeout`` ran out first."""
+        return self._runner.join(timeout)
+
+    def close(self) -> None:
+        runner = getattr(self, "_runner", None)
+        if runner is not None:
+            runner.close()
+        super().close()
+
+    def _request(self, *, x: torch.Tensor | None = None, keep_channel: bool) -> None:
+        """Draw ``layer`` / ``colormap`` / ``scale`` as they are now, for ``x`` (a new image)
+        or the current one, through the widget's job runner."""
+        new_image = x is not None
+        x = self._wanted if x is None else x
+        self._wanted = x
+        layer, colormap, scale = self.layer, self.colormap, self.scale
+        acts, cached_for = self._acts, self._image
+
+        def work(job: Job) -> dict[str, Any]:
+            model = module_tree_copy(self._model)
+            if cached_for is x:
+                maps, offered = acts, self._offered_names
+            else:
+                maps = self._compute_maps(model, x)
+                offered = list(maps)
+            name = layer if layer in offered else offered[0]
+            frame, maxima = self._frame(model, x, maps, name, colormap, scale)
+            return {
+                "x": x,
+                "acts": None if cached_for is x else maps,
+                "layer": name,
+                "frame": frame,
+                "maxima": maxima,
+                "thumbnail": self._thumbnail(x) if new_image else None,
+            }
+
+        def apply(out: dict[str, Any]) -> None:
+            with self.hold_sync():
+                if out["acts"] is not None:
+                    self._commit_image(out["x"], out["acts"])
+                self._ready = False
+                try:
+                    self.layers = list(self._offered_names)
+                    if self.layer != out["layer"]:
+                        self.layer = out["layer"]
+                    frame = out["frame"]
+                    count = frame["grid"]["count"]
+                    if not keep_channel or (self.channel is not None and self.channel >= count):
+                        self.channel = None
+                finally:
+                    self._ready = True
+                self._maxima = out["maxima"]
+                if out["thumbnail"] is not None:
+                    self.thumbnail = out["thumbnail"]
+                self.frame = frame
+                self.error = ""
+                self.caption = self._caption(frame, self.channel)
+
+        def error(exc: BaseException) -> None:
+            self.error = f"{type(exc).__name__}: {exc}"
+
+        self._runner.submit(work, apply, error=error, wait=True)
 
     def _check_name(self, name: object) -> str:
         if not isinstance(name, str):
@@ -322,15 +323,23 @@ class LayerGrid(ZFWidget):
             raise ValueError(f"scale: expected one of {list(_SCALES)}, got {scale!r}")
         return str(scale)
 
-    def _frame(self, layer: str, colormap: str, scale: str) -> dict[str, Any]:
-        """The state the front end draws: one atlas and the maxima, packed in one transfer."""
-        maps = self.maps(layer)
+    def _frame(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        acts: dict[str, torch.Tensor],
+        layer: str,
+        colormap: str,
+        scale: str,
+    ) -> tuple[dict[str, Any], Any]:
+        """The state the front end draws (one atlas and the maxima, packed in one transfer),
+        and the maxima as a host array for captions."""
+        maps = acts[layer] if layer in acts else _capture_maps(model, x, [layer])[layer]
         fa = feature_atlas(
             maps, cmap=colormap, scale=scale, columns=self._columns, max_tile=self._max_tile
         )
         payloads = pack({"atlas": fa.image, "maxima": fa.maxima})  # one device-to-host copy
-        self._maxima = decode(payloads["maxima"])  # host view, for captions
-        return {
+        frame = {
             "layer": layer,
             "shape": list(maps.shape),
             "grid": fa.layout.to_json(),
@@ -338,12 +347,10 @@ class LayerGrid(ZFWidget):
             "scale": scale,
             **payloads,
         }
+        return frame, decode(payloads["maxima"])
 
-    def _thumbnail(self) -> dict[str, Any]:
-        img = display_image(self._image, self._mean, self._std)
-        if img.shape[1] not in (1, 3):
-            img = img.mean(1, keepdim=True)
-        return encode(to_rgba(img)[0])
+    def _thumbnail(self, x: torch.Tensor) -> dict[str, Any]:
+        return encode(to_rgba(fit_channels(display_image(x, self._mean, self._std)))[0])
 
     def _caption(self, frame: dict[str, Any], channel: int | None) -> str:
         c, h, w = frame["shape"]
@@ -351,24 +358,6 @@ class LayerGrid(ZFWidget):
         if channel is None:
             return f"{layer} · {c} maps of {h}×{w} · hover for values, click to select"
         return f"{layer} · channel {channel} · max {float(self._maxima[channel]):.4g}"
-
-    def _redraw(self, keep_channel: bool) -> None:
-        try:
-            frame = self._frame(self.layer, self.colormap, self.scale)
-        except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            raise
-        with self.hold_sync():
-            count = frame["grid"]["count"]
-            if not keep_channel or (self.channel is not None and self.channel >= count):
-                self._ready = False
-                try:
-                    self.channel = None
-                finally:
-                    self._ready = True
-            self.frame = frame
-            self.error = ""
-            self.caption = self._caption(frame, self.channel)
 
     # -- trait validation and observers ------------------------------------------------------
     @t.validate("layer")
@@ -396,12 +385,12 @@ class LayerGrid(ZFWidget):
     @t.observe("layer")
     def _on_layer(self, change: dict) -> None:
         if self._ready:
-            self._redraw(keep_channel=False)
+            self._request(keep_channel=False)
 
     @t.observe("colormap", "scale")
     def _on_style(self, change: dict) -> None:
         if self._ready:
-            self._redraw(keep_channel=True)
+            self._request(keep_channel=True)
 
     @t.observe("channel")
     def _on_channel(self, change: dict) -> None:

@@ -11,23 +11,17 @@ What crosses to the browser, in one binary transfer per image (:func:`zfwidgets.
 the image as uint8 RGBA (H, W, 4), the four (R, Cc) maps (float32; the top class as int32) and
 the square positions (int32). Class names are sent once, as text.
 
-The sweep runs in a background thread when an event loop runs (a Jupyter kernel), so the
-kernel stays responsive; a newer image supersedes the sweep under way, which stops at its next
-forward pass. The sweep runs on a copy of the model's module tree that shares its parameters and
-buffers (no weights are copied), so the hooks it registers never fire for forward passes the
-notebook makes in the meantime. Without a running loop (scripts, tests) it runs inline.
+The sweep goes through the widget's job runner (:mod:`zfwidgets.widgets._jobs`): in a kernel it
+runs off the kernel thread and a newer image supersedes it (it stops at its next forward pass,
+through ``zf.occlusion(..., progress=)``); without a running loop (scripts, tests) the call
+returns with the maps. The sweep runs on a copy of the model's module tree that shares its
+parameters and buffers (:func:`zfwidgets.layers.module_tree_copy`), so the hooks it registers
+never fire for forward passes the notebook makes in the meantime.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import copy
-import itertools
-import threading
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -35,20 +29,22 @@ import traitlets as t
 from torch import nn
 
 from .._checks import check_logits, check_model, resolve_layer
+from .._data import one_image
 from ..capture import capture, eval_mode
+from ..classes import class_names
 from ..codec import encode, pack
-from ..images import COLORMAPS, display_image, to_rgba
+from ..images import COLORMAPS, display_image, display_stats, fit_channels, to_rgba
+from ..layers import module_tree_copy as _shadow
 from ..occlusion import (
     OcclusionResult,
-    _fill_values,
-    _last_conv,
-    _pair,
-    _positions,
+    SweepGeometry,
+    check_fill,
+    default_layer,
     occlusion,
+    sweep_geometry,
 )
-from ._base import ZFWidget, start_worker
-from .layer_grid import _as_image, display_stats
-from .predictions import class_names
+from ._base import ZFWidget
+from ._jobs import Job, Runner, running_loop
 
 __all__ = ["OCCLUSION_VIEWS", "OcclusionMap"]
 
@@ -60,86 +56,6 @@ OCCLUSION_VIEWS: dict[str, dict[str, str]] = {
 }
 
 _KEEP: Any = object()  # set_image(target=...) not given: keep the current setting
-
-
-class _Superseded(Exception):
-    """A newer request arrived: the sweep under way stops at its next forward pass."""
-
-
-class _Sweep(nn.Module):
-    """Runs ``model``; before every forward pass it stops the sweep when ``stale()`` is true,
-    after it reports the number of images done to ``step``. (A module, not a hook: no hook is
-    registered outside :mod:`zfwidgets.capture`.)"""
-
-    def __init__(
-        self, model: nn.Module, stale: Callable[[], bool], step: Callable[[int], None]
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self._stale = stale
-        self._step = step
-
-    def forward(self, x: torch.Tensor) -> Any:
-        if x.device.type == "meta":  # the checks' shape-only pass: no work to count
-            return self.model(x)
-        if self._stale():
-            raise _Superseded
-        out = self.model(x)
-        self._step(x.shape[0])
-        return out
-
-
-def _shadow(model: nn.Module) -> nn.Module:
-    """A copy of the module tree of ``model`` that shares its parameters and buffers.
-
-    Hooks registered on the copy (and the flags :class:`~zfwidgets.capture.Capture` and
-    ``eval_mode`` toggle on its modules) do not touch ``model``, so a sweep in a background
-    thread and a forward pass in the notebook cannot see each other's hooks. Only module
-    objects are copied. Falls back to ``model`` itself for a model that cannot be copied.
-    """
-    memo = {id(v): v for v in itertools.chain(model.parameters(), model.buffers())}
-    try:
-        return copy.deepcopy(model, memo)
-    except Exception:  # e.g. a scripted module: run the model itself, in turn
-        return model
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
-    # a closed loop raises RuntimeError: OcclusionMap.wait() applies the result then
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(fn, *args)
-
-
-@dataclass(frozen=True)
-class _Geometry:
-    window: tuple[int, int]
-    stride: tuple[int, int]
-    positions: tuple[int, int]  # (R, Cc)
-
-
-@dataclass
-class _Job:
-    """One request: an image and its settings, then its outcome."""
-
-    generation: int
-    x: torch.Tensor
-    geometry: _Geometry
-    target: int | None
-    model: nn.Module
-    result: OcclusionResult | None = None
-    frame: dict[str, Any] | None = None
-    error: BaseException | None = None
-    superseded: bool = False
-    forwards: int = 0
-    done: threading.Event = field(default_factory=threading.Event)
-    delivered: bool = False
 
 
 def _non_negative_int(value: object, name: str) -> int | None:
@@ -260,10 +176,6 @@ class OcclusionMap(ZFWidget):
     ) -> None:
         check_model(model)
         mean, std = display_stats(transform, mean, std)
-        if window is not None:
-            _pair(window, "window")
-        if stride is not None:
-            _pair(stride, "stride")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
         self._model = model
@@ -275,33 +187,32 @@ class OcclusionMap(ZFWidget):
         self._batch_size = batch_size
         if layer is None:
             shape = (1, *image.shape[-3:]) if isinstance(image, torch.Tensor) else None
-            self._layer = _last_conv(model, shape)[0]
+            self._layer = default_layer(model, shape)[0]
         else:
             self._layer = resolve_layer(model, layer)[0]
-        self._generation = 0
-        self._job: _Job | None = None
-        self._thread: threading.Thread | None = None
         self._result: OcclusionResult | None = None
-        self._ready = False
+        self._job: Job | None = None
+        self._runner = Runner(
+            f"zfwidgets.OcclusionMap-{id(self):x}",
+            on_progress=self._on_progress,
+            progress_every_s=0.2,
+        )
 
         x, geometry, num_classes = self._check(image, self._target)
+        self._x = x
         self._classes = class_names(classes, num_classes)
         views = [{"name": k, "kind": "occlusion", **v} for k, v in OCCLUSION_VIEWS.items()]
         if view not in OCCLUSION_VIEWS:
             raise ValueError(f"view: expected one of {list(OCCLUSION_VIEWS)}, got {view!r}")
-        job = self._new_job(x, geometry)
-        loop = _running_loop()
-        if loop is None:  # no event loop: compute now, open the comm with the full state
-            self._run(job, None)
-            if job.error is not None:
-                raise job.error
-            job.delivered = True
-            self._result = job.result
-            state = {"frame": job.frame, "busy": False, "progress": 1.0}
-            caption = self._caption(job.result)
-        else:
+        background = running_loop() is not None
+        if background:
             state = {"frame": self._pending_frame(x), "busy": True, "progress": 0.0}
             caption = self._pending_caption(geometry)
+        else:  # no event loop: compute now, open the comm with the full state
+            result, frame = self._sweep(_shadow(model), x, geometry, self._target, None)
+            self._result = result
+            state = {"frame": frame, "busy": False, "progress": 1.0}
+            caption = self._caption(result)
         super().__init__(
             classes=self._classes,
             views=views,
@@ -312,32 +223,16 @@ class OcclusionMap(ZFWidget):
             **state,
             **kwargs,
         )
-        self._ready = True
-        if loop is not None:
-            self._launch(job, loop)
+        if background:
+            self._submit(x, geometry, self._target)
 
     # -- requests ------------------------------------------------------------------------------
-    def _check(self, image: object, target: int | None) -> tuple[torch.Tensor, _Geometry, int]:
+    def _check(self, image: object, target: int | None) -> tuple[torch.Tensor, SweepGeometry, int]:
         """Every check that needs no sweep: the image, window and stride against its size, and
         one unoccluded forward for the number of classes and the layer's feature maps."""
-        x = _as_image(self._model, image)
-        h, w = x.shape[2:]
-        if self._window is None:
-            side = max(1, round(min(h, w) / 7))
-            win = (side, side)
-        else:
-            win = _pair(self._window, "window")
-            if win[0] > h or win[1] > w:
-                raise ValueError(
-                    f"window: expected a square no larger than the image ({h}x{w}), "
-                    f"got {win[0]}x{win[1]}"
-                )
-        if self._stride is None:
-            step = (max(1, round(win[0] / 4)), max(1, round(win[1] / 4)))
-        else:
-            step = _pair(self._stride, "stride")
-        positions = (len(_positions(h, win[0], step[0])), len(_positions(w, win[1], step[1])))
-        _fill_values(self._fill, x)  # raises for a bad fill
+        x = one_image(self._model, image)
+        geometry = sweep_geometry(tuple(x.shape[2:]), self._window, self._stride)
+        check_fill(self._fill, x)  # raises for a bad fill
         name = self._layer
         with (
             torch.no_grad(),
@@ -365,96 +260,74 @@ class OcclusionMap(ZFWidget):
                 f"channel: {name!r} has {out.shape[1]} feature maps (0..{out.shape[1] - 1}), "
                 f"got {self._channel}"
             )
-        return x, _Geometry(win, step, positions), num_classes
+        return x, geometry, num_classes
 
-    def _new_job(self, x: torch.Tensor, geometry: _Geometry) -> _Job:
-        self._generation += 1
-        self._x = x
-        job = _Job(self._generation, x, geometry, self._target, _shadow(self._model))
-        self._job = job
-        return job
+    def _sweep(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        geometry: SweepGeometry,
+        target: int | None,
+        job: Job | None,
+    ) -> tuple[OcclusionResult, dict[str, Any]]:
+        """The sweep and its frame (in the runner's worker, or inline before the comm opens)."""
 
-    def _launch(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
-        """Run ``job`` in a daemon thread once the previous one has stopped; its outcome is
-        applied on the loop's thread."""
-        previous = self._thread
+        def progress(done: int, total: int) -> None:
+            job.forwards = done
+            job.progress(done, total)
 
-        def work() -> None:
-            if previous is not None:
-                previous.join()  # it stops at its next forward: it is stale now
-            self._run(job, loop)
-            _call_soon(loop, self._deliver, job)
+        res = occlusion(
+            model,
+            x,
+            target=target,
+            window=geometry.window,
+            stride=geometry.stride,
+            fill=self._fill,
+            layer=self._layer,
+            channel=self._channel,
+            batch_size=self._batch_size,
+            progress=None if job is None else progress,
+        )
+        return res, self._frame(x, res)
 
-        self._thread = start_worker(work, "zf-occlusion")
+    def _submit(self, x: torch.Tensor, geometry: SweepGeometry, target: int | None) -> None:
+        def work(job: Job) -> tuple[OcclusionResult, dict[str, Any]]:
+            job.frame, job.forwards = None, 0
+            res, frame = self._sweep(_shadow(self._model), x, geometry, target, job)
+            job.frame = frame
+            return res, frame
 
-    def _run(self, job: _Job, loop: asyncio.AbstractEventLoop | None) -> None:
-        """The sweep and the frame of ``job`` (in the worker thread, or inline)."""
-        total = 1 + job.geometry.positions[0] * job.geometry.positions[1]
-        last = [time.monotonic()]
-
-        def stale() -> bool:
-            return job.generation != self._generation
-
-        def step(n: int) -> None:
-            job.forwards += n
-            now = time.monotonic()
-            if loop is not None and now - last[0] > 0.2:
-                last[0] = now
-                _call_soon(loop, self._on_progress, job.generation, job.forwards / total)
-
-        try:
-            if stale():
-                raise _Superseded
-            layer = dict(job.model.named_modules())[self._layer]
-            res = occlusion(
-                _Sweep(job.model, stale, step),
-                job.x,
-                target=job.target,
-                window=job.geometry.window,
-                stride=job.geometry.stride,
-                fill=self._fill,
-                layer=layer,
-                channel=self._channel,
-                batch_size=self._batch_size,
-            )
-            job.result = replace(res, layer=self._layer)
-            job.frame = self._frame(job.x, job.result)
-        except _Superseded:
-            job.superseded = True
-        except Exception as exc:
-            job.error = exc
-        finally:
-            job.model = None  # type: ignore[assignment]  # drop the module copy
-            job.done.set()
-
-    def _deliver(self, job: _Job) -> None:
-        """Show the outcome of ``job`` unless a newer request has superseded it (on the thread
-        that owns the widget)."""
-        if job.delivered or job.generation != self._generation or job.superseded:
-            return
-        job.delivered = True
-        with self.hold_sync():
-            if job.error is not None:
-                self.error = f"{type(job.error).__name__}: {job.error}"
-                self.caption = ""
-            else:
-                self._result = job.result
-                self.frame = job.frame
-                self.caption = self._caption(job.result)
+        def apply(out: tuple[OcclusionResult, dict[str, Any]]) -> None:
+            res, frame = out
+            with self.hold_sync():
+                self._result = res
+                self.frame = frame
+                self.caption = self._caption(res)
                 self.error = ""
-            self.progress = 1.0
-            self.busy = False
+                self.progress = 1.0
+                self.busy = False
 
-    def _on_progress(self, generation: int, fraction: float) -> None:
-        if generation == self._generation and self.busy:
+        def error(exc: BaseException) -> None:
+            with self.hold_sync():
+                self.error = f"{type(exc).__name__}: {exc}"
+                self.caption = ""
+                self.progress = 1.0
+                self.busy = False
+
+        job = self._runner.submit(work, apply, error=error)
+        self._job = job
+        if job.loop is None:  # no event loop: done (or raised) when this returns
+            self._runner.join()
+            if job.error is not None:
+                raise job.error
+
+    def _on_progress(self, fraction: float) -> None:
+        if self.busy:
             self.progress = round(min(fraction, 1.0), 3)
 
     # -- state sent to the front end ---------------------------------------------------------
     def _display(self, x: torch.Tensor) -> torch.Tensor:
-        img = display_image(x, self._mean, self._std)
-        if img.shape[1] not in (1, 3):
-            img = img.mean(1, keepdim=True)
-        return to_rgba(img)[0]
+        return to_rgba(fit_channels(display_image(x, self._mean, self._std)))[0]
 
     def _pending_frame(self, x: torch.Tensor) -> dict[str, Any]:
         return {"size": list(x.shape[2:]), "image": encode(self._display(x))}
@@ -487,7 +360,7 @@ class OcclusionMap(ZFWidget):
         }
 
     @staticmethod
-    def _pending_caption(g: _Geometry) -> str:
+    def _pending_caption(g: SweepGeometry) -> str:
         return (
             f"sliding a {g.window[0]}×{g.window[1]} square, stride {g.stride[0]}: "
             f"{g.positions[0]}×{g.positions[1]} positions…"
@@ -538,8 +411,7 @@ class OcclusionMap(ZFWidget):
         target = self._target if target is _KEEP else _non_negative_int(target, "target")
         x, geometry, _ = self._check(image, target)
         self._target = target
-        job = self._new_job(x, geometry)
-        loop = _running_loop()
+        self._x = x
         with self.hold_sync():
             self._drop_overlays()
             self.frame = self._pending_frame(x)
@@ -547,13 +419,7 @@ class OcclusionMap(ZFWidget):
             self.error = ""
             self.progress = 0.0
             self.busy = True
-        if loop is None:
-            self._run(job, None)
-            self._deliver(job)
-            if job.error is not None:
-                raise job.error
-        else:
-            self._launch(job, loop)
+        self._submit(x, geometry, target)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the latest sweep has finished and is shown.
@@ -563,13 +429,12 @@ class OcclusionMap(ZFWidget):
         bool
             ``False`` when ``timeout`` (seconds) ran out first.
         """
-        job = self._job
-        if job is None:
-            return True
-        if not job.done.wait(timeout):
-            return False
-        self._deliver(job)
-        return True
+        return self._runner.join(timeout)
+
+    @property
+    def _thread(self) -> Any:
+        """The runner's last worker thread (None before the first background sweep)."""
+        return self._runner.thread
 
     def show_map(
         self,
@@ -644,7 +509,9 @@ class OcclusionMap(ZFWidget):
 
     def close(self) -> None:
         """Close the widget; a sweep under way stops at its next forward pass."""
-        self._generation = getattr(self, "_generation", 0) + 1
+        runner = getattr(self, "_runner", None)
+        if runner is not None:
+            runner.close()
         super().close()
 
     # -- trait validation ----------------------------------------------------------------------

@@ -15,49 +15,15 @@ import torch
 import traitlets as t
 from torch import nn
 
-from .._checks import check_logits, check_model
-from ..capture import eval_mode
+from .._checks import check_model
+from .._data import one_image
+from ..classes import class_names, logits_of
 from ..codec import decode, pack
+from ..layers import module_tree_copy
 from ._base import ZFWidget
-from .layer_grid import _as_image
+from ._jobs import Job, Runner
 
 __all__ = ["Predictions", "class_names", "logits_of"]
-
-
-def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The model's class scores for a batch of images: a (N, classes) floating tensor.
-
-    Runs under ``torch.no_grad`` in eval mode (flags restored).
-
-    Raises
-    ------
-    ValueError, TypeError
-        When the output is not (N, classes) floating-point logits.
-    """
-    with torch.no_grad(), eval_mode(model):
-        out = model(x)
-    return check_logits(out, x.shape[0])
-
-
-def class_names(classes: Sequence[str] | None, num_classes: int) -> list[str]:
-    """One name per model output: ``classes`` as strings, or ``"class 0"``, ``"class 1"``, ...
-
-    Raises
-    ------
-    TypeError, ValueError
-        When ``classes`` is not a sequence of names, or has the wrong length.
-    """
-    if classes is None:
-        return [f"class {i}" for i in range(num_classes)]
-    if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence):
-        raise TypeError(
-            f"classes: expected a list of {num_classes} class names, got {type(classes).__name__}"
-        )
-    if len(classes) != num_classes:
-        raise ValueError(
-            f"classes: the model has {num_classes} outputs, got {len(classes)} class names"
-        )
-    return [str(c) for c in classes]
 
 
 class Predictions(ZFWidget):
@@ -95,6 +61,7 @@ class Predictions(ZFWidget):
     top = t.Dict().tag(sync=True)
     labels = t.List(t.Unicode()).tag(sync=True)
     caption = t.Unicode("").tag(sync=True)
+    error = t.Unicode("").tag(sync=True)
 
     def __init__(
         self,
@@ -110,10 +77,12 @@ class Predictions(ZFWidget):
             raise ValueError(f"k: expected a positive int, got {k!r}")
         self._model = model
         self._k = k
-        x = _as_image(model, image)
+        x = one_image(model, image)
         logits = logits_of(model, x)
         self._classes = class_names(classes, logits.shape[1])
-        state = self._state(x, logits)
+        self._runner = Runner(f"zfwidgets.Predictions-{id(self):x}")
+        state, self.probabilities = self._state(x, logits)
+        self._image = x
         super().__init__(**state, **kwargs)
 
     @property
@@ -131,31 +100,53 @@ class Predictions(ZFWidget):
         self.set_image(image)
 
     def set_image(self, image: torch.Tensor) -> None:
-        """Show the predictions for another image (same checks as the constructor)."""
-        x = _as_image(self._model, image)
-        logits = logits_of(self._model, x)
-        if logits.shape[1] != len(self._classes):
-            raise ValueError(
-                f"model output: expected {len(self._classes)} classes, got {logits.shape[1]}"
-            )
-        state = self._state(x, logits)
-        with self.hold_sync():
-            for name, value in state.items():
-                setattr(self, name, value)
+        """Show the predictions for another image (same checks as the constructor).
 
-    def _state(self, x: torch.Tensor, logits: torch.Tensor) -> dict[str, Any]:
+        In a kernel the forward pass runs off the kernel thread (a newer image wins); without
+        an event loop the bars are updated when this returns.
+        """
+        x = one_image(self._model, image)
+
+        def work(job: Job) -> tuple[dict[str, Any], torch.Tensor]:
+            logits = logits_of(module_tree_copy(self._model), x)
+            if logits.shape[1] != len(self._classes):
+                raise ValueError(
+                    f"model output: expected {len(self._classes)} classes, got {logits.shape[1]}"
+                )
+            return self._state(x, logits)
+
+        def apply(out: tuple[dict[str, Any], torch.Tensor]) -> None:
+            state, probs = out
+            self._image = x
+            self.probabilities = probs
+            with self.hold_sync():
+                for name, value in state.items():
+                    setattr(self, name, value)
+                self.error = ""
+
+        def error(exc: BaseException) -> None:
+            self.error = f"{type(exc).__name__}: {exc}"
+
+        self._runner.submit(work, apply, error=error, wait=True)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the latest image's bars are shown; False when ``timeout`` ran out."""
+        return self._runner.join(timeout)
+
+    def close(self) -> None:
+        runner = getattr(self, "_runner", None)
+        if runner is not None:
+            runner.close()
+        super().close()
+
+    def _state(self, x: torch.Tensor, logits: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor]:
         probs = torch.softmax(logits[0].float(), dim=0)
         k = min(self._k, probs.shape[0])
         values, indices = torch.topk(probs, k)
-        self._image = x
-        self.probabilities = probs
         top = pack({"probability": values, "index": indices})  # one device-to-host copy
         names = [self._classes[i] for i in indices.tolist()]
-        return {
-            "top": top,
-            "labels": names,
-            "caption": f"top {k} of {probs.shape[0]} classes",
-        }
+        state = {"top": top, "labels": names, "caption": f"top {k} of {probs.shape[0]} classes"}
+        return state, probs
 
     def predictions(self) -> list[tuple[str, float]]:
         """``(class name, probability)`` of the k bars, most probable first."""

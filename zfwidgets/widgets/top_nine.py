@@ -7,20 +7,19 @@ checkpoint, for every offered layer in one pass over the data) or from a given
 :meth:`Atlas.reconstructions`. Each update sends one uint8 atlas (both blocks) with the
 values and dataset indices of the hits in one transfer (:func:`zfwidgets.codec.pack`).
 
-The model work runs in one background thread per widget, on a private copy of the model, so
-the kernel stays free for the front end (which shows ``status`` and ``progress``) and for the
-user's own cells; a newer request (layer, channel, checkpoint) supersedes an older one: its
-result is not sent, and mining for a checkpoint no longer wanted stops at the next batch.
+The model work goes through the widget's job runner (:mod:`zfwidgets.widgets._jobs`), on a
+private copy of the model, so the kernel stays free for the front end (which shows ``status``
+and ``progress``) and for the user's own cells; a newer request (layer, channel, checkpoint)
+supersedes an older one: its result is not sent, and mining for a checkpoint no longer wanted
+stops at the next batch (``zf.mine(..., progress=)`` raises ``Cancelled``). Where no event loop
+runs (scripts, tests), :meth:`TopNine.wait` applies the result.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
-import math
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,18 +28,19 @@ import numpy as np
 import torch
 import traitlets as t
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from .._checks import check_images, check_model, check_positive_int, model_device, resolve_layer
-from .._data import ImageSource, _first
+from .._data import ImageSource
 from ..atlas import Atlas
 from ..capture import Capture, eval_mode
+from ..checkpoints import check_state_dict, parse_checkpoints
+from ..classes import as_labels, label_names, label_of_item
 from ..codec import decode, pack
-from ..images import contrast_normalize, display_image, resize_to_fit, tile, to_rgba
+from ..images import contrast_normalize, display_image, mean_std_of, pair_atlas
 from ..mining import mine
-from ._base import ZFWidget, start_worker
-from .evolution import check_state_dict, parse_checkpoints
-from .layer_grid import mean_std_of
+from ._base import ZFWidget
+from ._jobs import Job, Runner
 
 __all__ = ["TopNine"]
 
@@ -52,121 +52,10 @@ class LayerError(t.TraitError, ValueError):
     """An unknown or unusable layer (a ``ValueError`` that traitlets rolls back)."""
 
 
-class _Superseded(Exception):
-    """Raised inside mining when its result is no longer wanted."""
-
-
-class _Progress:
-    """Counts the images mining has consumed, reports the fraction (throttled) and raises
-    :class:`_Superseded` when the work is no longer wanted."""
-
-    def __init__(
-        self,
-        total: int,
-        batch_size: int,
-        report: Callable[[float], None],
-        cancelled: Callable[[], bool],
-        every_s: float = 0.1,
-    ) -> None:
-        self.total = max(1, total)
-        self.batch_size = batch_size
-        self.report = report
-        self.cancelled = cancelled
-        self.every_s = every_s
-        self.active = True
-        self.done = 0
-        self._last = 0.0
-
-    def _update(self, done: int) -> None:
-        if not self.active:
-            return
-        if self.cancelled():
-            raise _Superseded()
-        self.done = max(self.done, done)
-        now = time.monotonic()
-        if now - self._last >= self.every_s:
-            self._last = now
-            self.report(min(1.0, self.done / self.total))
-
-    def at_item(self, index: int) -> None:
-        # ImageSource reads batch b's items after batch b - 1 went through the model
-        self._update((index // self.batch_size) * self.batch_size)
-
-    def at_batch(self, size: int) -> None:
-        self._update(self.done + size)
-
-
-class _CountedItems(Dataset):
-    """A view of a tensor / Dataset / list that reports every item read to a _Progress."""
-
-    def __init__(self, items: Any, progress: _Progress) -> None:
-        self.items = items
-        self.progress = progress
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> Any:
-        item = self.items[index]
-        self.progress.at_item(index)
-        return item
-
-
-class _CountingLoader(DataLoader):
-    """A DataLoader (same dataset, sampler, workers) that reports every batch it yields."""
-
-    _zf_progress: _Progress
-
-    def __iter__(self):
-        for batch in super().__iter__():
-            yield batch
-            self._zf_progress.at_batch(len(_first(batch)))
-
-
-def _counted(data: Any, progress: _Progress) -> Any:
-    if isinstance(data, DataLoader):
-        proxy = copy.copy(data)  # shares dataset, sampler, collate_fn and workers
-        proxy.__class__ = _CountingLoader
-        proxy._zf_progress = progress
-        return proxy
-    return _CountedItems(data, progress)
-
-
 @dataclass(frozen=True)
 class _LayerInfo:
     channels: int
     spatial: bool
-
-
-def _label_of_item(item: Any) -> int | None:
-    """The integer label of a dataset item ``(image, label, ...)`` or ``{"label": ...}``."""
-    y = None
-    if isinstance(item, (tuple, list)) and len(item) >= 2:
-        y = item[1]
-    elif isinstance(item, dict):
-        y = next((item[k] for k in ("label", "labels", "target", "y") if k in item), None)
-    if isinstance(y, torch.Tensor) and y.numel() == 1 and not y.is_floating_point():
-        return int(y)
-    if isinstance(y, (int, np.integer)) and not isinstance(y, bool):
-        return int(y)
-    return None
-
-
-def _as_labels(labels: Any, n: int | None) -> list[int]:
-    if isinstance(labels, (torch.Tensor, np.ndarray)):
-        labels = labels.reshape(-1).tolist()
-    if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
-        raise TypeError(
-            f"labels: expected a sequence of ints (one per image), got {type(labels).__name__}"
-        )
-    out = []
-    for i, v in enumerate(labels):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"labels[{i}]: expected an int class index, got {v!r}")
-        out.append(int(v))
-    if n is not None and len(out) != n:
-        raise ValueError(f"labels: expected {n} labels (one per image), got {len(out)}")
-    return out
 
 
 class TopNine(ZFWidget):
@@ -365,11 +254,11 @@ class TopNine(ZFWidget):
             targets = getattr(dataset, "targets", None)
             if targets is not None and self._n is not None:
                 try:
-                    labels = _as_labels(targets, self._n)
+                    labels = as_labels(targets, self._n)
                 except (TypeError, ValueError):
                     labels = None
         else:
-            labels = _as_labels(labels, self._n)
+            labels = as_labels(labels, self._n)
         self._labels: list[int] | None = labels
 
         # the private copy every background computation runs on
@@ -380,17 +269,12 @@ class TopNine(ZFWidget):
                 f"model: TopNine works on a private copy of the model, and "
                 f"copy.deepcopy({type(model).__name__}) failed: {exc}"
             ) from exc
+        self._lock = threading.RLock()  # the copy's weights and the mined atlases
         self._loaded: int | None = None  # checkpoint whose weights the copy holds
         self._checkpoints: list[Any] = []
         self._atlases: dict[int | None, dict[str, Atlas]] = {}
         if atlas is not None:
-            private = dataclasses.replace(
-                atlas,
-                model=self._shadow,
-                source=self._source,
-                fields=dict(atlas.fields),
-                _cache=dict(atlas._cache),
-            )
+            private = atlas.attached(self._shadow, self._source)
             self._atlases[None] = {n: private for n in atlas.layers}
             if self._source is None:
                 try:
@@ -401,13 +285,14 @@ class TopNine(ZFWidget):
                         "with Atlas.load(path, model=model, data=data)"
                     ) from exc
 
-        self._lock = threading.RLock()
-        self._worker: threading.Thread | None = None
-        self._wanted: tuple | None = None
+        self._runner = Runner(
+            f"zfwidgets.TopNine-{id(self):x}",
+            on_progress=self._on_progress,
+            progress_every_s=self._progress_every_s,
+        )
         self._shown: tuple | None = None
         self._shown_status = "ready"
         self._serial = 0
-        self._closed = False
         self._quiet = 0
         self._ready = False
         needs_mining = name not in self._atlases.get(None, {})
@@ -518,8 +403,7 @@ class TopNine(ZFWidget):
         finally:
             self._quiet -= 1
         if self.checkpoint is not None:  # what is shown came from the old checkpoints
-            with self._lock:
-                self._serial += 1
+            self._serial += 1
             self._request()
 
     def refresh(self) -> None:
@@ -528,7 +412,7 @@ class TopNine(ZFWidget):
         with self._lock:
             self._atlases = {}
             self._loaded = -1
-            self._serial += 1
+        self._serial += 1
         self._request()
 
     def wait(self, timeout: float | None = 120.0) -> TopNine:
@@ -542,24 +426,16 @@ class TopNine(ZFWidget):
         RuntimeError
             When the last computation failed (its message is also in ``error``).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self._lock:
-                worker = self._worker
-            if worker is None:
-                break
-            worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if worker.is_alive():
-                raise TimeoutError(f"TopNine: still {self.status} after {timeout} s")
+        if not self._runner.join(timeout):
+            raise TimeoutError(f"TopNine: still {self.status} after {timeout} s")
         if self.status == "error":
             raise RuntimeError(self.error)
         return self
 
     def close(self) -> None:
-        lock = getattr(self, "_lock", None)  # None when __init__ failed early
-        if lock is not None:
-            with lock:
-                self._closed = True
+        runner = getattr(self, "_runner", None)  # None when __init__ failed early
+        if runner is not None:
+            runner.close()
         super().close()
 
     @property
@@ -641,68 +517,64 @@ class TopNine(ZFWidget):
     def _on_target(self, change: dict) -> None:
         self._request()
 
-    # -- the background worker -----------------------------------------------------------------
+    # -- the work, through the job runner ------------------------------------------------------
     def _key(self) -> tuple:
         return (self.checkpoint, self.layer, self.channel, self._serial)
 
     def _request(self) -> None:
         """Ask for the frame of the current (checkpoint, layer, channel); supersedes any
-        earlier request."""
-        if not self._ready or self._quiet:
+        earlier request. Mining under way goes on when the new request needs the same
+        checkpoint's hits; its frame is not sent."""
+        if not self._ready or self._quiet or self._runner.closed:
             return
-        with self._lock:
-            if self._closed:
-                return
-            self._wanted = self._key()
-            if self._wanted == self._shown:
-                return
-            if self._worker is None:
-                self._worker = start_worker(self._work, f"zfwidgets.TopNine-{id(self):x}")
+        key = self._key()
+        if key == self._shown:  # back to the frame shown: drop what was asked since
+            self._runner.supersede()
+            if self.status != self._shown_status and self.frame:
+                self.status = self._shown_status
+            return
+        checkpoint, layer, _, serial = key
+        mined = layer in self._atlases.get(checkpoint, {})
+        self.status = "computing" if mined else "mining"
+        if not mined:
+            self.progress = 0.0
 
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                key = self._wanted
-                if self._closed or key is None or key == self._shown:
-                    self._worker = None
-                    if not self._closed and self.status != self._shown_status and self.frame:
-                        self.status = self._shown_status  # back to a frame already shown
-                    return
-            try:
-                frame = self._frame(key)
-            except _Superseded:
-                continue
-            except Exception as exc:  # shown in the widget; the worker keeps serving
-                with self._lock:
-                    if key == self._wanted and not self._closed:
-                        self._shown = key
-                        self._shown_status = "error"
-                        self.error = f"{type(exc).__name__}: {exc}"
-                        self.status = "error"
-                continue
-            with self._lock:
-                if key == self._wanted and not self._closed:
-                    self._shown = key
-                    self.frame = frame
-                    self.caption = self._caption(frame["layer"], frame["channel"], key[0])
-                    self.error = ""
-                    self.progress = 1.0
-                    self._shown_status = "ready"
-                    self.status = "ready"
+        def apply(frame: dict[str, Any]) -> None:
+            self._shown, self._shown_status = key, "ready"
+            with self.hold_sync():
+                self.frame = frame
+                self.caption = self._caption(frame["layer"], frame["channel"], checkpoint)
+                self.error = ""
+                self.progress = 1.0
+                self.status = "ready"
 
-    def _superseded(self, checkpoint: int | None, serial: int) -> bool:
-        wanted = self._wanted
-        return self._closed or wanted is None or wanted[0] != checkpoint or wanted[3] != serial
+        def error(exc: BaseException) -> None:
+            self._shown, self._shown_status = key, "error"
+            with self.hold_sync():
+                self.error = f"{type(exc).__name__}: {exc}"
+                self.status = "error"
+
+        self._runner.submit(
+            lambda job: self._frame(key, job), apply, error=error, key=(checkpoint, serial)
+        )
+
+    def _on_progress(self, fraction: float) -> None:
+        if self.status == "mining":
+            self.progress = fraction
+
+    def _set_status(self, status: str) -> None:
+        self.status = status
 
     def _load_weights(self, checkpoint: int | None) -> None:
         """Give the private copy the weights of ``checkpoint`` (None: the model's own)."""
-        if self._loaded == checkpoint:
-            return
-        sd = self._model.state_dict() if checkpoint is None else self._checkpoints[checkpoint]
-        self._shadow.load_state_dict(sd, strict=True)
-        self._loaded = checkpoint
+        with self._lock:
+            if self._loaded == checkpoint:
+                return
+            sd = self._model.state_dict() if checkpoint is None else self._checkpoints[checkpoint]
+            self._shadow.load_state_dict(sd, strict=True)
+            self._loaded = checkpoint
 
-    def _atlas_for(self, checkpoint: int | None, layer: str, serial: int) -> Atlas:
+    def _atlas_for(self, checkpoint: int | None, layer: str, job: Job) -> Atlas:
         store = self._atlases.setdefault(checkpoint, {})
         if layer in store:
             return store[layer]
@@ -710,34 +582,18 @@ class TopNine(ZFWidget):
             raise RuntimeError(f"layer {layer!r}: no data to mine")
         names = [n for n in dict.fromkeys([*self.layers, layer]) if n not in store]
         self._load_weights(checkpoint)
-        self.status = "mining"
-        self.progress = 0.0
-
-        def report(fraction: float) -> None:
-            self.progress = fraction
-
-        progress = _Progress(
-            len(self._source),
-            self._batch_size,
-            report,
-            lambda: self._superseded(checkpoint, serial),
-            every_s=self._progress_every_s,
-        )
         data = self._data
         tensor = isinstance(data, torch.Tensor)
-        try:
-            atlas = mine(
-                self._shadow,
-                _counted(data, progress),
-                layers=names,
-                k=self.k,
-                batch_size=self._batch_size,
-                transform=None if tensor else self._transform,
-                progress=False,
-            )
-        finally:
-            progress.active = False
-        atlas.source = self._source  # crops read the data directly, not through the counter
+        atlas = mine(
+            self._shadow,
+            data,
+            layers=names,
+            k=self.k,
+            batch_size=self._batch_size,
+            transform=None if tensor else self._transform,
+            progress=job.progress,
+        )
+        atlas.source = self._source  # one reader of the data for every crop
         for n in names:
             store[n] = atlas
         return atlas
@@ -747,45 +603,28 @@ class TopNine(ZFWidget):
             labels: list[int | None] = [self._labels[i] for i in indices]
         elif self._data is not None and not isinstance(self._data, torch.Tensor):
             dataset = self._data.dataset if isinstance(self._data, DataLoader) else self._data
-            labels = [_label_of_item(dataset[i]) for i in indices]
+            labels = [label_of_item(dataset[i]) for i in indices]
         else:
             return [""] * len(indices)
-        out = []
-        for y in labels:
-            if y is None:
-                out.append("")
-            elif self._classes is not None and 0 <= y < len(self._classes):
-                out.append(self._classes[y])
-            else:
-                out.append(f"class {y}")
-        return out
+        return label_names(labels, self._classes)
 
-    def _tiles(self, images: torch.Tensor) -> torch.Tensor:
-        """(k, C, h, w) in [0, 1] -> (k, h', w', 4) uint8 RGBA, shrunk to max_tile."""
-        if images.shape[1] not in (1, 3):
-            images = images.mean(1, keepdim=True)
-        return to_rgba(resize_to_fit(images.float(), self._max_tile))
-
-    def _frame(self, key: tuple) -> dict[str, Any]:
-        checkpoint, layer, channel, serial = key
-        atlas = self._atlas_for(checkpoint, layer, serial)
-        if self._superseded(checkpoint, serial):
-            raise _Superseded()
-        self.status = "computing"
+    def _frame(self, key: tuple, job: Job) -> dict[str, Any]:
+        checkpoint, layer, channel, _ = key
+        atlas = self._atlas_for(checkpoint, layer, job)
+        job.check()
+        job.post(self._set_status, "computing")
         self._load_weights(checkpoint)
         recon = atlas.reconstructions(layer, channel)  # (k, C, h, w), ZF deconvnet
-        _trim_cache(atlas)
+        atlas.forget_reconstructions(keep=_KEEP_RECONSTRUCTIONS)
         patches = atlas.patches(layer, channel)
         k = recon.shape[0]
-        rec_tiles = self._tiles(contrast_normalize(recon, "symmetric"))
-        patch_tiles = self._tiles(display_image(patches, self._mean, self._std))
-        columns = math.ceil(math.sqrt(k))
-        pad = 1
-        left, layout = tile(rec_tiles, columns=columns, pad=pad)
-        right, _ = tile(patch_tiles, columns=columns, pad=pad)
-        gap = max(2, round(layout.tile_w / 6))
-        blank = left.new_zeros((left.shape[0], gap, 4))
-        image = torch.cat([left, blank, right], 1)
+        pair = pair_atlas(
+            contrast_normalize(recon, "symmetric"),
+            display_image(patches, self._mean, self._std),
+            pad=1,
+            max_tile=self._max_tile,
+        )
+        image, layout = pair.image, pair.layout
         indices = atlas.indices[layer][channel]
         payloads = pack(
             {
@@ -804,11 +643,11 @@ class TopNine(ZFWidget):
             "k": k,
             "grid": {
                 "count": k,
-                "columns": columns,
+                "columns": layout.columns,
                 "rows": layout.rows,
                 "tile": [layout.tile_h, layout.tile_w],
-                "pad": pad,
-                "gap": gap,
+                "pad": layout.pad,
+                "gap": pair.gap,
                 "width": int(image.shape[1]),
                 "height": int(image.shape[0]),
             },
@@ -824,20 +663,3 @@ class TopNine(ZFWidget):
         if checkpoint is not None and checkpoint < len(self.checkpoint_labels):
             text += f" · {self.checkpoint_labels[checkpoint]}"
         return text
-
-
-def _trim_cache(atlas: Atlas) -> None:
-    """Keep the per-channel reconstructions an atlas caches bounded (oldest dropped)."""
-    cache = getattr(atlas, "_cache", None)
-    if not isinstance(cache, dict):
-        return
-    keys = [
-        key
-        for key in cache
-        if isinstance(key, tuple)
-        and len(key) == 2
-        and isinstance(key[0], tuple)
-        and key[0][:1] == ("reconstructions",)
-    ]
-    for key in keys[: max(0, len(keys) - _KEEP_RECONSTRUCTIONS)]:
-        del cache[key]

@@ -1,7 +1,8 @@
-"""Issue 6 widgets in stock Voila, in headless Chromium: InvarianceCurves (plotly panels and
-the strip of transformed images), CorrespondenceTable (an HTML-looking part name shown as
-text) and EmbeddingView (plotly scatter and the preview Gallery) on the default model.
-Screenshots go to tests/artifacts/issue6-*.png.
+"""The figure widgets in stock Voila, in headless Chromium: InvarianceCurves (Fig. 5: plotly
+panels and the strip of transformed images), CorrespondenceTable (Table 1: an HTML-looking
+part name shown as text) and EmbeddingView (plotly scatter and the preview Gallery) on the
+default model.
+Screenshots go to tests/artifacts/figures-*.png.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ PART = f"{TABLE} td.zf-part"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = serve(tmp_path_factory.mktemp("voila-issue6"), "issue6.ipynb", CELLS)
+    srv = serve(tmp_path_factory.mktemp("voila-figures"), "figures.ipynb", CELLS)
     try:
         yield srv
     finally:
@@ -74,7 +75,7 @@ def _ds(app, sel):
     )
 
 
-def test_issue6_widgets_render(server, browser_context, artifacts):
+def test_figure_widgets_render(server, browser_context, artifacts):
     ready = (
         "return arg.every((s) => document.querySelector(s)) && "
         "[arg[0], arg[2]].every((s) => Number(document.querySelector(s).dataset.draws || 0) > 0)"
@@ -92,13 +93,13 @@ def test_issue6_widgets_render(server, browser_context, artifacts):
         assert "probability of the class" in titles, titles
         strip = app.pixels(INV_CANVAS)
         assert strip["count"] == 12 and strip["opaque"] > 0 and strip["colours"] > 10, strip
-        app.shot(artifacts, "issue6-invariance.png", INV)
+        app.shot(artifacts, "figures-invariance.png", INV)
         # correspondence: the HTML-looking name is text, no element was injected
         assert app.text(PART) == EVIL
         assert app.page.evaluate(f"document.querySelectorAll('{TABLE} img').length") == 0
         assert not app.page.evaluate("window.__zf_pwned === 1")
         assert app.page.evaluate(f"document.querySelectorAll('{TABLE} tbody tr').length") == 2
-        app.shot(artifacts, "issue6-correspondence.png", TABLE)
+        app.shot(artifacts, "figures-correspondence.png", TABLE)
         # embedding: 200 scatter points with paths, a legend of class names, the preview image
         points = _ds(app, EMB_POINT)
         assert len(points) == 200 and all(points), len(points)
@@ -109,6 +110,6 @@ def test_issue6_widgets_render(server, browser_context, artifacts):
         assert "Ankle boot" in legend and "T-shirt/top" in legend, legend
         preview = app.pixels(EMB_CANVAS)
         assert preview["count"] == 1 and preview["opaque"] > 0 and preview["colours"] > 10
-        app.shot(artifacts, "issue6-embedding.png", EMB)
-        app.shot(artifacts, "issue6-page.png")
+        app.shot(artifacts, "figures-embedding.png", EMB)
+        app.shot(artifacts, "figures-page.png")
         assert not app.errors, app.errors
