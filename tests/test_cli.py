@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 from models import tiny_zf
 from PIL import Image
 from safetensors.torch import save_file
@@ -183,3 +184,12 @@ def test_mine_command_under_torchrun_gives_the_same_atlas(folder, tmp_path):
     for layer in ("0", "4"):
         assert torch.equal(atlas.indices[layer], ref.indices[layer])
         torch.testing.assert_close(atlas.values[layer], ref.values[layer])
+
+
+def test_default_layers_are_the_convolutions_the_forward_calls():
+    from zfwidgets.cli import _default_layers
+
+    net = torchvision.models.googlenet(weights=None, init_weights=False, aux_logits=True)
+    layers = _default_layers(net, 96)
+    assert layers[0] == "conv1.conv" and layers[-1] == "inception5b.branch4.1.conv"
+    assert not [n for n in layers if n.startswith("aux")]  # eval: the auxiliary heads never run

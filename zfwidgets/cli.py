@@ -132,33 +132,13 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
     return values
 
 
-def _default_layers(model, size: int, device) -> list[str]:
-    """Every Conv2d the forward calls, in call order (one traced forward of a blank image)."""
-    import torch
-    from torch import nn
+def _default_layers(model, size: int) -> list[str]:
+    """Every Conv2d the forward calls, in call order (a shape-only pass on the meta device)."""
+    from ._checks import called_convs
 
-    from .capture import Capture, eval_mode
-
-    convs = [n for n, m in model.named_modules() if n and isinstance(m, nn.Conv2d)]
-    if not convs:
+    order = called_convs(model.eval(), (1, 3, size, size))
+    if not order:
         raise UsageError("--layers: the model has no nn.Conv2d; name the layers to mine")
-    order: list[str] = []
-
-    def record(name, out):
-        if name not in order:
-            order.append(name)
-
-    x = torch.zeros(1, 3, size, size, device=device)
-    try:
-        with (
-            eval_mode(model),
-            torch.no_grad(),
-            Capture(model, convs, switches=False, reduce=record),
-        ):
-            model(x)
-    except Exception:
-        if not order:
-            raise
     return order
 
 
@@ -242,7 +222,7 @@ def _run_mine(args) -> int:
             except ValueError as e:
                 raise UsageError(f"--layers: {e}") from e
     else:
-        layers = _default_layers(model, args.size, device)
+        layers = _default_layers(model, args.size)
     checkpoint = (
         Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".checkpoint")
     )
