@@ -35,6 +35,8 @@ from ._checks import (
     resolve_layer,
 )
 from .capture import Capture, eval_mode
+from .incremental import Window
+from .incremental import plan as incremental_plan
 from .progress import Progress, ProgressArg, check_progress
 
 __all__ = [
@@ -476,6 +478,9 @@ def occlusion(
         top_c = torch.empty(total_items, dtype=torch.long, device=device)
         current: dict[str, torch.Tensor] = {}
 
+        # Only the forward cone of each square is recomputed where the model can be traced.
+        inc = incremental_plan(model, x, layer_name, logits, total)
+
         def reduce_sweep(name: str, out: torch.Tensor) -> torch.Tensor:
             sel = out.detach()[torch.arange(out.shape[0], device=out.device), current["ch"]]
             return sel.reshape(out.shape[0], -1).float().relu().sum(dim=1)  # (B,)
@@ -484,11 +489,18 @@ def occlusion(
             k = torch.arange(start, min(start + chunk, total_items), device=device)
             img, rest = k // (nr * nc), k % (nr * nc)
             top, left = rows[rest // nc], cols[rest % nc]
-            batch = _occlude(x, fills, img, top, left, win)
-            current["ch"] = ch[img]
-            cap = Capture(model, [layer_name], switches=False, reduce=reduce_sweep)
-            with cap:
-                out = check_logits(model(batch), len(k))
+            if inc is not None:
+                square = fills[img][:, :, None, None].expand(-1, -1, *win).contiguous()
+                act_k, out = inc.run(img, Window(square, top, left), ch[img])
+                out = check_logits(out, len(k))
+            else:
+                batch = _occlude(x, fills, img, top, left, win)
+                current["ch"] = ch[img]
+                cap = Capture(model, [layer_name], switches=False, reduce=reduce_sweep)
+                with cap:
+                    out = check_logits(model(batch), len(k))
+                act_k = cap.activations[layer_name]
+                del batch
             if out.shape[1] != num_classes:
                 raise ValueError(
                     f"model output: expected {num_classes} classes as on the unoccluded "
@@ -496,10 +508,10 @@ def occlusion(
                 )
             p = torch.softmax(out.float(), dim=1)
             sl = slice(start, start + len(k))
-            act[sl] = cap.activations[layer_name]
+            act[sl] = act_k
             prob[sl] = p[torch.arange(len(k), device=device), tgt[img]]
             top_p[sl], top_c[sl] = p.max(dim=1)
-            del batch, out, p
+            del out, p
             bar.update(len(k))
 
     shape = (n, nr, nc)
