@@ -16,8 +16,11 @@ from the model's output logits.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import time
+import weakref
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -275,6 +278,57 @@ def check_fill(fill: object, x: torch.Tensor) -> torch.Tensor:
     return _fill_values(fill, x)
 
 
+#: Chunk sizes tried at the start of a sweep when none is given; the fastest per image is kept
+#: for the model, input size and window (measured once, remembered while the model lives).
+CHUNK_TRIALS = (8, 16, 32, 64)
+_CHUNKS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = weakref.WeakKeyDictionary()
+
+
+def _chunk_sizes(
+    model: nn.Module, key: tuple, cap: int, total: int, given: bool
+) -> tuple[Iterator[int], list[tuple[int, float]] | None]:
+    """The chunk sizes of a sweep and, when they are to be measured, a list for the timings.
+
+    ``cap``: the given ``batch_size`` or the most images ``max_memory`` allows. A chunk size
+    remembered for ``key`` (input shape, dtype, device, window, path) is used when there is one;
+    otherwise, when every trial size fits under ``cap`` and the sweep is long enough for them,
+    the first chunks run at :data:`CHUNK_TRIALS` (real work, kept) and the rest at ``cap``
+    until the measurement picks a size (see :func:`_remember_chunk`).
+    """
+    remembered = None if given else _CHUNKS.get(model, {}).get(key)
+    if remembered is not None:
+        return _repeat(min(remembered, cap)), None
+    if given or max(CHUNK_TRIALS) > cap or total <= sum(CHUNK_TRIALS):
+        return _repeat(cap), None
+    timings: list[tuple[int, float]] = []
+
+    def sizes() -> Iterator[int]:
+        yield from CHUNK_TRIALS
+        best = min(timings, key=lambda t: t[1] / t[0])[0]  # seconds per image
+        yield from _repeat(best)
+
+    return sizes(), timings
+
+
+def _repeat(size: int) -> Iterator[int]:
+    while True:
+        yield size
+
+
+def _remember_chunk(model: nn.Module, key: tuple, timings: list, cap: int) -> int:
+    """Keep the fastest trial size (seconds per image) for ``model`` and ``key``."""
+    trials = timings[: len(CHUNK_TRIALS)]
+    best = min(trials, key=lambda t: t[1] / t[0])[0] if trials else cap
+    with contextlib.suppress(TypeError):  # a model that cannot be weakly referenced
+        _CHUNKS.setdefault(model, {})[key] = best
+    return best
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _occlude(
     x: torch.Tensor,
     fill: torch.Tensor,
@@ -485,8 +539,16 @@ def occlusion(
             sel = out.detach()[torch.arange(out.shape[0], device=out.device), current["ch"]]
             return sel.reshape(out.shape[0], -1).float().relu().sum(dim=1)  # (B,)
 
-        for start in range(0, total_items, chunk):
-            k = torch.arange(start, min(start + chunk, total_items), device=device)
+        # Chunk size: measured on this model and input unless given (see _chunk_sizes).
+        key = (tuple(x.shape[1:]), x.dtype, str(device), win, inc is not None)
+        sizes, timings = _chunk_sizes(model, key, chunk, total_items, batch_size is not None)
+        start = 0
+        while start < total_items:
+            size = next(sizes)
+            if start == 0:
+                chunk = size
+            t0 = time.perf_counter()
+            k = torch.arange(start, min(start + size, total_items), device=device)
             img, rest = k // (nr * nc), k % (nr * nc)
             top, left = rows[rest // nc], cols[rest % nc]
             if inc is not None:
@@ -512,7 +574,13 @@ def occlusion(
             prob[sl] = p[torch.arange(len(k), device=device), tgt[img]]
             top_p[sl], top_c[sl] = p.max(dim=1)
             del out, p
+            if timings is not None:
+                _synchronize(device)
+                timings.append((len(k), time.perf_counter() - t0))
             bar.update(len(k))
+            start += len(k)
+        if timings is not None:
+            chunk = _remember_chunk(model, key, timings, chunk)
 
     shape = (n, nr, nc)
     return OcclusionResult(
