@@ -1,17 +1,19 @@
-"""Occlusion on ZFNet, side by side: the floor, zf.occlusion and Captum's Occlusion.
+"""Occlusion on ZFNet or AlexNet, side by side: the floor, zf.occlusion and Captum's Occlusion.
 
 docs/method.md Sec. 3.5, Fig. 7. One image, a grey square (the image's per-channel mean) slid over it:
 
 (a) floor: a plain batched forward of exactly the same occluded images (built beforehand, not
     timed), in the chunk size zf.occlusion chose;
 (b) zf.occlusion: the three maps (feature-map total, target probability, top class) from one
-    sweep, occluded copies built inside;
+    sweep that recomputes only each square's forward cone (the incremental path), chunk size
+    measured on the warm-up call;
 (c) captum.attr.Occlusion for the target probability only, at perturbations_per_eval 1, 16
     and 64.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_occlusion.py            # 224x224, window 32, stride 16
+    .venv/bin/python benchmarks/bench_occlusion.py --model alexnet --captum 16
     .venv/bin/python benchmarks/bench_occlusion.py --quick    # a tiny run that checks it works
 """
 
@@ -27,6 +29,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torchvision  # noqa: E402
 
 from zfwidgets.models import zfnet  # noqa: E402
 from zfwidgets.occlusion import occlusion  # noqa: E402
@@ -49,14 +53,21 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="image side (default 224)")
     parser.add_argument("--window", type=int, default=32, help="square side (default 32)")
     parser.add_argument("--stride", type=int, default=None, help="step (default 16)")
+    parser.add_argument("--model", choices=["zfnet", "alexnet"], default="zfnet")
+    parser.add_argument(
+        "--captum", default="1,16,64", help="Captum perturbations_per_eval values ('' for none)"
+    )
     args = parser.parse_args()
     size = args.size or (96 if args.quick else 224)
     window, stride = args.window, args.stride or (32 if args.quick else 16)
     repeats = args.repeats or 3
-    captum_ppe = [1, 16, 64]
+    captum_ppe = [int(v) for v in args.captum.split(",") if v.strip()]
 
     torch.manual_seed(0)
-    model = zfnet().eval()
+    if args.model == "zfnet":
+        model = zfnet().eval()
+    else:
+        model = torchvision.models.alexnet(weights=None).eval()
     x = torch.randn(1, 3, size, size)
 
     # Warm-up, and the choices the floor reuses (positions, chunk size, target).
@@ -134,7 +145,7 @@ def main() -> None:
         diff_captum = float((attr[0, 0] - total / count).abs().max())
 
     print(
-        f"ZFNet, 1 image {size}x{size}, window {window}, stride {stride}: "
+        f"{args.model}, 1 image {size}x{size}, window {window}, stride {stride}: "
         f"{len(rows)}x{len(cols)} = {len(rows) * len(cols)} occluded images; "
         f"chunk {chunk}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"median of {repeats}"

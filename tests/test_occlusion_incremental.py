@@ -127,7 +127,7 @@ def test_functional_relu_in_a_custom_forward_falls_back(monkeypatch, caplog):
     assert "full forwards" in caplog.text and "FunctionalNet" in caplog.text
 
 
-def test_unknown_operation_computed_in_full_from_there(monkeypatch):
+def test_unknown_operation_computed_in_full_from_there(monkeypatch, caplog):
     # ZeroPad2d and an upsampling the geometry does not follow: full maps from there on.
     torch.manual_seed(9)
     model = nn.Sequential(
@@ -141,8 +141,10 @@ def test_unknown_operation_computed_in_full_from_there(monkeypatch):
         nn.Linear(6 * 32 * 31, 5),
     ).eval()
     x = torch.randn(1, 3, 32, 32)
-    _, p = check(model, x, monkeypatch, window=6, stride=6, layer="5")
+    with caplog.at_level(logging.DEBUG, logger="zfwidgets.occlusion"):
+        _, p = check(model, x, monkeypatch, window=6, stride=6, layer="5")
     assert p.modes["_0"] == "window" and p.modes["_2"] == "full"
+    assert "full maps assembled for _2" in caplog.text
 
 
 def test_untraceable_model_falls_back(monkeypatch, caplog):

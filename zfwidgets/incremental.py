@@ -12,11 +12,11 @@ the rest of the network runs as usual. The result equals the naive sweep (every 
 image through the whole model) to float precision.
 
 The dataflow comes from ``torch.fx.symbolic_trace``, attempted only on models built entirely
-from ``torch``, ``torchvision`` and ``zfwidgets`` modules (tracing runs the Python forward with
-proxies, which a custom forward may not survive unharmed). A model that cannot be traced, or
-whose traced graph does not reproduce its own output, is swept naively; the reason goes to the
-``zfwidgets.occlusion`` debug log. Operations the geometry cannot follow (anything not listed
-above) are computed on full maps from that point of the graph on.
+from ``torch``, ``torchvision`` and ``zfwidgets.models`` modules (tracing runs the Python
+forward with proxies, which a custom forward may not survive unharmed). A model that cannot be
+traced, or whose traced graph does not reproduce its own output, is swept naively; the reason
+goes to the ``zfwidgets.occlusion`` debug log. Operations the geometry cannot follow (anything
+not listed above) are computed on full maps from that point of the graph on.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ log = logging.getLogger("zfwidgets.occlusion")
 #: Fraction of a layer's map above which the full map is assembled and computed.
 FULL_AT = 0.6
 
-_TRUSTED = ("torch.", "torchvision.", "zfwidgets.")
+_TRUSTED = ("torch.", "torchvision.", "zfwidgets.models.")
 
 # Modules that act on each pixel independently (channels may mix) in eval mode.
 _PIXELWISE_MODULES = (
@@ -136,6 +136,9 @@ class Plan:
         self._padded: dict[tuple, torch.Tensor] = {}
         #: node name -> "window" or "full" in the last chunk (for tests and the debug log)
         self.modes: dict[str, str] = {}
+        #: nodes that received rectangles and needed full maps, in the last chunk
+        self.assembled: list[str] = []
+        self._logged = False
 
     # -- helpers -------------------------------------------------------------------------
     def _pad(self, node, pads: tuple[int, int, int, int], value: float) -> torch.Tensor:
@@ -158,12 +161,24 @@ class Plan:
         env: dict[fx.Node, Any] = {}
         total = None
         self.modes = {}
+        self.assembled: list[str] = []
         for node in self.graph.nodes:
             if node.op == "placeholder":
                 env[node] = win
                 continue
             if node.op == "output":
                 out = fx.node.map_arg(node.args[0], lambda a: self._full(a, env[a], bi))
+                if not self._logged:
+                    self._logged = True
+                    windowed = [k for k, v in self.modes.items() if v == "window"]
+                    log.debug(
+                        "incremental occlusion: %d operations on rectangles (%s); full maps "
+                        "assembled for %s (the cone covers most of the map, or an operation "
+                        "the geometry does not follow)",
+                        len(windowed),
+                        ", ".join(windowed),
+                        ", ".join(self.assembled) or "the output only",
+                    )
                 return total, out
             if node not in self.dynamic:
                 env[node] = self.clean[node]
@@ -191,6 +206,7 @@ class Plan:
             out = self._window_step(node, args, bi)
             if out is not None:
                 return out
+            self.assembled.append(node.name)
         # full computation: assemble every windowed argument into full maps
         full = fx.node.map_arg(node.args, lambda a: self._full(a, env[a], bi))
         kw = fx.node.map_arg(node.kwargs, lambda a: self._full(a, env[a], bi))
@@ -377,7 +393,7 @@ def plan(
     if why is not None:
         log.debug(
             "incremental occlusion off, full forwards: %s (only torch, torchvision and "
-            "zfwidgets modules are traced)",
+            "zfwidgets.models modules are traced)",
             why,
         )
         return None
