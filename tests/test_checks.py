@@ -103,3 +103,36 @@ def test_layers_of_the_wrong_type_name_the_argument():
         zf.invariance(model, torch.randn(1, 3, 32, 32), layers=3)
     with pytest.raises(TypeError, match="layers: expected"):
         zf.capture(model, [0.5])
+
+
+def test_the_shape_pass_never_touches_the_users_modules():
+    """The meta pass runs on a copy of the module tree: a forward of the real model on another
+    thread at the same time sees its own parameters and no hook."""
+    import threading
+
+    from zfwidgets._checks import dry_run
+
+    model = tiny_zf()
+    errors = []
+    stop = threading.Event()
+
+    def checks():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                dry_run(model, (1, 3, 32 + i % 300, 32))  # new shapes: real passes
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+    t = threading.Thread(target=checks)
+    t.start()
+    try:
+        for _ in range(40):
+            assert model(torch.randn(2, 3, 32, 32)).device.type == "cpu"
+            assert all(not m._forward_hooks for m in model.modules())
+            assert all(p.device.type == "cpu" for p in model.parameters())
+    finally:
+        stop.set()
+        t.join()
+    assert not errors

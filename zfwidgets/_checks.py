@@ -216,6 +216,19 @@ def _all_eval(model: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
+def _shadow(model: nn.Module) -> nn.Module:
+    """A copy of the module tree of ``model`` sharing its parameters and buffers (the model
+    itself when it cannot be copied)."""
+    import copy
+    import itertools
+
+    memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    try:
+        return copy.deepcopy(model, memo)
+    except Exception:
+        return model
+
+
 def _meta_pass(
     model: nn.Module,
     shape: tuple[int, ...],
@@ -243,15 +256,19 @@ def _meta_pass(
             run.shapes[name] = tuple(out.shape)
             kept[name] = out
 
-    tensors = dict(model.named_parameters(remove_duplicate=False))
-    tensors.update(model.named_buffers(remove_duplicate=False))
+    # The pass runs on a copy of the module tree that shares nothing but the (untouched)
+    # parameter and buffer objects: the meta stand-ins and the hooks never appear on the
+    # user's modules, so a forward of the real model on another thread is not disturbed.
+    target = _shadow(model)
+    tensors = dict(target.named_parameters(remove_duplicate=False))
+    tensors.update(target.named_buffers(remove_duplicate=False))
     meta = {k: torch.empty_like(v, device="meta") for k, v in tensors.items()}
     x = torch.empty(shape, dtype=dtype, device="meta", requires_grad=reach)
     # switches=True: a max-pool that returns its indices hands over its pooled tensor
-    cap = Capture(model, layers, switches=True, reduce=reduce) if layers else None
+    cap = Capture(target, layers, switches=True, reduce=reduce) if layers else None
     try:
-        with _all_eval(model), torch.set_grad_enabled(reach), cap or contextlib.nullcontext():
-            out = functional_call(model, meta, (x,))
+        with _all_eval(target), torch.set_grad_enabled(reach), cap or contextlib.nullcontext():
+            out = functional_call(target, meta, (x,))
     except Exception as exc:  # shape errors and models that cannot run on meta alike
         run.error = f"{type(exc).__name__}: {exc}".split("\n")[0][:300]
     run.calls = dict(cap.calls) if cap is not None else {}
