@@ -69,7 +69,10 @@ def test_site_files_manifest_and_hits(tmp_path, stored, data):
         hits = read_script(site / L["data"])
         assert hits[0] == i
         d = hits[1]
-        np.testing.assert_allclose(d["v"], atlas.values[n].reshape(-1).numpy(), rtol=1e-3)
+        v = np.asarray(d["v"]) * 10.0 ** d["e"]
+        want = atlas.values[n].reshape(-1).numpy()
+        np.testing.assert_allclose(v, want, rtol=0, atol=np.abs(want).max() * 5e-4 + 1e-12)
+        assert np.abs(v).max() == pytest.approx(np.abs(want).max(), rel=5e-4)
         assert d["i"] == atlas.indices[n].reshape(-1).tolist()
         assert d["y"] == [labels[j] for j in d["i"]]
     # the tiles are the atlas's own files, hard-linked, one per unit

@@ -90,11 +90,17 @@ class SiteReport:
         return "\n".join(lines)
 
 
-def _round(v: float) -> float | int:
-    if v == 0 or not math.isfinite(v):
-        return 0
-    r = float(f"{v:.{_DIGITS}g}")
-    return int(r) if r.is_integer() and abs(r) < 1e15 else r
+def _scaled(values: list[float]) -> tuple[list[int], int]:
+    """``values`` as integers times ``10**e``, ``e`` chosen so the largest keeps ``_DIGITS``
+    significant digits (every value to within 0.05 % of the layer's largest): a short,
+    exact text form for the page, which shows them with 4 significant digits."""
+    finite = [abs(v) for v in values if math.isfinite(v)]
+    top = max(finite, default=0.0)
+    if top == 0:
+        return [0 for _ in values], 0
+    e = math.floor(math.log10(top)) - (_DIGITS - 1)
+    scale = 10.0**-e
+    return [round(v * scale) if math.isfinite(v) else 0 for v in values], e
 
 
 def _text(v: Any, what: str, limit: int = 1000) -> str:
@@ -119,12 +125,18 @@ def _label_of_item(item: Any) -> int | None:
     return None
 
 
-def _as_labels(labels: Any, n: int | None) -> list[int]:
+def _as_labels(labels: Any, n: int | None) -> Sequence[int]:
     import numpy as np
     import torch
 
     if isinstance(labels, (torch.Tensor, np.ndarray)):
-        labels = labels.reshape(-1).tolist()
+        arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else labels
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"labels: expected integer class indices, got dtype {arr.dtype}")
+        arr = arr.reshape(-1)
+        if n is not None and len(arr) != n:
+            raise ValueError(f"labels: expected {n} labels (one per image), got {len(arr)}")
+        return arr  # indexed like a list
     if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
         raise TypeError(
             f"labels: expected a sequence of ints (one per image), got {type(labels).__name__}"
@@ -158,7 +170,7 @@ def _labels_of(atlas: Any, labels: Any, wanted: list[int]) -> dict[int, int]:
                 f"labels: {len(seq)} labels, but the atlas names image {bad[0]} (one label per "
                 "image of the data the atlas was mined over)"
             )
-        return {i: seq[i] for i in wanted}
+        return {i: int(seq[i]) for i in wanted}
     if atlas.source is None:
         return {}
     items = _dataset(atlas.source)
@@ -170,7 +182,7 @@ def _labels_of(atlas: Any, labels: Any, wanted: list[int]) -> dict[int, int]:
             seq = _as_labels(seq, len(atlas.source))
         except (TypeError, ValueError):
             continue
-        return {i: seq[i] for i in wanted}
+        return {i: int(seq[i]) for i in wanted}
     if items is None or not hasattr(items, "__getitem__") or hasattr(items, "dim"):
         return {}
     out = {}
@@ -411,9 +423,9 @@ def export_site(
                     "height": lay.height,
                     "missing": missing,
                 }
-            vals = [_round(v) for v in values.reshape(-1).tolist()]
+            vals, e = _scaled(values.reshape(-1).tolist())
             idx = [int(v) for v in indices.reshape(-1).tolist()]
-            data: dict[str, Any] = {"v": vals, "i": idx}
+            data: dict[str, Any] = {"v": vals, "e": e, "i": idx}
             if label_of:
                 data["y"] = [slot.get(label_of.get(j, -1), -1) for j in idx]
             (tmp / "layers" / f"{i}.js").write_bytes(_script("zfSiteLayer", [i, data]))

@@ -158,3 +158,14 @@ export function fmt(v) {
   if (v !== 0 && (Math.abs(v) >= 1e5 || Math.abs(v) < 1e-3)) return v.toExponential(2);
   return String(Number(v.toPrecision(4)));
 }
+
+/**
+ * Values sent as integers times `10 ** e`, back as numbers (through their decimal text, so
+ * `1234` and `e = -2` give exactly the double nearest 12.34).
+ * @param {number[]} ints
+ * @param {number} e
+ * @returns {number[]}
+ */
+export function unscale(ints, e) {
+  return ints.map((v) => Number(`${v}e${e}`));
+}

@@ -16,6 +16,7 @@ import {
   spriteRect,
   tileUrl,
   unitOrder,
+  unscale,
 } from "./route.js";
 
 /**
@@ -37,7 +38,8 @@ import {
  * @property {{size: number[], stride: number[], output: number[]}} [field]
  *
  * @typedef {object} LayerData
- * @property {number[]} v  values, channels * k
+ * @property {number[]} v  values, channels * k (as sent: integers times 10 ** e)
+ * @property {number} [e]  decimal exponent of v
  * @property {number[]} i  image indices, channels * k
  * @property {number[]} [y]  index into manifest.classes, -1 for none
  */
@@ -83,6 +85,7 @@ const layerWaiting = new Map();
 /** Called by layers/<i>.js. */
 window.zfSiteLayer = (pair) => {
   const [i, data] = pair;
+  if (typeof data.e === "number") data.v = unscale(data.v, data.e);
   const done = layerWaiting.get(i);
   if (done) {
     layerWaiting.delete(i);

@@ -9,6 +9,7 @@ import {
   spriteRect,
   tileUrl,
   unitOrder,
+  unscale,
 } from "../site/route.js";
 
 describe("site routes", () => {
@@ -85,5 +86,12 @@ describe("site sprites", () => {
   it("enlarges by whole factors and shrinks smoothly", () => {
     expect(fitSize(11, 11, 96)).toEqual({ width: 88, height: 88, smooth: false });
     expect(fitSize(224, 112, 96)).toEqual({ width: 96, height: 48, smooth: true });
+  });
+});
+
+describe("site values", () => {
+  it("reads integers times a power of ten", () => {
+    expect(unscale([1234, -5, 0], -2)).toEqual([12.34, -0.05, 0]);
+    expect(unscale([1234], 3)).toEqual([1234000]);
   });
 });
