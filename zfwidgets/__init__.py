@@ -37,6 +37,7 @@ _WIDGETS = (
     "Gallery",
     "InvarianceCurves",
     "LayerGrid",
+    "LayerOverview",
     "OcclusionMap",
     "Predictions",
     "TopNine",

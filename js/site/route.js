@@ -149,17 +149,6 @@ export function fitSize(w, h, side) {
 }
 
 /**
- * An activation for people: 4 significant digits, exponent when tiny or huge.
- * @param {number} v
- * @returns {string}
- */
-export function fmt(v) {
-  if (!Number.isFinite(v)) return String(v);
-  if (v !== 0 && (Math.abs(v) >= 1e5 || Math.abs(v) < 1e-3)) return v.toExponential(2);
-  return String(Number(v.toPrecision(4)));
-}
-
-/**
  * Values sent as integers times `10 ** e`, back as numbers (through their decimal text, so
  * `1234` and `e = -2` give exactly the double nearest 12.34).
  * @param {number[]} ints

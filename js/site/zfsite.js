@@ -4,9 +4,9 @@
 // the title) goes into the page as text (textContent), never as HTML. Nothing is requested
 // outside the folder.
 
+import { fmt, h } from "../lib/dom.js";
 import {
   fitSize,
-  fmt,
   formatHash,
   PER_PAGE,
   pageCount,
@@ -49,20 +49,6 @@ const SHOW_LABELS = {
   reconstructions: "top-k reconstructions",
   patches: "top-k patches",
 };
-
-/**
- * Create an element with a class and, optionally, text (always as text, never as HTML).
- * @param {string} tag
- * @param {string} [className]
- * @param {string} [text]
- * @returns {HTMLElement}
- */
-function h(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 /**
  * @param {string} text

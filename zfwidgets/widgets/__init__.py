@@ -14,6 +14,7 @@ from .filter_grid import FilterGrid
 from .gallery import Gallery
 from .invariance_curves import InvarianceCurves
 from .layer_grid import LayerGrid
+from .layer_overview import LayerOverview
 from .occlusion_map import OcclusionMap
 from .predictions import Predictions
 from .top_nine import TopNine
@@ -27,6 +28,7 @@ __all__ = [
     "Gallery",
     "InvarianceCurves",
     "LayerGrid",
+    "LayerOverview",
     "OcclusionMap",
     "Predictions",
     "TopNine",

@@ -19,6 +19,7 @@ from typing import Any
 
 import ipywidgets as w
 import torch
+import traitlets as t
 from torch import nn
 
 from .._checks import (
@@ -33,6 +34,7 @@ from ..backprop import backprop
 from ..capture import eval_mode
 from ..images import contrast_normalize, display_image, fit_channels, mean_std_of
 from ..layers import module_tree_copy
+from ..stored import open_atlas
 from ..uploads import MAX_UPLOAD_BYTES, decode_upload
 from ._jobs import Job, Runner
 from .gallery import Gallery
@@ -122,8 +124,12 @@ class Explorer(w.VBox):
     layers : list of str, optional
         The layers offered; default every ``nn.Conv2d`` the forward calls, in call order (the
         last one is shown first).
-    atlas : Atlas, optional
-        A precomputed top-9 atlas of ``dataset`` (skips mining).
+    atlas : Atlas or path, optional
+        A precomputed top-9 atlas of ``dataset`` (skips mining), or the folder of one
+        (``atlas.save("atlas/")``, ``python -m zfwidgets mine --out atlas/``): its units are
+        read from the stored tiles, and a whole-layer overview of it is shown. Layers it lacks
+        are mined from ``dataset`` when shown. A folder that is missing, damaged, from another
+        model or from another dataset is not used: the Explorer says why and mines instead.
     transform : torchvision transform, optional
         The preprocessing the model expects: applied to PIL images and uploads, and its
         ``Normalize`` is undone for display. Default: resize/crop 224 + ImageNet statistics
@@ -190,6 +196,10 @@ class Explorer(w.VBox):
         if transform is None:
             transform = _default_transform(channels)
         self.transform = transform
+        opened = open_atlas(atlas, model=model, data=dataset, transform=transform)
+        atlas = opened.atlas
+        #: What the Explorer says about the atlas it was given (empty: nothing to say).
+        self.atlas_notes: list[str] = list(opened.notes)
         if mean is None and std is None:
             try:
                 mean, std = mean_std_of(transform)
@@ -201,7 +211,9 @@ class Explorer(w.VBox):
 
             images = list(load_photos().values())
         self.images = self._load_images(images, max_images)
-        self.dataset = dataset if dataset is not None else torch.stack(self.images)
+        self.dataset = dataset
+        if dataset is None and (atlas is None or atlas.source is not None):
+            self.dataset = torch.stack(self.images)  # mine over the strip
         self.classes = list(classes) if classes is not None else None
         if layers is None:  # the convolutions the forward calls, in call order
             layers = called_convs(model, (1, *self.images[0].shape))
@@ -209,6 +221,12 @@ class Explorer(w.VBox):
             layers = [resolve_layer(model, layer)[0] for layer in layers]
         if not layers:
             raise ValueError(f"model: {type(model).__name__} has no nn.Conv2d layer to explore")
+        lacking = [n for n in layers if atlas is not None and n not in atlas.layers]
+        if lacking and opened.stored:
+            how = (
+                "mined from the dataset when shown" if dataset is not None else "no dataset to mine"
+            )
+            self.atlas_notes.append(f"Not in the atlas: {', '.join(lacking)} ({how}).")
         self.layers = layers
         self.index = 0
         self._runner = Runner(f"zfwidgets.Explorer-{id(self):x}")
@@ -230,7 +248,15 @@ class Explorer(w.VBox):
             layout=w.Layout(width="auto"),  # JupyterLab's fixed button width cut the label
         )
         self.message = w.Label("")
-        self.grid = LayerGrid(model, self.images[0], layers[-1], mean=mean, std=std, layers=layers)
+        start = layers[-1]
+        # without a dataset only stored tiles can be shown; with one, any layer of the atlas
+        self._atlas_layers = (
+            [] if atlas is None else (opened.stored if dataset is None else list(atlas.layers))
+        )
+        if atlas is not None and start not in self._atlas_layers:
+            # open on the deepest layer the atlas can show
+            start = next((n for n in reversed(layers) if n in self._atlas_layers), start)
+        self.grid = LayerGrid(model, self.images[0], start, mean=mean, std=std, layers=layers)
         self.unit = Gallery(
             self._display(self.current.unsqueeze(0)),
             ["image"],
@@ -246,7 +272,24 @@ class Explorer(w.VBox):
             self.grid,
             self.unit,
         ]
+        self.atlas_note = w.Label(" ".join(self.atlas_notes))
+        self.atlas_note.add_class("zf-atlas-note")
+        if self.atlas_notes:
+            children.append(self.atlas_note)
         self.top9 = self._make_top9(atlas)
+        #: The atlas in use (None: the top-9 are mined).
+        self.atlas = atlas
+        self.overview = None
+        if atlas is not None:
+            # the whole layer at once (Fig. 2 for every unit); built when first opened, unless
+            # the atlas has stored tiles (then a page is a few file reads)
+            self._overview_atlas = atlas
+            self.overview_box = w.Accordion(children=[w.VBox([])], titles=("whole layer",))
+            self.overview_box.add_class("zf-overview-box")
+            self.overview_box.observe(self._on_overview_open, "selected_index")
+            children.append(self.overview_box)
+            if opened.stored:
+                self.overview_box.selected_index = 0
         if self.top9 is not None:
             children.append(self.top9)
         self.predictions = self._make_predictions()
@@ -265,6 +308,32 @@ class Explorer(w.VBox):
         self.grid.observe(self._on_layer, "layer")
         if self.top9 is not None and hasattr(self.top9, "selected"):
             self.top9.observe(self._on_top9_pick, "selected")
+
+    # -- the whole-layer overview -----------------------------------------------------------
+    def _on_overview_open(self, change: dict) -> None:
+        if change["new"] is None or self.overview is not None:
+            return
+        from .layer_overview import LayerOverview
+
+        atlas = self._overview_atlas
+        layer = self.grid.layer if self.grid.layer in atlas.layers else atlas.layers[0]
+        self.overview = LayerOverview(atlas, layer, max_width=self.grid.max_width)
+        self.overview.observe(self._on_overview_pick, "selected")
+        self.overview_box.children = [self.overview]
+
+    def _on_overview_pick(self, change: dict) -> None:
+        """A unit clicked in the overview: select it in the grid (the unit view, the top-9 and
+        the heatmaps follow)."""
+        c = change["new"]
+        if c is None:
+            return
+        layer = self.overview.layer
+        if layer != self.grid.layer:
+            if layer not in self.grid.layers:
+                self.message.value = f"{layer} is not among the layers the grid offers"
+                return
+            self.grid.layer = layer
+        self.grid.channel = c
 
     # -- images ----------------------------------------------------------------------------
     def _load_images(self, images: Any, max_images: int) -> list[torch.Tensor]:
@@ -314,9 +383,11 @@ class Explorer(w.VBox):
         kwargs = {"mean": self._mean, "std": self._std, "classes": self.classes}
         if atlas is None:
             kwargs["k"] = min(9, len(self.dataset))
-        return TopNine(
-            self.model, self.dataset, layer=self.grid.layer, channel=0, atlas=atlas, **kwargs
-        )
+        layer = self.grid.layer
+        if self.dataset is None and layer not in self._atlas_layers:
+            # nothing to mine: start on a layer the atlas can show
+            layer = (self._atlas_layers or atlas.layers)[-1]
+        return TopNine(self.model, self.dataset, layer=layer, channel=0, atlas=atlas, **kwargs)
 
     def _make_predictions(self):
         from .predictions import Predictions
@@ -378,6 +449,12 @@ class Explorer(w.VBox):
         index = change["new"]
         if index is None:
             return
+        if self.dataset is None:
+            self.message.value = (
+                f"dataset image {index}: the atlas came without its images; pass dataset= to "
+                "open them"
+            )
+            return
         from .._data import ImageSource
 
         try:  # a dataset of tensors is already preprocessed
@@ -409,11 +486,21 @@ class Explorer(w.VBox):
 
     def _on_layer(self, change: dict) -> None:
         if self.top9 is not None:
-            self.top9.layer = change["new"]
+            try:
+                self.top9.layer = change["new"]
+                self.message.value = ""
+            except (ValueError, t.TraitError) as exc:  # not in the atlas, no data to mine it
+                self.message.value = f"top-9: {exc}"
+        if self.overview is not None and change["new"] in self.overview.layers:
+            self.overview.layer = change["new"]
         self._request_views()
 
     def _on_channel(self, change: dict) -> None:
-        if change["new"] is not None and self.top9 is not None:
+        if (
+            change["new"] is not None
+            and self.top9 is not None
+            and self.top9.layer == self.grid.layer
+        ):
             self.top9.channel = change["new"]
         self._request_views()
 
