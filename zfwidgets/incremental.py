@@ -99,29 +99,40 @@ def _axis(a: torch.Tensor, h: int, k: int, s: int, p: int, d: int, n_out: int):
     return start, size, start * s, (size - 1) * s + d * (k - 1) + 1
 
 
-def _region(src, bi, win: Window, top, left, hn: int, wn: int, shift=(0, 0)) -> torch.Tensor:
+def _region(
+    src, bi, win: Window, top, left, hn: int, wn: int, shift=(0, 0), cache: dict | None = None
+) -> torch.Tensor:
     """Rows ``top[k]:top[k]+hn`` and columns ``left[k]:left[k]+wn`` of ``src[bi[k]]`` (N, C, H, W)
-    with ``win`` pasted in (its coordinates offset by ``shift``): (B, C, hn, wn)."""
-    views = src.unfold(2, hn, 1).unfold(3, wn, 1)  # (N, C, H', W', hn, wn)
-    out = views.permute(0, 2, 3, 1, 4, 5)[bi, top, left]  # (B, C, hn, wn), a copy
+    with ``win`` pasted in (its coordinates offset by ``shift``): (B, C, hn, wn).
+
+    One gather of channel vectors from a table holding the unoccluded pixels, then the
+    window's pixels. ``cache`` keeps the table of an unoccluded ``src`` between calls.
+    """
+    dev = src.device
+    n, c, h_src, w_src = src.shape
+    b = len(bi)
     h, w = win.data.shape[2:]
-    # The window in the rectangle's coordinates: positions sharing an offset (most of them)
-    # are pasted by one copy.
-    rows = (win.top + shift[0] - top).tolist()
-    cols = (win.left + shift[1] - left).tolist()
-    groups: dict[tuple[int, int], list[int]] = {}
-    for k, rc in enumerate(zip(rows, cols)):
-        groups.setdefault(rc, []).append(k)
-    for (r, c), ks in groups.items():
-        r0, r1, c0, c1 = max(r, 0), min(r + h, hn), max(c, 0), min(c + w, wn)
-        if r0 < r1 and c0 < c1:
-            part = win.data[:, :, r0 - r : r1 - r, c0 - c : c1 - c]
-            if len(ks) == len(rows):
-                out[:, :, r0:r1, c0:c1] = part
-            else:
-                idx = torch.tensor(ks, device=src.device)
-                out[idx, :, r0:r1, c0:c1] = part[idx]
-    return out
+    size, extra = n * h_src * w_src, b * h * w
+    entry = None if cache is None else cache.get(id(src))
+    if entry is None or entry[0] is not src or entry[1].shape[0] < size + extra:
+        table = src.new_empty(size + extra, c)
+        table[:size] = src.permute(0, 2, 3, 1).reshape(-1, c)
+        if cache is not None:
+            cache[id(src)] = (src, table)
+    else:
+        table = entry[1]
+    table[size : size + extra] = win.data.permute(0, 2, 3, 1).reshape(-1, c)
+    r = top[:, None] + torch.arange(hn, device=dev)  # (B, hn)
+    q = left[:, None] + torch.arange(wn, device=dev)  # (B, wn)
+    index = (bi[:, None, None] * h_src + r[:, :, None]) * w_src + q[:, None, :]
+    wr = r - (win.top + shift[0])[:, None]
+    wc = q - (win.left + shift[1])[:, None]
+    inside = ((wr >= 0) & (wr < h))[:, :, None] & ((wc >= 0) & (wc < w))[:, None, :]
+    pasted = n * h_src * w_src + (
+        (torch.arange(b, device=dev)[:, None, None] * h + wr[:, :, None]) * w + wc[:, None, :]
+    )
+    index = torch.where(inside, pasted, index)
+    return table[index.reshape(-1)].reshape(b, hn, wn, c).permute(0, 3, 1, 2)
 
 
 class Plan:
@@ -134,6 +145,7 @@ class Plan:
         self.dynamic = dynamic  # nodes that depend on the image
         self.layer_node = layer_node
         self._padded: dict[tuple, torch.Tensor] = {}
+        self._tables: dict[int, tuple] = {}
         #: node name -> "window" or "full" in the last chunk (for tests and the debug log)
         self.modes: dict[str, str] = {}
         #: nodes that received rectangles and needed full maps, in the last chunk
@@ -152,7 +164,7 @@ class Plan:
             return v
         h, w = self.clean[node].shape[2:]
         zero = torch.zeros_like(v.top)
-        return _region(self.clean[node], bi, v, zero, zero, h, w)
+        return _region(self.clean[node], bi, v, zero, zero, h, w, cache=self._tables).contiguous()
 
     # -- one chunk -----------------------------------------------------------------------
     def run(self, bi, win: Window, channel: torch.Tensor):
@@ -241,7 +253,7 @@ class Plan:
             extra_h = max(ph, (oh - 1) * sh + dh * (kh - 1) + 1 - ih - ph)
             extra_w = max(pw, (ow - 1) * sw + dw * (kw - 1) + 1 - iw - pw)
             src = self._pad(src_node, (pw, extra_w, ph, extra_h), fill)
-            patch = _region(src, bi, x, r0, c0, rin, cin, shift=(ph, pw))
+            patch = _region(src, bi, x, r0, c0, rin, cin, shift=(ph, pw), cache=self._tables)
             return Window(op(patch), top, left)
         if node.op == "call_function" and node.target in _PIXELWISE_FUNCTIONS:
             x = args[0]
@@ -285,7 +297,9 @@ class Plan:
             return None
         top, left, hn, wn = box
         vals = [
-            _region(self.clean[s], bi, a, top, left, hn, wn) if isinstance(a, Window) else a
+            _region(self.clean[s], bi, a, top, left, hn, wn, cache=self._tables)
+            if isinstance(a, Window)
+            else a
             for a, s in zip(args, srcs)
         ]
         return Window(fn(*vals), top, left)
@@ -304,7 +318,7 @@ class Plan:
         parts = []
         for v, s in zip(vals, srcs):
             if isinstance(v, Window):
-                parts.append(_region(self.clean[s], bi, v, top, left, hn, wn))
+                parts.append(_region(self.clean[s], bi, v, top, left, hn, wn, cache=self._tables))
             else:  # a constant map: the same rectangle of it
                 src = v.expand(len(bi), *v.shape[1:]) if v.shape[0] == 1 else v[bi]
                 empty = Window(src[:, :, :0, :0], top, left)
