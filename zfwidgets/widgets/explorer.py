@@ -650,11 +650,13 @@ class Explorer(w.VBox):
     def _show_unit(
         self, x: torch.Tensor, layer: str, c: int | None, projections: dict[str, torch.Tensor]
     ) -> None:
-        """The image beside the projections of the selected map's strongest unit."""
+        """The image beside the projections of the selected map's strongest unit (tiles and
+        caption in one message, so the front end never shows one without the other)."""
         image = self._display(x)
         if c is None or not {"deconv", "guided"} <= projections.keys():
-            self.unit.set_images(image, ["image"])
-            self.unit.caption = _UNIT_HINT
+            with self.unit.hold_sync():
+                self.unit.set_images(image, ["image"])
+                self.unit.caption = _UNIT_HINT
             return
         tiles = torch.cat(
             [
@@ -663,7 +665,8 @@ class Explorer(w.VBox):
                 fit_channels(contrast_normalize(projections["guided"])),
             ]
         )
-        self.unit.set_images(tiles, ["image", "deconvnet (Zeiler & Fergus)", "guided backprop"])
-        self.unit.caption = (
-            f"{layer} · channel {c}: its strongest unit in this image, projected to pixel space"
-        )
+        with self.unit.hold_sync():
+            self.unit.set_images(tiles, ["image", "deconvnet (Zeiler & Fergus)", "guided backprop"])
+            self.unit.caption = (
+                f"{layer} · channel {c}: its strongest unit in this image, projected to pixel space"
+            )
