@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from ..codec import pack
-from ..monitor import Snapshot, TrainingMonitor, smooth
+from ..monitor.curves import smooth
+from ..monitor.snapshots import Snapshot
+from ..monitor.training import TrainingMonitor
 from .evolution import EvolutionSlider
 from .filter_grid import DEAD, DOMINATING, FilterGrid
 from .gallery import Gallery
