@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .classes import as_labels
+
 __all__ = ["SiteReport", "export_site", "SITE_FORMAT"]
 
 SITE_FORMAT = "zfwidgets.site/1"
@@ -125,32 +127,6 @@ def _label_of_item(item: Any) -> int | None:
     return None
 
 
-def _as_labels(labels: Any, n: int | None) -> Sequence[int]:
-    import numpy as np
-    import torch
-
-    if isinstance(labels, (torch.Tensor, np.ndarray)):
-        arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else labels
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"labels: expected integer class indices, got dtype {arr.dtype}")
-        arr = arr.reshape(-1)
-        if n is not None and len(arr) != n:
-            raise ValueError(f"labels: expected {n} labels (one per image), got {len(arr)}")
-        return arr  # indexed like a list
-    if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
-        raise TypeError(
-            f"labels: expected a sequence of ints (one per image), got {type(labels).__name__}"
-        )
-    out = []
-    for i, v in enumerate(labels):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"labels[{i}]: expected an int class index, got {v!r}")
-        out.append(int(v))
-    if n is not None and len(out) != n:
-        raise ValueError(f"labels: expected {n} labels (one per image), got {len(out)}")
-    return out
-
-
 def _dataset(source: Any) -> Any:
     """The user's collection behind an ImageSource (a Dataset, a tensor or a list)."""
     return getattr(source, "_items", None)
@@ -163,7 +139,7 @@ def _labels_of(atlas: Any, labels: Any, wanted: list[int]) -> dict[int, int]:
     if isinstance(data, dict) and isinstance(data.get("n"), int):
         n = data["n"]
     if labels is not None:
-        seq = _as_labels(labels, n)
+        seq = as_labels(labels, n)
         bad = [i for i in wanted if i >= len(seq)]
         if bad:
             raise ValueError(
@@ -179,7 +155,7 @@ def _labels_of(atlas: Any, labels: Any, wanted: list[int]) -> dict[int, int]:
         if seq is None or isinstance(seq, (str, bytes)):
             continue
         try:
-            seq = _as_labels(seq, len(atlas.source))
+            seq = as_labels(seq, len(atlas.source))
         except (TypeError, ValueError):
             continue
         return {i: int(seq[i]) for i in wanted}
