@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -409,6 +410,15 @@ def plan(
             "incremental occlusion off, full forwards: %s (only torch, torchvision and "
             "zfwidgets.models modules are traced)",
             why,
+        )
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        # torch.fx patches nn.Module.__call__ for every thread while it traces: a module called
+        # meanwhile in another thread (a notebook cell, a widget's job) would go through fx's
+        # wrapper and fail. Trace only from the main thread (widgets sweep in worker threads).
+        log.debug(
+            "incremental occlusion off, full forwards: not on the main thread "
+            "(torch.fx tracing is not thread-safe)"
         )
         return None
     try:
