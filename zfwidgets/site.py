@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .classes import as_labels
+from .classes import as_labels, label_of_item
 
 __all__ = ["SiteReport", "export_site", "SITE_FORMAT"]
 
@@ -111,22 +111,6 @@ def _text(v: Any, what: str, limit: int = 1000) -> str:
     return v[:limit]
 
 
-def _label_of_item(item: Any) -> int | None:
-    """The integer label of a dataset item ``(image, label, ...)`` or ``{"label": ...}``."""
-    import torch
-
-    y = None
-    if isinstance(item, (tuple, list)) and len(item) >= 2:
-        y = item[1]
-    elif isinstance(item, dict):
-        y = next((item[k] for k in ("label", "labels", "target", "y") if k in item), None)
-    if isinstance(y, torch.Tensor) and y.numel() == 1 and not y.is_floating_point():
-        return int(y)
-    if isinstance(y, int) and not isinstance(y, bool):
-        return y
-    return None
-
-
 def _dataset(source: Any) -> Any:
     """The user's collection behind an ImageSource (a Dataset, a tensor or a list)."""
     return getattr(source, "_items", None)
@@ -163,7 +147,7 @@ def _labels_of(atlas: Any, labels: Any, wanted: list[int]) -> dict[int, int]:
         return {}
     out = {}
     for i in wanted:
-        y = _label_of_item(items[i])
+        y = label_of_item(items[i])
         if y is None:
             return {}
         out[i] = y
