@@ -177,3 +177,18 @@ def test_dead_filters_from_a_capture_and_errors():
         dead_filters(torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="at least one"):
         dead_filters(torch.zeros(0, 3))
+
+
+def test_filter_flags_bits_and_errors():
+    from zfwidgets.filters import DEAD, DOMINATING, filter_flags
+
+    dominating = torch.tensor([True, False, True, False])
+    dead = torch.tensor([False, False, True, True])
+    flags = filter_flags(dominating, dead)
+    assert flags.dtype == torch.uint8
+    assert flags.tolist() == [DOMINATING, 0, DOMINATING | DEAD, DEAD]
+    assert filter_flags(dominating).tolist() == [DOMINATING, 0, DOMINATING, 0]
+    with pytest.raises(ValueError, match=r"dead: expected shape \(4,\)"):
+        filter_flags(dominating, dead[:3])
+    with pytest.raises(ValueError, match="dominating: expected a 1-D"):
+        filter_flags(dominating[None])

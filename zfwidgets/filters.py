@@ -6,6 +6,8 @@
   whose RMS exceeds a fixed radius (0.1 in the paper) is rescaled to that radius, which keeps
   one layer-1 filter from dominating (docs/method.md Sec. 1, Sec. 3 Fig. 6 (a)).
 - :func:`dead_filters`: feature maps that stay dark for every input (docs/method.md Sec. 4).
+- :func:`filter_flags`: both marks as one uint8 bit field per filter (:data:`DOMINATING`,
+  :data:`DEAD`), the form :class:`~zfwidgets.FilterGrid` and the training monitor send.
 """
 
 from __future__ import annotations
@@ -20,13 +22,50 @@ from torch import nn
 from ._checks import check_finite_batch, check_model, first_conv, resolve_layer, resolve_layers
 
 __all__ = [
+    "DEAD",
+    "DOMINATING",
     "FilterStats",
     "dead_filters",
     "dominating_filters",
+    "filter_flags",
     "filter_rms",
     "filters",
     "renormalize_filters_",
 ]
+
+
+#: Bits of :func:`filter_flags`: the filter's RMS exceeds the renormalisation radius.
+DOMINATING = 1
+#: Bits of :func:`filter_flags`: the filter's feature map stayed dark on every input.
+DEAD = 2
+
+
+def filter_flags(dominating: torch.Tensor, dead: torch.Tensor | None = None) -> torch.Tensor:
+    """One uint8 per filter: :data:`DOMINATING` and/or :data:`DEAD` set.
+
+    Parameters
+    ----------
+    dominating : Tensor (Cout,), bool
+        From :func:`dominating_filters`.
+    dead : Tensor (Cout,), bool, optional
+        From :func:`dead_filters` (``.dead``); unknown when None (no bit set).
+
+    Returns
+    -------
+    Tensor (Cout,), uint8, on ``dominating``'s device.
+    """
+    if dominating.dim() != 1:
+        raise ValueError(
+            f"dominating: expected a 1-D bool tensor, got shape {tuple(dominating.shape)}"
+        )
+    flags = dominating.to(torch.uint8) * DOMINATING
+    if dead is not None:
+        if dead.shape != dominating.shape:
+            raise ValueError(
+                f"dead: expected shape {tuple(dominating.shape)} like dominating, got {tuple(dead.shape)}"
+            )
+        flags = flags | (dead.to(flags.device).to(torch.uint8) * DEAD)
+    return flags
 
 
 def _conv(model: nn.Module, layer: str | nn.Module | None) -> tuple[str, nn.Conv2d]:

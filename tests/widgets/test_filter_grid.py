@@ -10,9 +10,9 @@ from torch import nn
 
 import zfwidgets as zf
 from zfwidgets.codec import decode
+from zfwidgets.filters import DEAD, DOMINATING
 from zfwidgets.images import GridLayout, to_rgba
 from zfwidgets.widgets import FilterGrid
-from zfwidgets.widgets.filter_grid import DEAD, DOMINATING
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from models import tiny_zf
 
 from zfwidgets.codec import decode
+from zfwidgets.filters import DEAD, DOMINATING
 from zfwidgets.monitor import TrainingMonitor, compare
-from zfwidgets.widgets.filter_grid import DEAD, DOMINATING
 from zfwidgets.widgets.monitor_view import MonitorView, snapshot_frame
 
 

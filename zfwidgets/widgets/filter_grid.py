@@ -19,16 +19,20 @@ from torch import nn
 from .._checks import check_images, check_model, first_conv, model_device, resolve_layer
 from ..capture import capture, eval_mode
 from ..codec import decode, pack
-from ..filters import dead_filters, dominating_filters, filter_rms, filters
+from ..filters import (
+    DEAD,
+    DOMINATING,
+    dead_filters,
+    dominating_filters,
+    filter_flags,
+    filter_rms,
+    filters,
+)
 from ..images import filter_atlas
 from ._base import ZFWidget
 from ._jobs import Runner
 
 __all__ = ["DEAD", "DOMINATING", "FilterGrid"]
-
-#: Bits of the per-filter ``flags`` array sent to the front end.
-DOMINATING = 1
-DEAD = 2
 
 
 def _resolve_conv(model: nn.Module, layer: str | nn.Module | None) -> tuple[str, nn.Conv2d]:
@@ -205,10 +209,8 @@ class FilterGrid(ZFWidget):
         conv = self._conv_at(index)
         weights = filters(conv, normalize=self._normalize)
         atlas, layout = filter_atlas(weights, columns=self._columns)
-        flags = dominating_filters(conv, radius=self._radius).to(torch.uint8) * DOMINATING
         dead = self._dead_at(index)
-        if dead is not None:
-            flags = flags | (dead.to(flags.device).to(torch.uint8) * DEAD)
+        flags = filter_flags(dominating_filters(conv, radius=self._radius), dead)
         rms = filter_rms(conv).float()
         device = model_device(self._model)
         frame = {

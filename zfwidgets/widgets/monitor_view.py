@@ -21,11 +21,12 @@ import torch
 from torch import nn
 
 from ..codec import pack
+from ..filters import filter_flags
 from ..monitor.curves import smooth
 from ..monitor.snapshots import Snapshot
 from ..monitor.training import TrainingMonitor
 from .evolution import EvolutionSlider
-from .filter_grid import DEAD, DOMINATING, FilterGrid
+from .filter_grid import FilterGrid
 from .gallery import Gallery
 
 __all__ = ["MonitorView", "compare", "evolution", "snapshot_frame"]
@@ -37,10 +38,8 @@ _DASHES = ["solid", "dash", "dot", "dashdot"]
 # -- filters -----------------------------------------------------------------------------------
 def snapshot_frame(s: Snapshot) -> dict[str, Any]:
     """A :class:`FilterGrid` frame (tiles, flags, RMS) from a snapshot."""
-    flags = s.dominating.to(torch.uint8) * DOMINATING
     dead = _first_layer_dead(s)
-    if dead is not None:
-        flags = flags | dead.to(torch.uint8) * DEAD
+    flags = filter_flags(s.dominating, dead)
     cout = int(s.rms.shape[0])
     shape = list(s.weight.shape) if s.weight is not None else [cout, 1, *s.grid["tile"]]
     return {
