@@ -10,6 +10,9 @@ checkout and reveal.js (``notebooks/node_modules``, served by Voila for the slid
 lie inside the served folder) copied from it, when it has them, else installed with
 ``npm ci``. Every run uses this interpreter (``sys.executable``) with the clone
 first on ``PYTHONPATH``, so the Voila and JupyterLab kernels the tests start import the clone.
+Run ``i`` takes the tests in an order shuffled with seed ``i`` (``scripts/shuffle_plugin.py``:
+tests sharing a module-scoped server stay together, the groups and the tests inside them are
+shuffled), so N runs also show the suite passes in any order; ``--no-shuffle`` keeps file order.
 Runs go on after a failure; the exit status is 0 only when every run passed. Each run's output
 is kept in ``<clone>/browser-run-<i>.log`` (the clone is removed unless ``--keep``, or a run
 failed).
@@ -53,6 +56,7 @@ def main() -> int:
     parser.add_argument("runs", type=int, nargs="?", default=5, help="how many runs (5)")
     parser.add_argument("--ref", default="HEAD", help="commit to clone (HEAD)")
     parser.add_argument("--keep", action="store_true", help="keep the clone")
+    parser.add_argument("--no-shuffle", action="store_true", help="run the tests in file order")
     parser.add_argument("pytest_args", nargs="*", help="after --: more pytest arguments")
     args = parser.parse_args()
 
@@ -68,6 +72,8 @@ def main() -> int:
     for i in range(1, args.runs + 1):
         log = clone / f"browser-run-{i}.log"
         cmd = [sys.executable, "-m", "pytest", "tests/browser", "-q", "-p", "no:cacheprovider"]
+        if not args.no_shuffle:
+            cmd += ["-p", "scripts.shuffle_plugin", f"--shuffle-seed={i}"]
         t0 = time.monotonic()
         with open(log, "w") as out:
             rc = subprocess.run(
@@ -77,7 +83,8 @@ def main() -> int:
         lines = log.read_text(errors="replace").strip().splitlines()
         summary = lines[-1] if lines else "(no output)"
         results.append(rc)
-        print(f"run {i}/{args.runs}: exit {rc} in {took:.0f} s: {summary}", flush=True)
+        order = "file order" if args.no_shuffle else f"order seed {i}"
+        print(f"run {i}/{args.runs} ({order}): exit {rc} in {took:.0f} s: {summary}", flush=True)
     passed = sum(rc == 0 for rc in results)
     print(f"{passed} of {args.runs} runs passed ({commit})")
     if args.keep or passed != args.runs:
