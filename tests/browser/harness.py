@@ -160,6 +160,12 @@ class VoilaServer(ServerProcess):
             "--no-browser",
             "--Voila.ip=127.0.0.1",
             "--VoilaConfiguration.show_tracebacks=True",
+            # Voila keeps a page's kernel after the page closes; the tests open a fresh page
+            # per test, so a kernel nobody is connected to goes after 10 s idle (it would
+            # otherwise hold its memory, and any background work, to the module's end)
+            "--MappingKernelManager.cull_idle_timeout=10",
+            "--MappingKernelManager.cull_interval=5",
+            "--MappingKernelManager.cull_connected=False",
         ]
         super().__init__(
             directory,

@@ -1,7 +1,7 @@
 """The Explorer in stock Voila, in headless Chromium, end to end (issue 3, "Tests").
 
-Two notebooks, served one after the other (one kernel at a time, one page each; every GET of
-a Voila URL starts a kernel):
+Two notebooks, served one after the other, a fresh page per test (every GET of a Voila URL
+starts a kernel that runs the notebook, so no test sees the state another left):
 
 - ``default``: ``Explorer()``: the bundled trained ZFNet-style model, its Fashion-MNIST test
   images and its precomputed top-9 atlas;
@@ -131,23 +131,33 @@ HASH = """(sel) => {
 
 
 @pytest.fixture(scope="module", params=list(CASES))
-def app(request, tmp_path_factory, browser_context):
+def server(request, tmp_path_factory):
     case = CASES[request.param]
-    server = serve(
+    srv = serve(
         tmp_path_factory.mktemp(f"voila-{case.name}"), "explorer.ipynb", NOTEBOOKS[case.name]
     )
+    srv.case = case
     try:
-        with open_app(
-            browser_context,
-            server,
-            GRID_READY + " && document.querySelector(arg[2])?.dataset.status === 'ready'",
-            [GRID, case.layer, TOP],
-            timeout_s=150,
-        ) as application:
-            application.case = case
-            yield application
+        yield srv
     finally:
-        server.stop()
+        srv.stop()
+
+
+@pytest.fixture
+def app(server, browser_context):
+    """A fresh page per test (Voila runs the notebook in a new kernel): the Explorer as it
+    opens, image 0, the first layer, no map selected, whatever ran before; so the tests pass
+    in any order."""
+    case = server.case
+    with open_app(
+        browser_context,
+        server,
+        GRID_READY + " && document.querySelector(arg[2])?.dataset.status === 'ready'",
+        [GRID, case.layer, TOP],
+        timeout_s=150,
+    ) as application:
+        application.case = case
+        yield application
 
 
 def still(app: App) -> None:
@@ -269,6 +279,10 @@ def save_docs_screenshot(app: App) -> None:
 
 def test_layer_menu_redraws_grid_and_top_nine_follows(app, artifacts):
     case = app.case
+    # a map selected first: the TopNine keeps its channel across the switch
+    click_tile(app, GRID, 5)
+    app.wait(TOP_READY, [TOP_CANVAS, case.layer, "5"], timeout_s=60)
+    app.wait("return document.querySelector(arg).dataset.count === '3'", UNIT, timeout_s=30)
     before = app.pixels(GRID)
     t0 = time.monotonic()
     app.page.select_option(f"{ROOT} .zf-layer-grid select.zf-layer-select", case.other)
@@ -314,6 +328,7 @@ def test_occlusion_heatmap_appears(app, artifacts):
 
 def test_class_names_show_as_text(app, artifacts):
     case = app.case
+    app.wait(OCC_IDLE, HEAT, timeout_s=120)  # the occlusion caption names the target once swept
     names = app.page.locator(f"{PREDS} .zf-pred-name").all_text_contents()
     assert len(names) == 5, names
     occ_caption = app.text(f"{ROOT} .zf-occlusion .zf-caption")
@@ -358,6 +373,16 @@ def wait_explored(app: App, unit_draws: int, timeout_s: float = 60.0) -> None:
 
 def test_picking_an_image_in_the_strip_redraws(app, artifacts):
     case = app.case
+    # a map selected first, so the unit view has a projection to redo for the new image
+    click_tile(app, GRID, 2)
+    app.wait(
+        "const c = document.querySelector(arg[0]);"
+        "return c.dataset.count === '3'"
+        " && document.querySelector(arg[1]).textContent.includes(arg[2])",
+        [UNIT, ".zf-test-unit .zf-caption", f"{case.layer} · channel 2"],
+        timeout_s=30,
+    )
+    app.wait(TOP_READY, [TOP_CANVAS, case.layer, "2"], timeout_s=60)
     grid = app.pixels(GRID)
     unit = app.pixels(UNIT)
     thumb = app.page.evaluate(HASH, THUMB)
@@ -373,12 +398,12 @@ def test_picking_an_image_in_the_strip_redraws(app, artifacts):
     wait_explored(app, unit["draws"])
     all_s = time.monotonic() - t0
     after = app.pixels(GRID)
-    assert after["hash"] != grid["hash"] and after["count"] == case.other_maps, after
+    assert after["hash"] != grid["hash"] and after["count"] == case.maps, after
     assert app.page.evaluate(HASH, THUMB) != thumb
     # the unit view (channel 2 still selected) projects it in image 2
     unit_after = app.pixels(UNIT)
     assert unit_after["count"] == 3 and unit_after["hash"] != unit["hash"], unit_after
-    app.wait(GRID_READY, [GRID, case.other], timeout_s=30)
+    app.wait(GRID_READY, [GRID, case.layer], timeout_s=30)
     app.wait(OCC_IDLE, HEAT, timeout_s=120)
     if case.name == "alexnet":  # random weights: the probabilities differ per image
         app.wait(
@@ -472,7 +497,7 @@ def test_upload_of_a_non_image_shows_a_message_and_keeps_working(app, artifacts,
         timeout_s=30,
     )
     assert "notes.png: not an image" in message, message  # the reader names what it accepts
-    assert app.pixels(STRIP)["count"] == strip["count"] == case.strip + 1
+    assert app.pixels(STRIP)["count"] == strip["count"] == case.strip
     # still working: pick image 1, then project a map of it
     grid = app.pixels(GRID)
     unit = app.pixels(UNIT)
@@ -488,10 +513,10 @@ def test_upload_of_a_non_image_shows_a_message_and_keeps_working(app, artifacts,
         "const c = document.querySelector(arg[0]);"
         "return c.dataset.count === '3'"
         " && document.querySelector(arg[1]).textContent.includes(arg[2])",
-        [UNIT, ".zf-test-unit .zf-caption", f"{case.other} · channel 7"],
+        [UNIT, ".zf-test-unit .zf-caption", f"{case.layer} · channel 7"],
         timeout_s=30,
     )
-    app.wait(TOP_READY, [TOP_CANVAS, case.other, "7"], timeout_s=60)
+    app.wait(TOP_READY, [TOP_CANVAS, case.layer, "7"], timeout_s=60)
     app.wait(OCC_IDLE, HEAT, timeout_s=120)
     still(app)
     page_shot(app, artifacts, f"explorer-{case.name}-bad-upload.png")

@@ -76,13 +76,20 @@ IDLE = (
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, browser_context):
-    server = serve(tmp_path_factory.mktemp("voila"), "occlusion.ipynb", CELLS)
+def server(tmp_path_factory):
+    srv = serve(tmp_path_factory.mktemp("voila"), "occlusion.ipynb", CELLS)
     try:
-        with open_app(browser_context, server, IDLE, HEAT, timeout_s=120) as application:
-            yield application
+        yield srv
     finally:
-        server.stop()
+        srv.stop()
+
+
+@pytest.fixture
+def app(server, browser_context):
+    """A fresh page per test (Voila runs the notebook in a new kernel): the first sweep drawn
+    in the probability view, whatever ran before."""
+    with open_app(browser_context, server, IDLE, HEAT, timeout_s=120) as application:
+        yield application
 
 
 def test_heatmap_draws_over_the_image(app, artifacts):

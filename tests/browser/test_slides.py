@@ -100,6 +100,7 @@ def _blank(px: dict | None) -> bool:
 def test_deck_steps_through_every_slide(deck, artifacts):
     page = deck.page
     _focus(deck)
+    page.keyboard.press("Home")  # wherever another test left the deck
     shots: list[Path] = []
     seen = []
     for i, (title, what) in enumerate(SLIDES):
@@ -177,6 +178,12 @@ def test_fig6_slider_marks_the_grown_filter(deck, artifacts):
     page = deck.page
     _go_to(deck, "Fig. 6")
     fig6 = ".reveal .slides section.present .zf-filter-grid"
+    page.locator(f"{fig6} input.zf-slider").fill("0")  # wherever a previous run left it
+    deck.wait(
+        "return document.querySelector(arg).textContent.includes('trained with the rule')",
+        f"{fig6} .zf-slider-label",
+        timeout_s=15,
+    )
     assert page.locator(f"{fig6} .zf-mark.zf-mark-dominating").count() == 0
     page.locator(f"{fig6} input.zf-slider").fill("1")
     deck.wait(

@@ -1,6 +1,6 @@
 """TopNine and EvolutionSlider in stock Voila, in headless Chromium, end to end.
 
-One notebook, one kernel, one page for the module: AlexNet (random weights) over 24 random
+One notebook served for the module, a fresh page (and kernel) per test: AlexNet (random weights) over 24 random
 crops of the bundled photos at 224 x 224, its TopNine (mined in the kernel's background
 thread) linked to an EvolutionSlider over 3 checkpoints, with class names that look like
 HTML and a Python observer of ``selected``. Screenshots go to tests/artifacts/.
@@ -110,15 +110,20 @@ READY = (
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, browser_context):
-    server = serve(tmp_path_factory.mktemp("voila"), "top_nine.ipynb", CELLS)
+def server(tmp_path_factory):
+    srv = serve(tmp_path_factory.mktemp("voila"), "top_nine.ipynb", CELLS)
     try:
-        with open_app(
-            browser_context, server, READY, [CANVAS, "0", "0"], timeout_s=120
-        ) as application:
-            yield application
+        yield srv
     finally:
-        server.stop()
+        srv.stop()
+
+
+@pytest.fixture
+def app(server, browser_context):
+    """A fresh page per test (Voila runs the notebook in a new kernel): checkpoint 0, channel
+    0, whatever ran before, so the tests pass in any order."""
+    with open_app(browser_context, server, READY, [CANVAS, "0", "0"], timeout_s=120) as application:
+        yield application
 
 
 def blocks(app: App) -> dict:
@@ -195,7 +200,7 @@ def test_slider_swaps_checkpoint_and_redraws(app, artifacts):
     before = blocks(app)
     app.page.locator(f"{SLIDER} input.zf-slider").fill("2")
     t0 = time.monotonic()
-    app.wait(READY, [CANVAS, "2", "1"], timeout_s=60)
+    app.wait(READY, [CANVAS, "2", "0"], timeout_s=60)
     took = time.monotonic() - t0
     after = blocks(app)
     assert after["draws"] > before["draws"]
@@ -215,7 +220,7 @@ def test_layer_menu_switches_to_small_receptive_fields(app, artifacts):
     app.page.select_option(f"{TOP} select.zf-layer-select", "features.0")
     app.wait(
         READY.replace("arg[2]", "arg[2] && c.dataset.layer === 'features.0'"),
-        [CANVAS, "2", "1"],
+        [CANVAS, "0", "0"],
         timeout_s=30,
     )
     px = blocks(app)
@@ -228,7 +233,7 @@ def test_layer_menu_switches_to_small_receptive_fields(app, artifacts):
     for b in px["blocks"]:
         assert b["opaque"] == 9 * 11 * 11 and b["colours"] > 50, px
     assert app.page.locator(f"{TOP} .zf-hit-label").count() == 9
-    assert app.text(f"{TOP} .zf-caption").startswith("features.0 · feature map 1 / 64")
+    assert app.text(f"{TOP} .zf-caption").startswith("features.0 · feature map 0 / 64")
     app.page.mouse.move(1, 1)
     app.shot(artifacts, "top_nine_features0.png", TOP)
     assert not app.errors, app.errors

@@ -88,18 +88,25 @@ EVIL_ROOT = ".zf-test-evil"
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, browser_context):
-    server = serve(tmp_path_factory.mktemp("voila"), "widgets.ipynb", CELLS)
+def server(tmp_path_factory):
+    srv = serve(tmp_path_factory.mktemp("voila"), "widgets.ipynb", CELLS)
     try:
-        with open_app(
-            browser_context,
-            server,
-            "return document.querySelectorAll('canvas.zf-atlas[data-draws]').length >= 3",
-            timeout_s=120,
-        ) as application:
-            yield application
+        yield srv
     finally:
-        server.stop()
+        srv.stop()
+
+
+@pytest.fixture
+def app(server, browser_context):
+    """A fresh page per test (Voila runs the notebook in a new kernel): no test sees the state
+    another left, so the tests pass in any order."""
+    with open_app(
+        browser_context,
+        server,
+        "return document.querySelectorAll('canvas.zf-atlas[data-draws]').length >= 3",
+        timeout_s=120,
+    ) as application:
+        yield application
 
 
 def test_layer_grid_draws_pixels(app, artifacts):
