@@ -1,4 +1,4 @@
-"""Occlusion on ZFNet or AlexNet, side by side: the floor, zf.occlusion and Captum's Occlusion.
+"""Occlusion on ZFNet, AlexNet or ResNet-18, side by side: the floor, zf.occlusion and Captum's Occlusion.
 
 docs/method.md Sec. 3.5, Fig. 7. One image, a grey square (the image's per-channel mean) slid over it:
 
@@ -14,6 +14,8 @@ Usage::
 
     .venv/bin/python benchmarks/bench_occlusion.py            # 224x224, window 32, stride 16
     .venv/bin/python benchmarks/bench_occlusion.py --model alexnet --captum 16
+    .venv/bin/python benchmarks/bench_occlusion.py --model resnet18 --stride 8
+    .venv/bin/python benchmarks/bench_occlusion.py --device cuda   # on a GPU
     .venv/bin/python benchmarks/bench_occlusion.py --quick    # a tiny run that checks it works
 """
 
@@ -53,7 +55,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="image side (default 224)")
     parser.add_argument("--window", type=int, default=32, help="square side (default 32)")
     parser.add_argument("--stride", type=int, default=None, help="step (default 16)")
-    parser.add_argument("--model", choices=["zfnet", "alexnet"], default="zfnet")
+    parser.add_argument("--model", choices=["zfnet", "alexnet", "resnet18"], default="zfnet")
+    parser.add_argument(
+        "--device", default="cpu", help="torch device (cpu, cuda, cuda:1...); default cpu"
+    )
     parser.add_argument(
         "--captum", default="1,16,64", help="Captum perturbations_per_eval values ('' for none)"
     )
@@ -63,12 +68,22 @@ def main() -> None:
     repeats = args.repeats or 3
     captum_ppe = [int(v) for v in args.captum.split(",") if v.strip()]
 
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device: {args.device!r} asked for, but torch sees no CUDA device")
     torch.manual_seed(0)
     if args.model == "zfnet":
-        model = zfnet().eval()
+        model = zfnet()
+    elif args.model == "alexnet":
+        model = torchvision.models.alexnet(weights=None)
     else:
-        model = torchvision.models.alexnet(weights=None).eval()
-    x = torch.randn(1, 3, size, size)
+        model = torchvision.models.resnet18(weights=None)
+    model = model.eval().to(device)
+    x = torch.randn(1, 3, size, size, device=device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     # Warm-up, and the choices the floor reuses (positions, chunk size, target).
     res = occlusion(model, x, window=window, stride=stride)
@@ -113,8 +128,10 @@ def main() -> None:
     outputs: dict[str, object] = {}
     for _ in range(repeats):
         for key, fn in methods.items():
+            sync()
             start = time.perf_counter()
             outputs[key] = fn()
+            sync()
             times[key].append(time.perf_counter() - start)
     t = {key: statistics.median(v) for key, v in times.items()}
     results = [
@@ -131,23 +148,23 @@ def main() -> None:
     ]
     # Sanity: the floor's probabilities are ours, and Captum's map is ours spread over pixels.
     res = outputs["b"]
-    p = torch.softmax(outputs["a"], dim=1)[:, target].reshape(len(rows), len(cols))
-    diff_floor = float((p - res.probability[0]).abs().max())
+    p = torch.softmax(outputs["a"], dim=1)[:, target].reshape(len(rows), len(cols)).cpu()
+    diff_floor = float((p - res.probability[0].cpu()).abs().max())
     diff_captum = None
     if captum_ppe and (size - window) % stride == 0:
-        drop = res.baseline_probability[0] - res.probability[0]
+        drop = (res.baseline_probability[0] - res.probability[0]).cpu()
         total, count = torch.zeros(size, size), torch.zeros(size, size)
         for i, r in enumerate(rows):
             for j, c in enumerate(cols):
                 total[r : r + window, c : c + window] += drop[i, j]
                 count[r : r + window, c : c + window] += 1
-        attr = outputs[f"c{captum_ppe[0]}"]
+        attr = outputs[f"c{captum_ppe[0]}"].cpu()
         diff_captum = float((attr[0, 0] - total / count).abs().max())
 
     print(
         f"{args.model}, 1 image {size}x{size}, window {window}, stride {stride}: "
         f"{len(rows)}x{len(cols)} = {len(rows) * len(cols)} occluded images; "
-        f"chunk {chunk}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"chunk {chunk}; {device}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"median of {repeats}"
     )
     width = max(len(name) for name, _, _ in results)
