@@ -137,3 +137,76 @@ def test_inplace_flags_restored_and_custom_inplace_modules_copied(alexnet):
     torch.testing.assert_close(cap.activations["0"], model[0](x))
     assert (cap.activations["0"] < 0).any()
     assert hook_count(model) == 0 and model[1].inplace is True
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        nn.MaxPool2d(3, 2),  # overlapping, as ZFNet and AlexNet
+        nn.MaxPool2d(3, 2, padding=1, ceil_mode=True),
+        nn.MaxPool2d(2, dilation=2),
+    ],
+    ids=["overlap", "pad-ceil", "dilated"],
+)
+def test_switches_read_later_equal_the_pools_own_indices(pool):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), pool, nn.Conv2d(4, 2, 1))
+    x = torch.randn(2, 3, 17, 17)
+    seen = []
+    handle = pool.register_forward_hook(lambda m, i, o: seen.append(m.return_indices))
+    with zf.capture(model) as cap:
+        model(x)
+    handle.remove()
+    assert seen == [False]  # the forward pooled without indices, as a plain forward does
+    relu = F.relu(model[0](x))
+    _, expected = F.max_pool2d(
+        relu, pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode, True
+    )
+    assert list(cap.switches) == ["2"] and len(cap.switches) == 1
+    assert torch.equal(cap.switches["2"], expected)
+    assert cap.switches["2"] is cap.switches["2"]  # computed once
+    with zf.capture(model, clone=True) as eager:  # recorded as the pool runs
+        model(x)
+    assert torch.equal(eager.switches["2"], expected)
+    assert pool.return_indices is False
+
+
+def test_switches_after_an_inplace_change_of_the_pools_input_say_so():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.pool = nn.MaxPool2d(2)
+
+        def forward(self, x):
+            h = self.conv(x)
+            y = self.pool(h)
+            h.mul_(-1)  # outside any module, after the pool read it
+            return y
+
+    m = M()
+    x = torch.randn(1, 3, 12, 12)
+    with zf.capture(m, ["pool"]) as cap:
+        m(x)
+    with pytest.raises(
+        KeyError, match=r"input of the max-pool 'pool' was modified in place.*clone=True"
+    ):
+        cap.switches["pool"]
+    with zf.capture(m, ["pool"], clone=True) as cap:
+        m(x)
+    _, expected = F.max_pool2d(m.conv(x), 2, return_indices=True)
+    assert torch.equal(cap.switches["pool"], expected)
+
+
+def test_switches_of_a_maxpool_subclass_are_recorded_as_it_runs():
+    class Pool(nn.MaxPool2d):
+        def forward(self, x):
+            return super().forward(x * 2)
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), Pool(2))
+    x = torch.randn(1, 3, 10, 10)
+    with zf.capture(model) as cap:
+        model(x)
+    _, expected = F.max_pool2d(model[0](x) * 2, 2, return_indices=True)
+    assert torch.equal(cap.switches["1"], expected)
+    assert model[1].return_indices is False

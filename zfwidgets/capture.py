@@ -8,10 +8,11 @@ what it needs through :class:`Capture`'s options rather than registering hooks i
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_model, resolve_layers
@@ -52,6 +53,65 @@ class _Activations(dict):
         raise KeyError(f"{key!r} was not captured; captured layers: {sorted(self)}")
 
 
+class _Switches(Mapping):
+    """``cap.switches``: the argmax indices of each captured max-pool, by layer name.
+
+    A plain ``nn.MaxPool2d`` runs as in a plain forward (without indices, which is cheaper:
+    the switches are not needed by a forward, only by the projections); its input is kept by
+    reference and the indices are computed by the same pooling, once, when first read. So
+    they are exactly the indices the pool would have returned. If that input was changed in
+    place after the pool read it (an operation outside any module; torch's in-place modules
+    run out of place while capturing), reading raises ``KeyError``; ``clone=True`` records
+    the switches as the pool runs. Pools that return their indices themselves, and subclasses
+    of ``nn.MaxPool2d`` (whose ``forward`` may differ), hand them over as they run.
+    """
+
+    def __init__(self) -> None:
+        # name -> indices, or (module, input, input version at the call) until first read
+        self._items: dict[str, Any] = {}
+
+    def _record(self, name: str, indices: torch.Tensor) -> None:
+        self._items.pop(name, None)
+        self._items[name] = indices
+
+    def _defer(self, name: str, module: nn.MaxPool2d, x: torch.Tensor) -> None:
+        self._items.pop(name, None)
+        self._items[name] = (module, x.detach(), x._version)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        item = self._items[name]
+        if isinstance(item, tuple):
+            module, x, version = item
+            if x._version != version:
+                raise KeyError(
+                    f"the input of the max-pool {name!r} was modified in place after the pool "
+                    "ran (by an operation outside any module), so its switches cannot be "
+                    "recovered; use capture(model, ..., clone=True), which records them as "
+                    "the pool runs"
+                )
+            with torch.no_grad():
+                _, item = F.max_pool2d(
+                    x,
+                    module.kernel_size,
+                    module.stride,
+                    module.padding,
+                    module.dilation,
+                    ceil_mode=module.ceil_mode,
+                    return_indices=True,
+                )
+            self._items[name] = item
+        return item
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"switches({sorted(self._items)})"
+
+
 class Capture:
     """Records layer outputs (and max-pool switches) during forward passes of ``model``.
 
@@ -63,6 +123,8 @@ class Capture:
     - ``switches[name]``: for every captured ``nn.MaxPool2d``, the argmax indices of each
       pooling window (flat indices into each input plane, as
       ``F.max_pool2d(..., return_indices=True)`` returns them). docs/method.md Sec. 2, step 1.
+      Computed from the pool's input when first read (the forward itself runs the pools
+      without indices, as a plain forward does); ``clone=True`` records them as the pools run.
 
     Outputs are protected against later in-place operations (``ReLU(inplace=True)``): with
     ``clone="auto"`` torch's in-place modules run out of place for the duration of the block
@@ -99,7 +161,7 @@ class Capture:
         self._keep_graph = keep_graph
         self._stop_at = stop_at
         self.activations: dict[str, Any] = _Activations(self)
-        self.switches: dict[str, torch.Tensor] = {}
+        self.switches: _Switches = _Switches()
         self.calls: dict[str, int] = {}
         self.overwritten: set[str] = set()
         self.stopped = False
@@ -131,15 +193,17 @@ class Capture:
             self._uncopied[name] = (kept, kept._version, _storage_ptr(kept))
         return None
 
-    def _make_hook(self, name: str, is_pool: bool, had_indices: bool):
+    def _make_hook(self, name: str, is_pool: bool, had_indices: bool, lazy: bool):
         def hook(module: nn.Module, inputs: tuple, output: Any):
             self.calls[name] = self.calls.get(name, 0) + 1
             replacement = None
             if is_pool and self._want_switches and isinstance(output, tuple):
                 out, idx = output
-                self.switches[name] = idx
+                self.switches._record(name, idx)
                 replacement = output if had_indices else out
                 output = out
+            elif lazy and inputs and isinstance(inputs[0], torch.Tensor):
+                self.switches._defer(name, module, inputs[0])
             if isinstance(output, torch.Tensor):
                 new = self._store(name, output)
                 if new is not None:
@@ -174,11 +238,21 @@ class Capture:
             for name, module in self._modules.items():
                 is_pool = isinstance(module, nn.MaxPool2d)
                 had = bool(getattr(module, "return_indices", False)) if is_pool else False
-                if is_pool and self._want_switches and not had:
+                # a plain MaxPool2d runs without indices; they are computed when read
+                lazy = (
+                    is_pool
+                    and self._want_switches
+                    and not had
+                    and type(module) is nn.MaxPool2d
+                    and self._clone is not True
+                )
+                if is_pool and self._want_switches and not had and not lazy:
                     self._saved_return_indices.append((module, module.return_indices))
                     module.return_indices = True
                 self._handles.append(
-                    module.register_forward_hook(self._make_hook(name, is_pool, had), prepend=True)
+                    module.register_forward_hook(
+                        self._make_hook(name, is_pool, had, lazy), prepend=True
+                    )
                 )
             if self._clone == "auto" and self._reduce is None and not self._keep_graph:
                 for module in self.model.modules():
@@ -245,7 +319,8 @@ def capture(
         ``None`` captures every ``Conv2d``, ``ReLU``, ``MaxPool2d`` and ``Linear``. An
         unknown name raises ``ValueError`` listing close matches.
     switches : bool
-        Record max-pool argmax indices (docs/method.md Sec. 2, step 1) in ``cap.switches``.
+        Record max-pool argmax indices (docs/method.md Sec. 2, step 1) in ``cap.switches``
+        (computed from each pool's input when first read; see :class:`Capture`).
     clone : True, False or "auto"
         How outputs are protected from later in-place operations (see :class:`Capture`).
 
