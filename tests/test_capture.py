@@ -210,3 +210,89 @@ def test_switches_of_a_maxpool_subclass_are_recorded_as_it_runs():
     _, expected = F.max_pool2d(model[0](x) * 2, 2, return_indices=True)
     assert torch.equal(cap.switches["1"], expected)
     assert model[1].return_indices is False
+
+
+def test_relu_outputs_are_recomputed_when_read_not_held(alexnet):
+    """A captured ReLU that reads a captured conv output keeps no tensor of its own during the
+    forward (memory as a plain forward needs); reading gives exactly the module's output."""
+    import weakref
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 96, 96)
+    outs: dict[str, weakref.ref] = {}
+    relu = alexnet.features[1]
+    handle = relu.register_forward_hook(lambda m, i, o: outs.update(relu=weakref.ref(o)))
+    try:
+        with zf.capture(alexnet) as cap:
+            alexnet(x)
+    finally:
+        handle.remove()
+    assert outs["relu"]() is None  # the forward's ReLU output was freed
+    expected = F.relu(alexnet.features[0](x))
+    assert torch.equal(cap.activations["features.1"], expected)
+    values = dict(cap.activations)  # every way of reading gives tensors
+    assert all(isinstance(v, torch.Tensor) for v in values.values())
+    assert all(isinstance(v, torch.Tensor) for v in cap.activations.values())
+    assert all(isinstance(v, torch.Tensor) for _, v in cap.activations.items())
+    assert torch.equal(cap.activations.get("features.4"), values["features.4"])
+    # the pool after it: switches from the recomputed ReLU output, as the pool's own
+    _, idx = F.max_pool2d(expected, 3, 2, return_indices=True)
+    assert torch.equal(cap.switches["features.2"], idx)
+
+
+def test_reused_relu_without_clone_keeps_its_last_call():
+    model = torchvision_model("resnet18")
+    x = torch.randn(1, 3, 64, 64)
+    with zf.capture(model, ["layer1.0.relu", "layer1.0.bn1", "layer1.0"]) as cap:
+        model(x)
+    assert cap.calls["layer1.0.relu"] == 2
+    assert torch.equal(cap.activations["layer1.0.relu"], cap.activations["layer1.0"])
+    with zf.capture(model, ["layer1.0.relu", "layer1.0.bn1"], clone=True) as eager:
+        model(x)
+    assert torch.equal(cap.activations["layer1.0.relu"], eager.activations["layer1.0.relu"])
+    assert torch.equal(cap.activations["layer1.0.bn1"], eager.activations["layer1.0.bn1"])
+
+
+class _Negate(nn.Module):
+    """A module of another package that works in place (unknown to torch's flags)."""
+
+    inplace = True
+
+    def forward(self, x):
+        return x.mul_(-1)
+
+
+def test_relu_read_from_an_output_changed_later():
+    class M(nn.Module):
+        def __init__(self, change):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.relu = nn.ReLU()
+            self.negate = _Negate()
+            self.change = change
+
+        def forward(self, x):
+            h = self.conv(x)
+            y = self.relu(h)
+            if self.change == "module":
+                self.negate(h)  # a module flagged in place: what it overwrites is kept first
+            else:
+                h.mul_(-1)  # outside any module: detected
+            return y
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 10, 10)
+    m = M("module")
+    expected = F.relu(m.conv(x))
+    with zf.capture(m, ["conv", "relu"]) as cap:
+        m(x)
+    assert torch.equal(cap.activations["relu"], expected)
+    assert torch.equal(cap.activations["conv"], m.conv(x))
+    m.change = "op"
+    with zf.capture(m, ["conv", "relu"]) as cap:
+        m(x)
+    with pytest.raises(KeyError, match=r"'relu' is recomputed.*clone=True"):
+        cap.activations["relu"]
+    with zf.capture(m, ["conv", "relu"], clone=True) as cap:
+        m(x)
+    assert torch.equal(cap.activations["relu"], expected)

@@ -8,7 +8,8 @@ what it needs through :class:`Capture`'s options rather than registering hooks i
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import weakref
+from collections.abc import Callable, ItemsView, Iterable, Iterator, Mapping, ValuesView
 from typing import Any
 
 import torch
@@ -33,12 +34,61 @@ class _Stop(Exception):
     """Raised by a hook to end a forward pass early; swallowed by :class:`Capture`."""
 
 
+class _Derived:
+    """An output that is not kept but recomputed when first read: ``fn(source)``, where
+    ``source`` is the captured output the module read (e.g. a ReLU's output from the
+    convolution's). Reading fails, with a message, if ``source`` was changed in place since."""
+
+    __slots__ = ("fn", "source", "version", "what", "_value")
+
+    def __init__(self, source: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], what: str):
+        self.source = source
+        self.version = source._version
+        self.fn = fn
+        self.what = what
+        self._value: torch.Tensor | None = None
+
+    def value(self) -> torch.Tensor:
+        if self._value is None:
+            if self.source._version != self.version:
+                raise KeyError(
+                    f"{self.what} is recomputed from the captured output it read, which was "
+                    "modified in place afterwards by an operation outside a module; use "
+                    "capture(model, ..., clone=True) to copy outputs as they are produced"
+                )
+            with torch.no_grad():
+                self._value = self.fn(self.source)
+            self.source = None
+        return self._value
+
+
 class _Activations(dict):
-    """A dict whose missing keys explain themselves."""
+    """A dict whose missing keys explain themselves, and whose derived entries (a ReLU's
+    output, kept as "ReLU of the captured output it read") are computed when first read."""
 
     def __init__(self, owner: Capture):
         super().__init__()
         self._owner = owner
+
+    def __getitem__(self, key: str):
+        value = super().__getitem__(key)
+        if isinstance(value, _Derived):
+            value = value.value()
+            dict.__setitem__(self, key, value)
+        return value
+
+    # every way of reading goes through __getitem__ (also dict(cap.activations))
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(dict.keys(self)))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default  # noqa: SIM401 - dict.get skips __getitem__
+
+    def values(self) -> ValuesView:
+        return ValuesView(self)
+
+    def items(self) -> ItemsView:
+        return ItemsView(self)
 
     def __missing__(self, key: str):
         owner = self._owner
@@ -74,15 +124,22 @@ class _Switches(Mapping):
         self._items.pop(name, None)
         self._items[name] = indices
 
-    def _defer(self, name: str, module: nn.MaxPool2d, x: torch.Tensor) -> None:
+    def _defer(self, name: str, module: nn.MaxPool2d, x: torch.Tensor | _Derived) -> None:
+        """Indices of ``module`` on its input ``x`` (a tensor, or a captured output that is
+        itself recomputed when read), computed when first read."""
         self._items.pop(name, None)
-        self._items[name] = (module, x.detach(), x._version)
+        if isinstance(x, _Derived):
+            self._items[name] = (module, x, None)
+        else:
+            self._items[name] = (module, x.detach(), x._version)
 
     def __getitem__(self, name: str) -> torch.Tensor:
         item = self._items[name]
         if isinstance(item, tuple):
             module, x, version = item
-            if x._version != version:
+            if isinstance(x, _Derived):
+                x = x.value()
+            elif x._version != version:
                 raise KeyError(
                     f"the input of the max-pool {name!r} was modified in place after the pool "
                     "ran (by an operation outside any module), so its switches cannot be "
@@ -125,6 +182,11 @@ class Capture:
       ``F.max_pool2d(..., return_indices=True)`` returns them). docs/method.md Sec. 2, step 1.
       Computed from the pool's input when first read (the forward itself runs the pools
       without indices, as a plain forward does); ``clone=True`` records them as the pools run.
+
+    The forward holds no more than it must: an ``nn.ReLU`` whose input is another captured
+    output, unchanged, keeps no tensor of its own; its output is ``relu`` of that output,
+    computed when first read (the same values). On a CPU every megabyte a forward keeps is
+    fresh memory the system must map for it, which is most of what capturing costs.
 
     Outputs are protected against later in-place operations (``ReLU(inplace=True)``): with
     ``clone="auto"`` torch's in-place modules run out of place for the duration of the block
@@ -170,6 +232,19 @@ class Capture:
         self._saved_inplace: list[nn.Module] = []
         # name -> (tensor, version at capture, storage pointer) for outputs not yet copied
         self._uncopied: dict[str, tuple[torch.Tensor, int, int]] = {}
+        # A captured nn.ReLU that reads a captured output unchanged keeps no output of its
+        # own: its output is recomputed from that output when read (a ReLU pass), so the
+        # forward holds no more memory than it must (fresh pages cost on CPU).
+        self._derive = (
+            reduce is None
+            and not keep_graph
+            and clone == "auto"
+            and any(type(m) is nn.ReLU for m in self._modules.values())
+        )
+        # id(output) -> (weak reference to it, the kept tensor, its version) for kept outputs
+        self._kept_by_id: dict[int, tuple[weakref.ref, torch.Tensor, int]] = {}
+        # id(output) -> (weak reference, the _Derived standing for it, its version)
+        self._dropped: dict[int, tuple[weakref.ref, _Derived, int]] = {}
         self._active = False
 
     # -- hooks ---------------------------------------------------------------------------
@@ -191,9 +266,31 @@ class Capture:
         self._uncopied.pop(name, None)
         if self._clone == "auto":
             self._uncopied[name] = (kept, kept._version, _storage_ptr(kept))
+        if self._derive:
+            self._kept_by_id[id(out)] = (weakref.ref(out), kept, kept._version)
         return None
 
-    def _make_hook(self, name: str, is_pool: bool, had_indices: bool, lazy: bool):
+    def _derived_relu(self, name: str, x: Any, out: torch.Tensor) -> bool:
+        """If the ReLU ``name`` read ``x``, a captured output still unchanged, keep its output
+        ``out`` as "ReLU of that output", computed when read; whether it did."""
+        entry = self._kept_by_id.get(id(x))
+        if entry is None or entry[0]() is not x or x._version != entry[2]:
+            return False
+        derived = _Derived(entry[1], F.relu, f"the output of {name!r}")
+        self._uncopied.pop(name, None)
+        dict.pop(self.activations, name, None)
+        dict.__setitem__(self.activations, name, derived)
+        self._dropped[id(out)] = (weakref.ref(out), derived, out._version)
+        return True
+
+    def _pool_input(self, x: torch.Tensor) -> torch.Tensor | _Derived:
+        """``x``, or the derived output standing for it when ``x`` is a ReLU output not kept."""
+        entry = self._dropped.get(id(x))
+        if entry is not None and entry[0]() is x and x._version == entry[2]:
+            return entry[1]
+        return x
+
+    def _make_hook(self, name: str, is_pool: bool, had_indices: bool, lazy: bool, relu: bool):
         def hook(module: nn.Module, inputs: tuple, output: Any):
             self.calls[name] = self.calls.get(name, 0) + 1
             replacement = None
@@ -203,8 +300,15 @@ class Capture:
                 replacement = output if had_indices else out
                 output = out
             elif lazy and inputs and isinstance(inputs[0], torch.Tensor):
-                self.switches._defer(name, module, inputs[0])
-            if isinstance(output, torch.Tensor):
+                self.switches._defer(name, module, self._pool_input(inputs[0]))
+            if (
+                relu
+                and inputs
+                and isinstance(output, torch.Tensor)
+                and self._derived_relu(name, inputs[0], output)
+            ):
+                pass  # kept as "ReLU of what it read"
+            elif isinstance(output, torch.Tensor):
                 new = self._store(name, output)
                 if new is not None:
                     replacement = (new, replacement[1]) if had_indices else new
@@ -220,6 +324,15 @@ class Capture:
         if not self._uncopied:
             return
         ptrs = {_storage_ptr(t) for t in inputs if isinstance(t, torch.Tensor)}
+        for name, value in list(dict.items(self.activations)):
+            # a ReLU output recomputed from an output about to be overwritten: compute it now
+            if (
+                isinstance(value, _Derived)
+                and value.source is not None
+                and _storage_ptr(value.source) in ptrs
+                and value.source._version == value.version
+            ):
+                self.activations[name]
         for name, (t, version, ptr) in list(self._uncopied.items()):
             if ptr in ptrs:
                 del self._uncopied[name]
@@ -251,7 +364,10 @@ class Capture:
                     module.return_indices = True
                 self._handles.append(
                     module.register_forward_hook(
-                        self._make_hook(name, is_pool, had, lazy), prepend=True
+                        self._make_hook(
+                            name, is_pool, had, lazy, self._derive and type(module) is nn.ReLU
+                        ),
+                        prepend=True,
                     )
                 )
             if self._clone == "auto" and self._reduce is None and not self._keep_graph:
@@ -280,6 +396,8 @@ class Capture:
         for module in self._saved_inplace:
             module.inplace = True
         self._saved_inplace.clear()
+        self._kept_by_id.clear()
+        self._dropped.clear()
         self._active = False
 
     def __exit__(self, exc_type, exc, tb) -> bool:

@@ -48,7 +48,7 @@ def _capture_maps(
         model(x)
     out = {}
     for name in names:
-        a = dict.get(cap.activations, name)
+        a = cap.activations.get(name)
         if isinstance(a, torch.Tensor) and a.dim() == 4 and a.shape[0] == 1:
             out[name] = a[0]
     return out

@@ -240,7 +240,7 @@ class OcclusionMap(ZFWidget):
             capture(self._model, [name], switches=False) as cap,
         ):
             logits = check_logits(self._model(x), 1)
-        out = dict.get(cap.activations, name)
+        out = cap.activations.get(name)
         if not isinstance(out, torch.Tensor) or out.dim() < 2 or out.shape[0] != 1:
             got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else "no tensor"
             raise ValueError(

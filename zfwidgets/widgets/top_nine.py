@@ -333,7 +333,7 @@ class TopNine(ZFWidget):
         ):
             self._model(x)
         for n in names:
-            s = dict.get(cap.activations, n)
+            s = cap.activations.get(n)
             if isinstance(s, tuple) and len(s) in (2, 4) and s[1] > 0:
                 self._info[n] = _LayerInfo(int(s[1]), len(s) == 4)
 
