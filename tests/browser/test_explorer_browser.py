@@ -171,6 +171,20 @@ def click_tile(app: App, sel: str, i: int) -> None:
     app.page.mouse.click(c["x"], c["y"])
 
 
+def select_map(app: App, layer: str, channel: int) -> None:
+    """Click feature map ``channel`` of the grid (showing ``layer``); wait until the unit view
+    projects it and the TopNine shows it."""
+    click_tile(app, GRID, channel)
+    app.wait(
+        "const c = document.querySelector(arg[0]);"
+        "return c.dataset.count === '3'"
+        " && document.querySelector(arg[1]).textContent.includes(arg[2])",
+        [UNIT, ".zf-test-unit .zf-caption", f"{layer} · channel {channel}"],
+        timeout_s=30,
+    )
+    app.wait(TOP_READY, [TOP_CANVAS, layer, str(channel)], timeout_s=60)
+
+
 @contextlib.contextmanager
 def tall(app: App):
     """Make the viewport as tall as the Explorer (Voila scrolls inside its own container, so a
@@ -279,10 +293,7 @@ def save_docs_screenshot(app: App) -> None:
 
 def test_layer_menu_redraws_grid_and_top_nine_follows(app, artifacts):
     case = app.case
-    # a map selected first: the TopNine keeps its channel across the switch
-    click_tile(app, GRID, 5)
-    app.wait(TOP_READY, [TOP_CANVAS, case.layer, "5"], timeout_s=60)
-    app.wait("return document.querySelector(arg).dataset.count === '3'", UNIT, timeout_s=30)
+    select_map(app, case.layer, 5)  # the TopNine keeps its channel across the switch
     before = app.pixels(GRID)
     t0 = time.monotonic()
     app.page.select_option(f"{ROOT} .zf-layer-grid select.zf-layer-select", case.other)
@@ -303,10 +314,7 @@ def test_layer_menu_redraws_grid_and_top_nine_follows(app, artifacts):
     # the selection was cleared with the layer: the unit view is back to the image alone
     app.wait("return document.querySelector(arg).dataset.count === '1'", UNIT, timeout_s=15)
     # and a click on a map of the new layer projects it
-    click_tile(app, GRID, 2)
-    app.wait(TOP_READY, [TOP_CANVAS, case.other, "2"], timeout_s=60)
-    app.wait("return document.querySelector(arg).dataset.count === '3'", UNIT, timeout_s=30)
-    assert f"{case.other} · channel 2" in app.text(".zf-test-unit .zf-caption")
+    select_map(app, case.other, 2)
     still(app)
     page_shot(app, artifacts, f"explorer-{case.name}-{case.other}.png")
     print(
@@ -374,15 +382,7 @@ def wait_explored(app: App, unit_draws: int, timeout_s: float = 60.0) -> None:
 def test_picking_an_image_in_the_strip_redraws(app, artifacts):
     case = app.case
     # a map selected first, so the unit view has a projection to redo for the new image
-    click_tile(app, GRID, 2)
-    app.wait(
-        "const c = document.querySelector(arg[0]);"
-        "return c.dataset.count === '3'"
-        " && document.querySelector(arg[1]).textContent.includes(arg[2])",
-        [UNIT, ".zf-test-unit .zf-caption", f"{case.layer} · channel 2"],
-        timeout_s=30,
-    )
-    app.wait(TOP_READY, [TOP_CANVAS, case.layer, "2"], timeout_s=60)
+    select_map(app, case.layer, 2)
     grid = app.pixels(GRID)
     unit = app.pixels(UNIT)
     thumb = app.page.evaluate(HASH, THUMB)
@@ -508,15 +508,7 @@ def test_upload_of_a_non_image_shows_a_message_and_keeps_working(app, artifacts,
         timeout_s=60,
     )
     wait_explored(app, unit["draws"])
-    click_tile(app, GRID, 7)
-    app.wait(
-        "const c = document.querySelector(arg[0]);"
-        "return c.dataset.count === '3'"
-        " && document.querySelector(arg[1]).textContent.includes(arg[2])",
-        [UNIT, ".zf-test-unit .zf-caption", f"{case.layer} · channel 7"],
-        timeout_s=30,
-    )
-    app.wait(TOP_READY, [TOP_CANVAS, case.layer, "7"], timeout_s=60)
+    select_map(app, case.layer, 7)
     app.wait(OCC_IDLE, HEAT, timeout_s=120)
     still(app)
     page_shot(app, artifacts, f"explorer-{case.name}-bad-upload.png")
