@@ -243,6 +243,7 @@ class Capture:
         )
         # id(output) -> (weak reference to it, the kept tensor, its version) for kept outputs
         self._kept_by_id: dict[int, tuple[weakref.ref, torch.Tensor, int]] = {}
+        self._kept_id_of: dict[str, int] = {}  # name -> its entry there (the last call's)
         # id(output) -> (weak reference, the _Derived standing for it, its version)
         self._dropped: dict[int, tuple[weakref.ref, _Derived, int]] = {}
         self._active = False
@@ -267,6 +268,9 @@ class Capture:
         if self._clone == "auto":
             self._uncopied[name] = (kept, kept._version, _storage_ptr(kept))
         if self._derive:
+            # a module called again replaces its entry: an earlier output is not held here
+            self._kept_by_id.pop(self._kept_id_of.get(name, -1), None)
+            self._kept_id_of[name] = id(out)
             self._kept_by_id[id(out)] = (weakref.ref(out), kept, kept._version)
         return None
 
@@ -397,6 +401,7 @@ class Capture:
             module.inplace = True
         self._saved_inplace.clear()
         self._kept_by_id.clear()
+        self._kept_id_of.clear()
         self._dropped.clear()
         self._active = False
 
