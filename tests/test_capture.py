@@ -296,3 +296,24 @@ def test_relu_read_from_an_output_changed_later():
     with zf.capture(m, ["conv", "relu"], clone=True) as cap:
         m(x)
     assert torch.equal(cap.activations["relu"], expected)
+
+
+def test_relu_of_a_module_called_again_keeps_what_it_read():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+            self.relu = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            return self.conv(self.relu(self.conv(x)))  # conv called twice
+
+    torch.manual_seed(0)
+    m = M()
+    x = torch.randn(1, 3, 8, 8)
+    first = m.conv(x)
+    with zf.capture(m, ["conv", "relu"]) as cap:
+        y = m(x)
+    assert cap.calls == {"conv": 2, "relu": 1}
+    assert torch.equal(cap.activations["relu"], F.relu(first))
+    assert torch.equal(cap.activations["conv"], y)
