@@ -4,42 +4,13 @@
 // `show`, `page` from its controls.
 
 import { createAtlasView } from "./lib/atlas_view.js";
-import { fmt, h, listen, onResize } from "./lib/dom.js";
+import { fmt, h, labelled, listen, onResize, setOptions } from "./lib/dom.js";
 
 const SHOW_LABELS = {
   strongest: "strongest reconstruction",
   reconstructions: "top-k reconstructions",
   patches: "top-k patches",
 };
-
-/**
- * Fill a <select> with options (text set as text, never parsed as HTML).
- * @param {HTMLSelectElement} select
- * @param {string[]} values
- * @param {string} current
- * @param {(v: string) => string} [label]
- */
-function setOptions(select, values, current, label = (v) => v) {
-  const options = values.map((v) => {
-    const o = /** @type {HTMLOptionElement} */ (h("option"));
-    o.value = v;
-    o.textContent = label(v);
-    return o;
-  });
-  select.replaceChildren(...options);
-  select.value = current;
-}
-
-/**
- * @param {string} text
- * @param {HTMLElement} control
- * @returns {HTMLElement}
- */
-function labelled(text, control) {
-  const label = h("label", "zf-field");
-  label.append(h("span", "zf-field-name", text), control);
-  return label;
-}
 
 export default {
   /** @param {{model: any, el: HTMLElement}} ctx */

@@ -7,29 +7,12 @@
 
 import { drawRGBA } from "./lib/atlas_view.js";
 import { decode } from "./lib/codec.js";
-import { fmt, h, listen, onResize } from "./lib/dom.js";
+import { fmt, h, listen, onResize, setOptions } from "./lib/dom.js";
 import { toAtlas } from "./lib/grid.js";
 import { hitAt, hitRect, hitText, pairLayout, pairScale } from "./lib/top9_layout.js";
 
 /** Labels are drawn under patches at least this wide (CSS pixels). */
 const MIN_LABEL_WIDTH = 44;
-
-/**
- * Fill a <select> with options (text set as text, never parsed as HTML).
- * @param {HTMLSelectElement} select
- * @param {string[]} values
- * @param {string} current
- */
-function setOptions(select, values, current) {
-  select.replaceChildren(
-    ...values.map((v) => {
-      const o = /** @type {HTMLOptionElement} */ (h("option", "", v));
-      o.value = v;
-      return o;
-    }),
-  );
-  select.value = current;
-}
 
 /**
  * @param {string} text

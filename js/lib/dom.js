@@ -15,6 +15,36 @@ export function h(tag, className, text) {
 }
 
 /**
+ * Fill a <select> with options (text set as text, never parsed as HTML).
+ * @param {HTMLSelectElement} select
+ * @param {string[]} values
+ * @param {string} current
+ * @param {(v: string) => string} [label]
+ */
+export function setOptions(select, values, current, label = (v) => v) {
+  const options = values.map((v) => {
+    const o = /** @type {HTMLOptionElement} */ (h("option"));
+    o.value = v;
+    o.textContent = label(v);
+    return o;
+  });
+  select.replaceChildren(...options);
+  select.value = current;
+}
+
+/**
+ * A control with its name before it.
+ * @param {string} text
+ * @param {HTMLElement} control
+ * @returns {HTMLElement}
+ */
+export function labelled(text, control) {
+  const label = h("label", "zf-field");
+  label.append(h("span", "zf-field-name", text), control);
+  return label;
+}
+
+/**
  * Subscribe to model events and return one function that unsubscribes them all.
  * @param {{on: Function, off: Function}} model
  * @param {Record<string, () => void>} handlers  event name -> callback
