@@ -75,3 +75,11 @@ class ZFWidget(anywidget.AnyWidget):
             bundle_path(cls._bundle)  # raises, saying how to build it
             bundle_path(_CSS)
         super().__init__(**kwargs)
+
+    def close(self) -> None:
+        """Close the widget; background work of its job runner (``_runner``, see
+        ``widgets/_jobs.py``) stops at its next check."""
+        runner = getattr(self, "_runner", None)  # None when __init__ failed early
+        if runner is not None:
+            runner.close()
+        super().close()

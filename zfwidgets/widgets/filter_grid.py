@@ -271,12 +271,6 @@ class FilterGrid(ZFWidget):
         out first."""
         return self._runner.join(timeout)
 
-    def close(self) -> None:
-        runner = getattr(self, "_runner", None)
-        if runner is not None:
-            runner.close()
-        super().close()
-
     @t.observe("channel")
     def _on_channel(self, change: dict) -> None:
         if self._ready:

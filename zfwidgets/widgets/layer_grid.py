@@ -230,12 +230,6 @@ class LayerGrid(ZFWidget):
         """Block until the latest request is drawn; False when ``timeout`` ran out first."""
         return self._runner.join(timeout)
 
-    def close(self) -> None:
-        runner = getattr(self, "_runner", None)
-        if runner is not None:
-            runner.close()
-        super().close()
-
     def _request(self, *, x: torch.Tensor | None = None, keep_channel: bool) -> None:
         """Draw ``layer`` / ``colormap`` / ``scale`` as they are now, for ``x`` (a new image)
         or the current one, through the widget's job runner."""

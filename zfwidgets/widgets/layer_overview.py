@@ -156,12 +156,6 @@ class LayerOverview(ZFWidget):
         """Block until the latest page is drawn; False when ``timeout`` ran out first."""
         return self._runner.join(timeout)
 
-    def close(self) -> None:
-        runner = getattr(self, "_runner", None)
-        if runner is not None:
-            runner.close()
-        super().close()
-
     def _redraw(self) -> None:
         """Compute the page the traits ask for (through the runner) and send it; errors go to
         ``error``."""

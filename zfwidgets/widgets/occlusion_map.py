@@ -507,13 +507,6 @@ class OcclusionMap(ZFWidget):
             self.overlays = {}
             self.views = [w for w in self.views if w["name"] in OCCLUSION_VIEWS]
 
-    def close(self) -> None:
-        """Close the widget; a sweep under way stops at its next forward pass."""
-        runner = getattr(self, "_runner", None)
-        if runner is not None:
-            runner.close()
-        super().close()
-
     # -- trait validation ----------------------------------------------------------------------
     @t.validate("view")
     def _validate_view(self, proposal: dict) -> str:

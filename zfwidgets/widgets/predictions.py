@@ -133,12 +133,6 @@ class Predictions(ZFWidget):
         """Block until the latest image's bars are shown; False when ``timeout`` ran out."""
         return self._runner.join(timeout)
 
-    def close(self) -> None:
-        runner = getattr(self, "_runner", None)
-        if runner is not None:
-            runner.close()
-        super().close()
-
     def _state(self, x: torch.Tensor, logits: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor]:
         probs = torch.softmax(logits[0].float(), dim=0)
         k = min(self._k, probs.shape[0])

@@ -432,12 +432,6 @@ class TopNine(ZFWidget):
             raise RuntimeError(self.error)
         return self
 
-    def close(self) -> None:
-        runner = getattr(self, "_runner", None)  # None when __init__ failed early
-        if runner is not None:
-            runner.close()
-        super().close()
-
     @property
     def atlas(self) -> Atlas | None:
         """The hits behind the frame shown (None before the first frame)."""
