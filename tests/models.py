@@ -129,3 +129,21 @@ def assert_unchanged(model: nn.Module, before: dict) -> None:
     assert after["grads"] == before["grads"], ".grad written"
     for k, v in before["state"].items():
         assert torch.equal(after["state"][k], v), f"{k} changed"
+
+
+def atlas_images() -> torch.Tensor:
+    """The 23 seeded 32x32 images (23: a last batch that is not full) the stored-atlas tests
+    mine :func:`tiny_zf` over."""
+    torch.manual_seed(0)
+    return torch.rand(23, 3, 32, 32)
+
+
+def saved_atlas(root, data, layers, k, render, **render_kwargs):
+    """Mine ``layers`` of :func:`tiny_zf` over ``data`` (top ``k``), save the atlas folder at
+    ``root`` and render the layers in ``render``; ``root``."""
+    import zfwidgets as zf
+
+    atlas = zf.mine(tiny_zf(), data, layers=layers, k=k, progress=False)
+    atlas.save(root)
+    atlas.render(layers=render, progress=False, **render_kwargs)
+    return root

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from models import tiny_zf
+from models import atlas_images, saved_atlas, tiny_zf
 from PIL import Image
 
 import zfwidgets as zf
@@ -22,18 +22,14 @@ HOSTILE = '<img src=x onerror="window.__zfxss=1">'
 
 @pytest.fixture(scope="module")
 def data():
-    torch.manual_seed(0)
-    return torch.rand(23, 3, 32, 32)
+    return atlas_images()
 
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory, data):
     """An atlas folder with layers "0" and "4" rendered and "8" not."""
     root = tmp_path_factory.mktemp("stored") / "atlas"
-    atlas = zf.mine(tiny_zf(), data, layers=LAYERS, k=4, progress=False)
-    atlas.save(root)
-    atlas.render(layers=["0", "4"], progress=False, format="png")
-    return root
+    return saved_atlas(root, data, LAYERS, 4, render=["0", "4"], format="png")
 
 
 def read_script(path):

@@ -6,26 +6,21 @@ import shutil
 
 import pytest
 import torch
-from models import tiny_2x2, tiny_zf
+from models import atlas_images, saved_atlas, tiny_2x2, tiny_zf
 
-import zfwidgets as zf
 from zfwidgets.atlas import Atlas
 from zfwidgets.stored import open_atlas
 
 
 @pytest.fixture(scope="module")
 def data():
-    torch.manual_seed(0)
-    return torch.rand(23, 3, 32, 32)
+    return atlas_images()
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, data):
     root = tmp_path_factory.mktemp("stored") / "atlas"
-    atlas = zf.mine(tiny_zf(), data, layers=["0", "4"], k=3, progress=False)
-    atlas.save(root)
-    atlas.render(layers=["4"], progress=False)
-    return root
+    return saved_atlas(root, data, ["0", "4"], 3, render=["4"])
 
 
 def test_a_good_folder_opens_with_notes(folder, data):

@@ -6,26 +6,21 @@ import shutil
 
 import pytest
 import torch
-from models import tiny_2x2, tiny_zf
+from models import atlas_images, saved_atlas, tiny_2x2, tiny_zf
 
-import zfwidgets as zf
 from zfwidgets import Explorer
 
 
 @pytest.fixture(scope="module")
 def data():
-    torch.manual_seed(0)
-    return torch.rand(23, 3, 32, 32)
+    return atlas_images()
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, data):
     """Layers "4" (rendered) and "7" (not) of tiny_zf over ``data``."""
     root = tmp_path_factory.mktemp("explorer-atlas") / "atlas"
-    atlas = zf.mine(tiny_zf(), data, layers=["4", "7"], k=4, progress=False)
-    atlas.save(root)
-    atlas.render(layers=["4"], progress=False)
-    return root
+    return saved_atlas(root, data, ["4", "7"], 4, render=["4"])
 
 
 def explorer(atlas, data=None, model=None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from models import tiny_zf
+from models import atlas_images, saved_atlas, tiny_zf
 from torch import nn
 
 import zfwidgets as zf
@@ -22,18 +22,14 @@ def wide_model() -> nn.Sequential:
 
 @pytest.fixture(scope="module")
 def data():
-    torch.manual_seed(0)
-    return torch.rand(23, 3, 32, 32)
+    return atlas_images()
 
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory, data):
     """A folder: layer "4" rendered (PNG), layers "0" and "8" not."""
     root = tmp_path_factory.mktemp("overview") / "atlas"
-    atlas = zf.mine(tiny_zf(), data, layers=["0", "4", "8"], k=4, progress=False)
-    atlas.save(root)
-    atlas.render(layers=["4"], progress=False, format="png")
-    return root
+    return saved_atlas(root, data, ["0", "4", "8"], 4, render=["4"], format="png")
 
 
 @pytest.fixture(scope="module")
