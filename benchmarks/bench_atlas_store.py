@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zfwidgets as zf  # noqa: E402
-from zfwidgets.atlas import Atlas  # noqa: E402
+from zfwidgets.atlas.core import Atlas  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LAYERS = ["features.0", "features.3", "features.6", "features.8", "features.10"]
@@ -98,7 +98,7 @@ def main() -> None:
     layers = [n for n in args.layers.split(",") if n]
 
     # time spent inside the engine (backprop), to separate it from cropping, encoding, writing
-    backprop_module = importlib.import_module("zfwidgets.backprop")
+    backprop_module = importlib.import_module("zfwidgets.engine.backprop")
     engine = {"cpu": 0.0}
     real_backprop = backprop_module.backprop
 
@@ -183,7 +183,7 @@ def main() -> None:
     )
     print(
         "ms/unit: wall clock; cpu ms: process CPU time (all threads) per unit; engine: the share "
-        "of it inside zfwidgets.backprop (the rest: data, crops, normalisation, encoding, files)"
+        "of it inside zfwidgets.engine.backprop (the rest: data, crops, normalisation, encoding, files)"
     )
     print(
         f"directory on disk: {total_bytes / 1e6:.1f} MB (budget 150 MB at k=9, 224 px); "

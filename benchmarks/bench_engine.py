@@ -22,7 +22,8 @@ import torchvision
 from torch import nn
 
 import zfwidgets as zf
-from zfwidgets.capture import Capture, default_layers, eval_mode
+from zfwidgets.base.layers import eval_mode
+from zfwidgets.engine.capture import Capture, default_layers
 
 warnings.filterwarnings("ignore")
 
@@ -114,7 +115,7 @@ def floor_time(model, x, layer, units, device, ours_strategy):
 
     t_fwd = timed(fwd, device, repeats=1)
     rf = zf.receptive_field(model, layer, input_size=tuple(x.shape[2:]))
-    from zfwidgets.backprop import _crop_windows
+    from zfwidgets.engine.backprop import _crop_windows
 
     H, W = x.shape[2:]
     total_bwd = 0.0

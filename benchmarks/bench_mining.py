@@ -30,8 +30,8 @@ import torchvision
 from torch.utils.data import DataLoader, Dataset
 
 import zfwidgets as zf
-from zfwidgets.capture import eval_mode
-from zfwidgets.progress import Cancelled
+from zfwidgets.base.layers import eval_mode
+from zfwidgets.base.progress import Cancelled
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -248,7 +248,7 @@ def plain_inference(model, loader, device):
 
 
 def bench_gpu_folder(device, quick):
-    from zfwidgets.folder import ImageFolder
+    from zfwidgets.atlas.folder import ImageFolder
 
     n = 512 if quick else 8192
     workers = min(8, os.cpu_count() or 1)

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torchvision  # noqa: E402
 
+from zfwidgets.engine.occlusion import occlusion  # noqa: E402
 from zfwidgets.models import zfnet  # noqa: E402
-from zfwidgets.occlusion import occlusion  # noqa: E402
 
 
 def occluded_images(x: torch.Tensor, rows: list[int], cols: list[int], window: int) -> torch.Tensor:

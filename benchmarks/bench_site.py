@@ -21,8 +21,8 @@ def alexnet_sized(root: Path) -> dict:
     import torch
     import torchvision
 
-    from zfwidgets.atlas import Atlas
-    from zfwidgets.receptive import ReceptiveField
+    from zfwidgets.atlas.core import Atlas
+    from zfwidgets.engine.receptive import ReceptiveField
 
     g = torch.Generator().manual_seed(0)
     k, n = 9, 1_281_167
@@ -90,7 +90,7 @@ def bundled(root: Path) -> dict:
 
 
 def main() -> None:
-    from zfwidgets.site import BUNDLES, STATIC
+    from zfwidgets.atlas.site import BUNDLES, STATIC
 
     bundles = sum((STATIC / b).stat().st_size for b in BUNDLES)
     with tempfile.TemporaryDirectory() as tmp:

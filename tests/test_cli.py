@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import zfwidgets as zf
-from zfwidgets.folder import ImageFolder
+from zfwidgets.atlas.folder import ImageFolder
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
@@ -80,7 +80,7 @@ def test_image_folder_lists_classes_and_skips_the_unreadable(folder):
     x, label = ds[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and label == 0
     broken = ds.files.index(os.path.join("dog", "007_broken.jpg"))
-    with pytest.raises(zf.mining.UnreadableImage, match="007_broken"):
+    with pytest.raises(zf.atlas.mining.UnreadableImage, match="007_broken"):
         ds[broken]
     assert ds.fingerprint() == ImageFolder(folder, size=32).fingerprint()
     assert ds.fingerprint() != ImageFolder(folder, size=40).fingerprint()

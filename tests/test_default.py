@@ -234,7 +234,7 @@ def test_atlas_points_at_bundled_images(default):
     atlas = zd.load_default_atlas(default)
     assert atlas.layers == CONV and atlas.k == 9 and atlas.input_size == (28, 28)
     x, _ = default.images.tensors()
-    from zfwidgets.capture import capture
+    from zfwidgets.engine.capture import capture
 
     with capture(default.model, CONV) as cap, torch.no_grad():
         default.model(x)

@@ -3,29 +3,40 @@
 from __future__ import annotations
 
 from . import models
-from .atlas import Atlas
-from .backprop import NoRuleError, NoRuleWarning, backprop, deconv, guided_backprop, saliency
-from .cam import Cam, cam
-from .capture import Capture, capture
-from .correspondence import Correspondence, correspondence
+from .atlas import Atlas, mine
 from .data import load_default, load_default_atlas, load_photos
-from .embed import Embedding, embed
-from .filters import (
+from .engine import (
+    Cam,
+    Capture,
+    Correspondence,
+    Embedding,
     FilterStats,
+    GradCam,
+    Invariance,
+    NoRuleError,
+    NoRuleWarning,
+    OcclusionResult,
+    ReceptiveField,
+    backprop,
+    cam,
+    capture,
+    correspondence,
     dead_filters,
+    deconv,
     dominating_filters,
+    embed,
     filter_rms,
     filters,
+    grad_cam,
+    guided_backprop,
+    invariance,
+    occlusion,
+    receptive_field,
     renormalize_filters_,
+    saliency,
 )
-from .gradcam import GradCam, grad_cam
-from .invariance import Invariance, invariance
-from .mining import mine
 from .monitor import TrainingMonitor, compare
-from .occlusion import OcclusionResult, occlusion
-from .receptive import ReceptiveField, receptive_field
-
-__version__ = "0.1.0.dev0"
+from .version import __version__ as __version__
 
 #: The widgets, imported on first use so the engine never imports anywidget/ipywidgets.
 _WIDGETS = (

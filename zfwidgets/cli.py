@@ -22,6 +22,13 @@ import sys
 import time
 from pathlib import Path
 
+from .base.images import IMAGENET_MEAN, IMAGENET_STD
+
+
+def _csv(values: tuple[float, ...]) -> str:
+    return ",".join(str(v) for v in values)
+
+
 __all__ = ["main"]
 
 
@@ -112,7 +119,9 @@ def _device(spec: str):
         if not torch.cuda.is_available():
             raise UsageError(f"--device: {spec!r} asked for, but CUDA is not available here")
         if device.index is None:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            from .atlas.distributed import local_device
+
+            device = local_device()
         if device.index >= torch.cuda.device_count():
             raise UsageError(
                 f"--device: {device} does not exist ({torch.cuda.device_count()} GPUs)"
@@ -134,7 +143,7 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
 
 def _default_layers(model, size: int) -> list[str]:
     """Every Conv2d the forward calls, in call order (a shape-only pass on the meta device)."""
-    from ._checks import called_convs
+    from .engine.probe import called_convs
 
     order = called_convs(model.eval(), (1, 3, size, size))
     if not order:
@@ -166,8 +175,8 @@ def _mine_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (cuda = cuda:LOCAL_RANK)")
     p.add_argument("--checkpoint", help="checkpoint folder (default <out>.checkpoint)")
     p.add_argument("--chunk-size", type=int, default=None, help="images per checkpointed chunk")
-    p.add_argument("--mean", default="0.485,0.456,0.406", help="normalisation mean (3 numbers)")
-    p.add_argument("--std", default="0.229,0.224,0.225", help="normalisation std (3 numbers)")
+    p.add_argument("--mean", default=_csv(IMAGENET_MEAN), help="normalisation mean (3 numbers)")
+    p.add_argument("--std", default=_csv(IMAGENET_STD), help="normalisation std (3 numbers)")
     p.add_argument("--no-render", action="store_true", help="save the top-k only, no images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -176,9 +185,9 @@ def _mine_parser(sub) -> argparse.ArgumentParser:
 def _run_mine(args) -> int:
     import torch
 
-    from . import distributed
-    from .folder import ImageFolder
-    from .mining import DEFAULT_CHUNK_SIZE, mine
+    from .atlas import distributed
+    from .atlas.folder import ImageFolder
+    from .atlas.mining import DEFAULT_CHUNK_SIZE, mine
 
     for name, value, lo in (
         ("--size", args.size, 8),
@@ -215,7 +224,7 @@ def _run_mine(args) -> int:
         names = dict(model.named_modules())
         unknown = [n for n in layers if n not in names or not n]
         if unknown:
-            from ._checks import resolve_layer
+            from .base.layers import resolve_layer
 
             try:
                 resolve_layer(model, unknown[0])
@@ -326,7 +335,7 @@ def _read_classes(path: str) -> list[str]:
 
 
 def _run_site(args) -> int:
-    from .atlas import Atlas
+    from .atlas.core import Atlas
 
     src = Path(args.atlas)
     if not src.exists():
@@ -343,7 +352,7 @@ def _run_site(args) -> int:
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(f"atlas: {args.atlas!r} cannot be read: {e}") from e
     if args.data:
-        from .folder import ImageFolder
+        from .atlas.folder import ImageFolder
 
         if not Path(args.data).is_dir():
             raise UsageError(f"--data: expected a folder of images, got {args.data!r}")

@@ -1,4 +1,4 @@
-// Atlas geometry, identical to zfwidgets.images.GridLayout: tiles of tileH x tileW pixels in
+// Atlas geometry, identical to zfwidgets.base.images.GridLayout: tiles of tileH x tileW pixels in
 // `columns` columns, row-major, with `pad` pixels between tiles and around the border.
 //
 //   width  = pad + columns * (tileW + pad)

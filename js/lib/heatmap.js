@@ -1,6 +1,6 @@
 // Heatmaps over an image: which image pixels belong to which map cell, and their colours.
 //
-// An occlusion map (zfwidgets.occlusion) holds one value per position of the grey square:
+// An occlusion map (zfwidgets.engine.occlusion) holds one value per position of the grey square:
 // the square at [i, j] covers rows[i] .. rows[i] + window[0] and cols[j] .. cols[j] + window[1].
 // Each image pixel shows the value of the square whose centre is nearest (cells meet halfway
 // between neighbouring centres; the outer cells reach the image border), and the pointer picks

@@ -5,7 +5,7 @@ import { applyColormap, CONTROL_POINTS, colorbar, cssColor, lut } from "../lib/c
 const sum = (a) => a.reduce((s, v) => s + v, 0);
 
 describe("colormap", () => {
-  it("matches zfwidgets.images.colormap_lut entry for entry (same checksums)", () => {
+  it("matches zfwidgets.base.images.colormap_lut entry for entry (same checksums)", () => {
     // Python: int(colormap_lut(name).long().sum()), and entries 0, 100, 255 (tests/test_images.py)
     const expected = {
       gray: [163200, [0, 0, 0, 255], [100, 100, 100, 255], [255, 255, 255, 255]],

@@ -5,7 +5,7 @@ describe("grid layout", () => {
   // The same numbers as tests/test_images.py::test_grid_layout_matches_js
   const g = layout({ count: 10, columns: 4, tileH: 3, tileW: 5, pad: 1 });
 
-  it("sizes the atlas like zfwidgets.images.GridLayout", () => {
+  it("sizes the atlas like zfwidgets.base.images.GridLayout", () => {
     expect(g.rows).toBe(3);
     expect(g.width).toBe(25);
     expect(g.height).toBe(13);

@@ -19,7 +19,7 @@ import {
 } from "../lib/heatmap.js";
 
 describe("square cells", () => {
-  // zfwidgets.occlusion positions for size 32, window 14, stride 8: 0, 8, 16, then 18 flush
+  // zfwidgets.engine.occlusion positions for size 32, window 14, stride 8: 0, 8, 16, then 18 flush
   const cells = squareCells([0, 8, 16, 18], 14, 32);
 
   it("meet halfway between square centres and reach the border", () => {

@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import layerOverview from "../layer_overview.js";
 import { fakeModel, payload } from "./fakes.js";
 
-// 5 thumbnails of 2 x 3 in 3 columns, pad 1: atlas 13 x 7 (zfwidgets.images.GridLayout)
+// 5 thumbnails of 2 x 3 in 3 columns, pad 1: atlas 13 x 7 (zfwidgets.base.images.GridLayout)
 const GRID = { count: 5, columns: 3, rows: 2, tile: [2, 3], pad: 1, width: 13, height: 7 };
 const EVIL = "<img src=x onerror=zfXSS=1>";
 

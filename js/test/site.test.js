@@ -68,7 +68,7 @@ describe("site orders and pages", () => {
 });
 
 describe("site sprites", () => {
-  // zfwidgets.atlas_store.SpriteLayout: k=9, 3 columns, tiles 5 (h) x 7 (w)
+  // zfwidgets.atlas.store.SpriteLayout: k=9, 3 columns, tiles 5 (h) x 7 (w)
   const tiles = { dir: "tiles/3-ab", digits: 5, ext: ".webp", columns: 3, rows: 3, tile: [5, 7] };
 
   it("names a unit's file", () => {

@@ -6,7 +6,7 @@ import filterGrid from "../filter_grid.js";
 import layerGrid from "../layer_grid.js";
 import { fakeModel, payload } from "./fakes.js";
 
-// 6 tiles of 2 x 3 in 3 columns, pad 1: atlas 13 x 7 (zfwidgets.images.GridLayout)
+// 6 tiles of 2 x 3 in 3 columns, pad 1: atlas 13 x 7 (zfwidgets.base.images.GridLayout)
 const GRID = { count: 6, columns: 3, rows: 2, tile: [2, 3], pad: 1, width: 13, height: 7 };
 const EVIL = "<img src=x onerror=zfXSS=1>";
 

@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 import zfwidgets as zf
-from zfwidgets.atlas import Atlas
+from zfwidgets.atlas.core import Atlas
 
 pytestmark = pytest.mark.browser
 
@@ -232,7 +232,7 @@ def test_wide_layer_pages_and_sorts(page, sites):
     page.wait_for_function("() => location.hash === '#/0?sort=strength'")
     page.wait_for_function(DRAWN, arg=[".zf-site-cell canvas", 64])
     units = page.eval_on_selector_all(".zf-site-cell", "cs => cs.map(c => Number(c.dataset.unit))")
-    from zfwidgets.site import _scaled
+    from zfwidgets.atlas.site import _scaled
 
     top = _scaled(atlas.values["0"].reshape(-1).tolist())[0][::2]  # as the page has them, k=2
     want = sorted(range(130), key=lambda c: (-top[c], c))

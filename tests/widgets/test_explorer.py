@@ -10,7 +10,7 @@ from models import hook_count, snapshot, tiny_zf
 from PIL import Image
 
 from zfwidgets import Explorer
-from zfwidgets.codec import decode
+from zfwidgets.base.codec import decode
 
 
 def png(size=(40, 30), colour=(200, 20, 20)) -> bytes:

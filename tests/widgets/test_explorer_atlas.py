@@ -34,7 +34,7 @@ def explorer(atlas, data=None, model=None):
 
 
 def test_opens_a_folder_without_mining(folder, data, monkeypatch):
-    import zfwidgets.mining as mining
+    import zfwidgets.atlas.mining as mining
 
     def no_mining(*a, **k):
         raise AssertionError("mined although the atlas holds the layer")

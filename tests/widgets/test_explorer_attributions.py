@@ -8,7 +8,7 @@ from models import assert_unchanged, snapshot, tiny_zf
 
 import zfwidgets as zf
 from zfwidgets import Explorer
-from zfwidgets.codec import decode
+from zfwidgets.base.codec import decode
 
 BUILT_IN = ["Grad-CAM", "saliency", "guided backprop", "deconvnet"]
 

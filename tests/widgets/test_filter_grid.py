@@ -9,9 +9,9 @@ from models import tiny_zf
 from torch import nn
 
 import zfwidgets as zf
-from zfwidgets.codec import decode
-from zfwidgets.filters import DEAD, DOMINATING
-from zfwidgets.images import GridLayout, to_rgba
+from zfwidgets.base.codec import decode
+from zfwidgets.base.images import GridLayout, to_rgba
+from zfwidgets.engine.filters import DEAD, DOMINATING
 from zfwidgets.widgets import FilterGrid
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 import traitlets
 
-from zfwidgets.codec import decode
-from zfwidgets.images import to_rgba
+from zfwidgets.base.codec import decode
+from zfwidgets.base.images import to_rgba
 from zfwidgets.widgets.gallery import Gallery
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from models import tiny_zf
 
-from zfwidgets.progress import Cancelled
+from zfwidgets.base.progress import Cancelled
 from zfwidgets.widgets import LayerGrid, OcclusionMap, Predictions, TopNine
 from zfwidgets.widgets._jobs import Runner
 

@@ -13,8 +13,8 @@ from ipywidgets.widgets.widget import _remove_buffers
 from torch import nn
 
 import zfwidgets as zf
-from zfwidgets.codec import decode
-from zfwidgets.images import GridLayout, colormap, display_image, normalize_maps, to_rgba
+from zfwidgets.base.codec import decode
+from zfwidgets.base.images import GridLayout, colormap, display_image, normalize_maps, to_rgba
 from zfwidgets.widgets import LayerGrid, _base
 from zfwidgets.widgets.layer_grid import map_layers, mean_std_of
 

@@ -1,4 +1,4 @@
-"""LayerOverview and zfwidgets.overview: a whole layer from an atlas, a page at a time."""
+"""LayerOverview and zfwidgets.atlas.overview: a whole layer from an atlas, a page at a time."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from models import atlas_images, saved_atlas, tiny_zf
 from torch import nn
 
 import zfwidgets as zf
-from zfwidgets.atlas import Atlas
-from zfwidgets.codec import decode
-from zfwidgets.overview import overview_page, unit_order
+from zfwidgets.atlas.core import Atlas
+from zfwidgets.atlas.overview import overview_page, unit_order
+from zfwidgets.base.codec import decode
 from zfwidgets.widgets.layer_overview import LayerOverview
 
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from models import tiny_zf
 
-from zfwidgets.codec import decode
-from zfwidgets.filters import DEAD, DOMINATING
+from zfwidgets.base.codec import decode
+from zfwidgets.engine.filters import DEAD, DOMINATING
 from zfwidgets.monitor import TrainingMonitor, compare
 from zfwidgets.widgets.monitor_view import MonitorView, snapshot_frame
 

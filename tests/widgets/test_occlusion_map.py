@@ -16,8 +16,8 @@ from models import tiny_zf
 from torch import nn
 
 import zfwidgets as zf
-from zfwidgets.codec import decode
-from zfwidgets.images import display_image, to_rgba
+from zfwidgets.base.codec import decode
+from zfwidgets.base.images import display_image, to_rgba
 from zfwidgets.widgets.occlusion_map import OCCLUSION_VIEWS, OcclusionMap, _shadow
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

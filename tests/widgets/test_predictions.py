@@ -11,7 +11,7 @@ import torch
 from ipywidgets.widgets.widget import _remove_buffers
 from torch import nn
 
-from zfwidgets.codec import decode
+from zfwidgets.base.codec import decode
 from zfwidgets.widgets.predictions import Predictions
 
 EVIL = "<img src=x onerror=alert(1)>"

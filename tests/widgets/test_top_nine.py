@@ -14,8 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import zfwidgets as zf
-from zfwidgets.codec import decode
-from zfwidgets.images import GridLayout, contrast_normalize, display_image, to_rgba
+from zfwidgets.base.codec import decode
+from zfwidgets.base.images import GridLayout, contrast_normalize, display_image, to_rgba
 from zfwidgets.widgets.top_nine import TopNine
 
 EVIL = "<img src=x onerror=zfXSS=1>"

@@ -302,7 +302,7 @@ def load_default_atlas(default: Default | None = None):
     Atlas
         ``indices[layer]`` (C, 9) index into ``default.images``.
     """
-    from ..atlas import Atlas
+    from ..atlas.core import Atlas
 
     d = load_default() if default is None else default
     return Atlas.load(ATLAS_FILE, model=d.model, data=d.images)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_architecture
+from ..base.checks import check_architecture
 
 __all__ = ["ZFNetSmall", "zfnet_small"]
 

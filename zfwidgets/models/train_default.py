@@ -10,7 +10,7 @@ describes, scaled to a few CPU minutes:
 - SGD, batch 128, Nesterov momentum 0.9, weight decay 5e-4, dropout 0.5 on fc6/fc7, random
   horizontal flips; the learning rate divided by 10 twice, after 60% and 85% of the
   steps (the paper's drops "by hand when validation error plateaus", on a fixed schedule);
-- the paper's RMS filter renormalisation after every step (:func:`zfwidgets.filters.
+- the paper's RMS filter renormalisation after every step (:func:`zfwidgets.engine.filters.
   renormalize_filters_`): any convolution filter whose RMS exceeds ``--radius`` is rescaled
   to it. The paper's radius 0.1 on 7x7x3 filters bounds each filter's L2 norm, its gain on
   the input, at 0.1 * sqrt(147) = 1.21; the same bound on our 5x5x1 filters (inputs scaled to
@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from ..data import CLASSES, MEAN, STD, FashionMNISTImages, load_fashion_mnist_images, normalize
-from ..filters import filter_rms, renormalize_filters_
+from ..engine.filters import filter_rms, renormalize_filters_
 from .default import ZFNetSmall, zfnet_small
 
 __all__ = ["PAPER_EPOCHS", "checkpoint_steps", "init_", "main", "read_idx", "train"]
@@ -371,7 +371,7 @@ def _write(
 def write_atlas(model: nn.Module, images: FashionMNISTImages, path: Path) -> None:
     """The top-9 atlas (docs/method.md Sec. 3.1, Fig. 2) of every conv layer over ``images``, saved
     without images (the crops are recomputed from the bundled images on demand)."""
-    from ..mining import mine
+    from ..atlas.mining import mine
 
     atlas = mine(model.eval(), images, layers=list(CONV_LAYERS), k=9, progress=False)
     atlas.save(path, images=False)

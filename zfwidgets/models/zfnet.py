@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_architecture
+from ..base.checks import check_architecture
 
 __all__ = ["ZFNet", "zfnet"]
 

@@ -24,7 +24,7 @@ Safety
 Every public method catches any exception raised inside the monitor, warns once per kind
 (``RuntimeWarning``), records it in ``monitor.errors`` (the widget shows it) and returns: the
 training loop goes on. The probe runs under ``torch.no_grad`` with the model in eval mode
-(every module's flag restored after), through :class:`~zfwidgets.capture.Capture` (hooks
+(every module's flag restored after), through :class:`~zfwidgets.engine.capture.Capture` (hooks
 removed in ``finally``), so hooks, training flags and ``.grad`` come back as they were.
 
 Layout: ``curves`` (bounded series, smoothing), ``snapshots`` (what a snapshot holds, its

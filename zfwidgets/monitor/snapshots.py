@@ -24,7 +24,7 @@ class Snapshot:
     weight : Tensor (Cout, Cin, kh, kw) float32 or None
         Its weights (tiny for a first layer; ``keep_weights=False`` drops them).
     atlas : Tensor (H, W, 4) uint8
-        The filters as tiles (:func:`zfwidgets.images.filter_atlas`).
+        The filters as tiles (:func:`zfwidgets.base.images.filter_atlas`).
     grid : dict
         The atlas layout (:meth:`GridLayout.to_json`).
     rms : Tensor (Cout,) float32

@@ -85,7 +85,7 @@ def _probe_tensor(probe: object, limit: int) -> torch.Tensor | None:
     x = x[:limit].detach()
     if not x.is_floating_point():
         raise TypeError(f"probe: expected floating-point images, got {x.dtype}")
-    from .._checks import check_finite_batch
+    from ..base.checks import check_finite_batch
 
     return check_finite_batch(x, name="probe")  # NaN/inf named by image, once
 
@@ -216,8 +216,9 @@ class TrainingMonitor:
         self._probe: torch.Tensor | None = None
         self._probe_on: dict[torch.device, torch.Tensor] = {}
         if model is not None:
-            from .._checks import check_model, resolve_layer, resolve_layers
-            from ..filters import _conv
+            from ..base.checks import check_model
+            from ..base.layers import resolve_layer, resolve_layers
+            from ..engine.filters import _conv
 
             check_model(model)
             self._conv_name = _conv(model, conv)[0]
@@ -229,7 +230,8 @@ class TrainingMonitor:
                 resolve_layer(model, layer)
             self._probe = _probe_tensor(probe, max(1, int(max_probe)))
             if self._probe is not None:  # channels, dtype and size against the model, now
-                from .._checks import check_images, model_device
+                from ..base.checks import model_device
+                from ..engine.probe import check_images
 
                 one = self._probe[:1].to(model_device(model))
                 self._probe = self._probe.to(check_images(model, one, name="probe").dtype)
@@ -376,9 +378,10 @@ class TrainingMonitor:
     # -- snapshots -------------------------------------------------------------------------
     def snapshot(self, *, label: str | None = None) -> Snapshot:
         """Take a snapshot now (raises on failure; :meth:`refresh` catches)."""
-        from ..capture import Capture, eval_mode
-        from ..filters import _conv, _over, _rms, filters
-        from ..images import filter_atlas
+        from ..base.images import filter_atlas
+        from ..base.layers import eval_mode
+        from ..engine.capture import Capture
+        from ..engine.filters import _conv, _over, _rms, filters
 
         if self.model is None:
             raise RuntimeError("this monitor was loaded from a file: it has no model")
@@ -431,7 +434,7 @@ class TrainingMonitor:
     def _probe_on_device(self, model: nn.Module) -> torch.Tensor | None:
         if self._probe is None:
             return None
-        from .._checks import model_device
+        from ..base.checks import model_device
 
         dev = model_device(model)
         x = self._probe_on.get(dev)
@@ -483,8 +486,8 @@ class TrainingMonitor:
         }
 
     def _top9(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        from ..images import display_image, pair_atlas
-        from ..mining import mine
+        from ..atlas.mining import mine
+        from ..base.images import display_image, pair_atlas
 
         x = self._probe_on_device(model)
         layers = list(self.units)

@@ -4,7 +4,7 @@ A widget owns one :class:`Runner`. ``runner.submit(work, apply)`` asks for one c
 
 - **Latest request wins.** A newer ``submit`` supersedes the older job: the older result is
   never applied, a job still waiting never starts, and a job under way stops at its next
-  progress report (``job.progress`` raises :class:`~zfwidgets.progress.Cancelled`; engine
+  progress report (``job.progress`` raises :class:`~zfwidgets.base.progress.Cancelled`; engine
   functions take it as ``progress=``). A job may give a ``key`` (what its expensive part
   depends on, e.g. the checkpoint being mined): a newer job with the same key lets it run to
   the end, and only its result is dropped.
@@ -37,7 +37,7 @@ import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ..progress import Cancelled
+from ..base.progress import Cancelled
 
 __all__ = ["Cancelled", "Job", "Runner", "running_loop"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..correspondence import Correspondence
+from ..engine.correspondence import Correspondence
 
 __all__ = ["CorrespondenceTable", "correspondence_html"]
 
@@ -74,7 +74,7 @@ class CorrespondenceTable(W.HTML):
     Parameters
     ----------
     result : Correspondence
-        From :func:`zfwidgets.correspondence`.
+        From :func:`zfwidgets.engine.correspondence`.
     caption : str, optional
         Text under the table (escaped).
     """

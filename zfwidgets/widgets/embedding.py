@@ -18,9 +18,9 @@ import torch
 import traitlets as t
 from torch import nn
 
-from .._data import ImageSource
-from ..embed import Embedding, embed
-from ..images import display_image
+from ..base.images import display_image
+from ..base.source import ImageSource
+from ..engine.embed import Embedding, embed
 from .gallery import Gallery
 
 __all__ = ["EmbeddingView"]
@@ -108,10 +108,10 @@ class EmbeddingView(W.HBox):
     ----------
     model : nn.Module
     data : tensor (N, C, H, W), Dataset, DataLoader or list
-        As :func:`zfwidgets.embed`; ``(image, label)`` items give the colours (else the
+        As :func:`zfwidgets.engine.embed`; ``(image, label)`` items give the colours (else the
         predictions).
     layer, method, max_points, labels, transform, seed, perplexity
-        As :func:`zfwidgets.embed` (``method`` defaults to ``"pca"`` here: instant).
+        As :func:`zfwidgets.engine.embed` (``method`` defaults to ``"pca"`` here: instant).
     classes : list of str, optional
         Class names for the legend and hover text.
     mean, std : per-channel, optional

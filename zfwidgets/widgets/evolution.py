@@ -16,7 +16,7 @@ from typing import Any
 
 import traitlets as t
 
-from ..checkpoints import StateDict, check_state_dict, parse_checkpoints
+from ..base.checkpoints import StateDict, check_state_dict, parse_checkpoints
 from ._base import ZFWidget
 
 __all__ = ["EvolutionSlider", "check_state_dict", "parse_checkpoints"]

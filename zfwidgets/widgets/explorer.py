@@ -22,20 +22,20 @@ import torch
 import traitlets as t
 from torch import nn
 
-from .._checks import (
-    called_convs,
-    check_images,
-    check_model,
-    first_conv,
-    model_device,
-    resolve_layer,
+from ..atlas.stored import open_atlas
+from ..base.checks import check_model, model_device
+from ..base.images import (  # noqa: I001
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    contrast_normalize,
+    display_image,
+    fit_channels,
+    mean_std_of,
 )
-from ..backprop import backprop
-from ..capture import eval_mode
-from ..images import contrast_normalize, display_image, fit_channels, mean_std_of
-from ..layers import module_tree_copy
-from ..stored import open_atlas
-from ..uploads import MAX_UPLOAD_BYTES, decode_upload
+from ..base.layers import eval_mode, first_conv, module_tree_copy, resolve_layer
+from ..base.uploads import MAX_UPLOAD_BYTES, decode_upload
+from ..engine.backprop import backprop
+from ..engine.probe import called_convs, check_images
 from ._jobs import Job, Runner
 from .gallery import Gallery
 from .layer_grid import LayerGrid
@@ -47,9 +47,6 @@ __all__ = ["Explorer", "MAX_UPLOAD_BYTES"]
 _RULES = {"saliency": "saliency", "guided backprop": "guided", "deconvnet": "deconv"}
 _UNIT_HINT = "click a feature map above to project it to pixel space"
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def _default_transform(channels: int, size: int = 224):
     """Resize + centre crop + tensor + ImageNet normalisation (grey for one channel)."""
@@ -59,7 +56,7 @@ def _default_transform(channels: int, size: int = 224):
     if channels == 1:
         steps += [T.Grayscale(1), T.ToTensor(), T.Normalize((0.5,), (0.5,))]
     else:
-        steps += [T.ToTensor(), T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD)]
+        steps += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     return T.Compose(steps)
 
 
@@ -455,7 +452,7 @@ class Explorer(w.VBox):
                 "open them"
             )
             return
-        from .._data import ImageSource
+        from ..base.source import ImageSource
 
         try:  # a dataset of tensors is already preprocessed
             x = ImageSource(self.dataset).get(int(index))
@@ -478,7 +475,7 @@ class Explorer(w.VBox):
             self.message.value = f"{name}: {text}"
 
     def load_upload(self, data: bytes, name: str = "upload") -> torch.Tensor:
-        """Decode an uploaded file as a browser shows it (:func:`zfwidgets.uploads.decode_upload`:
+        """Decode an uploaded file as a browser shows it (:func:`zfwidgets.base.uploads.decode_upload`:
         EXIF orientation, 16-bit/float/palette/CMYK/alpha converted, formats checked from the
         bytes, a pixel budget before decoding) into a model input through ``transform``."""
         img = decode_upload(data, channels=_in_channels(self.model))
@@ -585,7 +582,7 @@ class Explorer(w.VBox):
                 errors[name] = f"{type(exc).__name__}: {exc}"
         if self.attribution_views:
             if not unit_only:
-                from ..gradcam import grad_cam
+                from ..engine.gradcam import grad_cam
 
                 attempt("Grad-CAM", lambda: grad_cam(model, x, target=predicted).upsampled[0])
             for name, rule in _RULES.items():

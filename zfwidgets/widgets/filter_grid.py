@@ -16,10 +16,12 @@ import torch
 import traitlets as t
 from torch import nn
 
-from .._checks import check_images, check_model, first_conv, model_device, resolve_layer
-from ..capture import capture, eval_mode
-from ..codec import decode, pack
-from ..filters import (
+from ..base.checks import check_model, model_device
+from ..base.codec import decode, pack
+from ..base.images import filter_atlas
+from ..base.layers import eval_mode, first_conv, resolve_layer
+from ..engine.capture import capture
+from ..engine.filters import (
     DEAD,
     DOMINATING,
     dead_filters,
@@ -28,7 +30,7 @@ from ..filters import (
     filter_rms,
     filters,
 )
-from ..images import filter_atlas
+from ..engine.probe import check_images
 from ._base import ZFWidget
 from ._jobs import Runner
 
@@ -70,7 +72,7 @@ class FilterGrid(ZFWidget):
     radius : float
         Filters whose RMS exceeds it are marked as dominating (0.1 in the paper).
     normalize : {"filter", "layer"}
-        See :func:`zfwidgets.filters.filters`.
+        See :func:`zfwidgets.engine.filters.filters`.
     columns : int, optional
     max_width : int
         Width in CSS pixels the grid is scaled to fit.

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 import traitlets as t
 
-from ..codec import pack
-from ..images import resize_to_fit, tile, to_rgba
+from ..base.codec import pack
+from ..base.images import resize_to_fit, tile, to_rgba
 from ._base import ZFWidget
 
 __all__ = ["Gallery"]
@@ -26,7 +26,7 @@ class Gallery(ZFWidget):
     Parameters
     ----------
     images : Tensor (N, C, H, W), C in {1, 3}, values in [0, 1]
-        Already prepared for display (see :mod:`zfwidgets.images`).
+        Already prepared for display (see :mod:`zfwidgets.base.images`).
     captions : list of str, optional
         One per image, shown on hover (as text).
     title, caption : str

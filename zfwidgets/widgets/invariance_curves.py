@@ -17,8 +17,8 @@ import ipywidgets as W
 import torch
 from torch import nn
 
-from ..images import display_image
-from ..invariance import Invariance, invariance
+from ..base.images import display_image
+from ..engine.invariance import Invariance, invariance
 from .gallery import Gallery
 
 __all__ = ["InvarianceCurves", "invariance_figure"]
@@ -135,10 +135,10 @@ class InvarianceCurves(W.VBox):
     ----------
     model : nn.Module
     images : Tensor (N, C, H, W)
-        Model inputs (normalised); see :func:`zfwidgets.invariance`.
+        Model inputs (normalised); see :func:`zfwidgets.engine.invariance`.
     transform : {"translate", "scale", "rotate"}
     amounts, layers, target
-        As :func:`zfwidgets.invariance`.
+        As :func:`zfwidgets.engine.invariance`.
     mean, std : per-channel, optional
         Undo the normalisation for display (else min-max per image).
     classes : list of str, optional

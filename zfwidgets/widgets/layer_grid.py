@@ -2,9 +2,9 @@
 
 docs/method.md Sec. 2-3: the feature maps of each layer are what the deconvnet projects back; the
 grid is where a unit is picked. The activations of every map layer come from one forward
-pass through :func:`zfwidgets.capture` (kept on the model's device); a layer switch
-colour-maps and tiles one layer into one uint8 atlas (:func:`zfwidgets.images.feature_atlas`)
-and sends it with the per-map maxima in one transfer (:func:`zfwidgets.codec.pack`).
+pass through :func:`zfwidgets.engine.capture` (kept on the model's device); a layer switch
+colour-maps and tiles one layer into one uint8 atlas (:func:`zfwidgets.base.images.feature_atlas`)
+and sends it with the per-map maxima in one transfer (:func:`zfwidgets.base.codec.pack`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ import torch
 import traitlets as t
 from torch import nn
 
-from .._checks import check_model, resolve_layer
-from .._data import one_image as _as_image
-from ..capture import capture, eval_mode
-from ..codec import decode, encode, pack
-from ..images import (
+from ..base.checks import check_model
+from ..base.codec import decode, encode, pack
+from ..base.images import (
     COLORMAPS,
     display_image,
     display_stats,
@@ -30,7 +28,9 @@ from ..images import (
     mean_std_of,
     to_rgba,
 )
-from ..layers import MAP_TYPES, map_layers, module_tree_copy
+from ..base.layers import MAP_TYPES, eval_mode, map_layers, module_tree_copy, resolve_layer
+from ..engine.capture import capture
+from ..engine.probe import one_image as _as_image
 from ._base import ZFWidget
 from ._jobs import Job, Runner
 

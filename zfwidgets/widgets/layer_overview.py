@@ -3,7 +3,7 @@ whole layer), a page at a time; a click opens the unit in a linked TopNine.
 
 docs/method.md Sec. 3.1. Each unit is shown by its strongest deconvnet reconstruction or by
 its top-k mosaic (reconstructions or image patches), paged for wide layers and sorted by index
-or by strength. A page is one uint8 image in one transfer (:func:`zfwidgets.overview.overview_page`):
+or by strength. A page is one uint8 image in one transfer (:func:`zfwidgets.atlas.overview.overview_page`):
 read from the atlas's stored tiles, or computed from the attached model and data for a layer
 the atlas did not render (the widget says which). Pages are computed through the widget's job
 runner (:mod:`zfwidgets.widgets._jobs`): off the kernel thread, the latest request wins, the
@@ -17,9 +17,9 @@ from typing import Any
 
 import traitlets as t
 
-from ..atlas import Atlas
-from ..codec import pack
-from ..overview import SHOWS, SORTS, overview_page
+from ..atlas.core import Atlas
+from ..atlas.overview import SHOWS, SORTS, overview_page
+from ..base.codec import pack
 from ._base import ZFWidget
 from ._jobs import Runner, running_loop
 

@@ -20,8 +20,8 @@ import ipywidgets as W
 import torch
 from torch import nn
 
-from ..codec import pack
-from ..filters import filter_flags
+from ..base.codec import pack
+from ..engine.filters import filter_flags
 from ..monitor.curves import smooth
 from ..monitor.snapshots import Snapshot
 from ..monitor.training import TrainingMonitor

@@ -1,13 +1,13 @@
 """OcclusionMap: the image with the paper's three occlusion maps over it (docs/method.md Sec. 3.5, Fig. 7).
 
-A grey square is slid over the image (:func:`zfwidgets.occlusion`); for every position of the
+A grey square is slid over the image (:func:`zfwidgets.engine.occlusion`); for every position of the
 square the widget maps (a) the total activation of one feature map, (b) the probability of the
 target class and (c) the most probable class. The front end draws the un-normalised image with
 one map over it as a heatmap (buttons switch between them, in the browser alone), a colour bar
 (or, for (c), a legend of the classes that occur), and on hover the square at the position under
 the pointer with its class, probability and activation.
 
-What crosses to the browser, in one binary transfer per image (:func:`zfwidgets.codec.pack`):
+What crosses to the browser, in one binary transfer per image (:func:`zfwidgets.base.codec.pack`):
 the image as uint8 RGBA (H, W, 4), the four (R, Cc) maps (float32; the top class as int32) and
 the square positions (int32). Class names are sent once, as text.
 
@@ -15,7 +15,7 @@ The sweep goes through the widget's job runner (:mod:`zfwidgets.widgets._jobs`):
 runs off the kernel thread and a newer image supersedes it (it stops at its next forward pass,
 through ``zf.occlusion(..., progress=)``); without a running loop (scripts, tests) the call
 returns with the maps. The sweep runs on a copy of the model's module tree that shares its
-parameters and buffers (:func:`zfwidgets.layers.module_tree_copy`), so the hooks it registers
+parameters and buffers (:func:`zfwidgets.base.layers.module_tree_copy`), so the hooks it registers
 never fire for forward passes the notebook makes in the meantime.
 """
 
@@ -28,14 +28,14 @@ import torch
 import traitlets as t
 from torch import nn
 
-from .._checks import check_logits, check_model, resolve_layer
-from .._data import one_image
-from ..capture import capture, eval_mode
-from ..classes import class_names
-from ..codec import encode, pack
-from ..images import COLORMAPS, display_image, display_stats, fit_channels, to_rgba
-from ..layers import module_tree_copy as _shadow
-from ..occlusion import (
+from ..base.checks import check_logits, check_model
+from ..base.classes import class_names
+from ..base.codec import encode, pack
+from ..base.images import COLORMAPS, display_image, display_stats, fit_channels, to_rgba
+from ..base.layers import eval_mode, resolve_layer
+from ..base.layers import module_tree_copy as _shadow
+from ..engine.capture import capture
+from ..engine.occlusion import (
     OcclusionResult,
     SweepGeometry,
     check_fill,
@@ -43,6 +43,7 @@ from ..occlusion import (
     occlusion,
     sweep_geometry,
 )
+from ..engine.probe import one_image
 from ._base import ZFWidget
 from ._jobs import Job, Runner, running_loop
 
@@ -119,7 +120,7 @@ class OcclusionMap(ZFWidget):
     view : str
         The map shown (synced; the buttons set it).
     result : OcclusionResult or None
-        The maps shown, as :func:`zfwidgets.occlusion` returns them (``None`` while the first
+        The maps shown, as :func:`zfwidgets.engine.occlusion` returns them (``None`` while the first
         sweep runs in the background).
     busy : bool
         Whether a sweep is under way (synced; the widget shows its ``progress``).

@@ -3,7 +3,7 @@
 The companion of :class:`~zfwidgets.widgets.occlusion_map.OcclusionMap` (docs/method.md Sec. 3.5
 (Fig. 7: the occlusion maps are read against what the model predicts for the unoccluded image).
 One forward pass per image, on the model's device; the k probabilities and class indices cross
-to the browser as one binary transfer (:func:`zfwidgets.codec.pack`), the k names as text.
+to the browser as one binary transfer (:func:`zfwidgets.base.codec.pack`), the k names as text.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import torch
 import traitlets as t
 from torch import nn
 
-from .._checks import check_model
-from .._data import one_image
-from ..classes import class_names, logits_of
-from ..codec import decode, pack
-from ..layers import module_tree_copy
+from ..base.checks import check_model
+from ..base.classes import class_names, logits_of
+from ..base.codec import decode, pack
+from ..base.layers import module_tree_copy
+from ..engine.probe import one_image
 from ._base import ZFWidget
 from ._jobs import Job, Runner
 

@@ -5,7 +5,7 @@ docs/method.md Sec. 3.1, Fig. 2. The hits come from :func:`zfwidgets.mine` (run 
 checkpoint, for every offered layer in one pass over the data) or from a given
 :class:`~zfwidgets.Atlas`; the crops from :meth:`Atlas.patches` and
 :meth:`Atlas.reconstructions`. Each update sends one uint8 atlas (both blocks) with the
-values and dataset indices of the hits in one transfer (:func:`zfwidgets.codec.pack`).
+values and dataset indices of the hits in one transfer (:func:`zfwidgets.base.codec.pack`).
 
 The model work goes through the widget's job runner (:mod:`zfwidgets.widgets._jobs`), on a
 private copy of the model, so the kernel stays free for the front end (which shows ``status``
@@ -30,15 +30,17 @@ import traitlets as t
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .._checks import check_images, check_model, check_positive_int, model_device, resolve_layer
-from .._data import ImageSource
-from ..atlas import Atlas
-from ..capture import Capture, eval_mode
-from ..checkpoints import check_state_dict, parse_checkpoints
-from ..classes import as_labels, label_names, label_of_item
-from ..codec import decode, pack
-from ..images import contrast_normalize, display_image, mean_std_of, pair_atlas
-from ..mining import mine
+from ..atlas.core import Atlas
+from ..atlas.mining import mine
+from ..base.checkpoints import check_state_dict, parse_checkpoints
+from ..base.checks import check_model, check_positive_int, model_device
+from ..base.classes import as_labels, label_names, label_of_item
+from ..base.codec import decode, pack
+from ..base.images import contrast_normalize, display_image, mean_std_of, pair_atlas
+from ..base.layers import eval_mode, resolve_layer
+from ..base.source import ImageSource
+from ..engine.capture import Capture
+from ..engine.probe import check_images
 from ._base import ZFWidget
 from ._jobs import Job, Runner
 
@@ -198,8 +200,8 @@ class TopNine(ZFWidget):
             self._source = ImageSource(data, transform=transform, batch_size=self._batch_size)
         elif atlas.source is not None:
             self._source = atlas.source
-            loader = atlas.source._loader
-            data = loader if loader is not None else atlas.source._items
+            loader = atlas.source.loader
+            data = loader if loader is not None else atlas.source.items
             transform = atlas.source.transform
         self._data = data  # what mining reads (None: only the atlas)
         self._transform = transform

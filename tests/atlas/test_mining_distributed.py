@@ -1,0 +1,119 @@
+"""Mining over 2 gloo processes launched by torchrun equals a single-process run, exactly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from models import tiny_zf
+from safetensors.torch import load_file, save_file
+
+import zfwidgets as zf
+
+REPO = Path(__file__).resolve().parents[2]
+LAYERS = ["0", "4", "7"]
+KW = {"layers": LAYERS, "k": 5, "batch_size": 4, "chunk_size": 8}
+
+WORKER = textwrap.dedent(
+    """
+    import os, sys
+    sys.path.insert(0, {tests!r})
+    import torch
+    import torch.distributed as dist
+    from models import tiny_zf
+    from safetensors.torch import load_file, save_file
+    import zfwidgets as zf
+    from zfwidgets.base.progress import Cancelled
+
+    data = load_file({data!r})["x"]
+    out, checkpoint, fail = sys.argv[1], sys.argv[2] or None, sys.argv[3] == "fail"
+    rank = int(os.environ["RANK"])
+
+    def progress(done, total):
+        # rank 1 gives up after its first chunk (8 images): the job dies half done
+        if fail and rank == 1 and done > 8:
+            raise Cancelled()
+
+    atlas = zf.mine(tiny_zf(), data, checkpoint=checkpoint, progress=progress, **{kw!r})
+    assert dist.is_initialized() and dist.get_world_size() == 2
+    tensors = {{}}
+    for layer in atlas.layers:
+        for what in ("values", "indices", "positions"):
+            tensors[f"{{layer}}.{{what}}"] = getattr(atlas, what)[layer].contiguous()
+    save_file(tensors, f"{{out}}.{{rank}}.safetensors")
+    """
+)
+
+
+def torchrun(tmp_path, data, *, checkpoint="", fail=False):
+    save_file({"x": data.contiguous()}, str(tmp_path / "data.safetensors"))
+    script = tmp_path / "worker.py"
+    script.write_text(
+        WORKER.format(tests=str(REPO / "tests"), data=str(tmp_path / "data.safetensors"), kw=KW)
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "--max-restarts=0",
+            str(script),
+            str(tmp_path / "out"),
+            str(checkpoint),
+            "fail" if fail else "ok",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def single(data, **kw):
+    torch.set_num_threads(1)  # as torchrun's workers (OMP_NUM_THREADS=1): the same kernels
+    try:
+        return zf.mine(tiny_zf(), data, progress=False, **KW, **kw)
+    finally:
+        torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(44, 3, 32, 32, generator=g)
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_equal_one_process(tmp_path, data):
+    result = torchrun(tmp_path, data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ref = single(data)
+    for rank in (0, 1):  # every rank holds the same atlas
+        got = load_file(str(tmp_path / f"out.{rank}.safetensors"))
+        for layer in LAYERS:
+            assert torch.equal(got[f"{layer}.indices"], ref.indices[layer])
+            assert torch.equal(got[f"{layer}.values"], ref.values[layer])
+            assert torch.equal(got[f"{layer}.positions"], ref.positions[layer])
+
+
+@pytest.mark.slow
+def test_checkpoint_of_two_ranks_resumes_with_one(tmp_path, data):
+    ck = tmp_path / "run"
+    result = torchrun(tmp_path, data, checkpoint=ck, fail=True)
+    assert result.returncode != 0  # rank 1 gave up: the job died half done
+    parts = list(ck.glob("part-*.safetensors"))
+    assert parts, result.stderr[-3000:]
+    resumed = single(data, checkpoint=ck)
+    ref = single(data)
+    for layer in LAYERS:
+        assert torch.equal(resumed.indices[layer], ref.indices[layer])
+        assert torch.equal(resumed.values[layer], ref.values[layer])
+        assert torch.equal(resumed.positions[layer], ref.positions[layer])

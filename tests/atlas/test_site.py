@@ -1,0 +1,268 @@
+"""The static atlas site: ``atlas.export_site`` and ``python -m zfwidgets site``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from models import atlas_images, saved_atlas, tiny_zf
+from PIL import Image
+
+import zfwidgets as zf
+from zfwidgets.atlas.core import Atlas
+from zfwidgets.atlas.site import BUNDLES, SITE_FORMAT
+
+LAYERS = ["0", "4", "8"]
+HOSTILE = '<img src=x onerror="window.__zfxss=1">'
+
+
+@pytest.fixture(scope="module")
+def data():
+    return atlas_images()
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory, data):
+    """An atlas folder with layers "0" and "4" rendered and "8" not."""
+    root = tmp_path_factory.mktemp("stored") / "atlas"
+    return saved_atlas(root, data, LAYERS, 4, render=["0", "4"], format="png")
+
+
+def read_script(path):
+    """The JSON inside a site's one-line script (``name(...)`` or ``x = ...;``)."""
+    text = path.read_text(encoding="ascii").splitlines()[1]
+    if text.startswith("window.zfSiteManifest = "):
+        return json.loads(text[len("window.zfSiteManifest = ") : -1])
+    return json.loads(text[text.index("(") + 1 : -2])
+
+
+def test_site_files_manifest_and_hits(tmp_path, stored, data):
+    atlas = Atlas.load(stored, model=tiny_zf(), data=data)
+    labels = [i % 3 for i in range(23)]
+    report = atlas.export_site(tmp_path / "site", classes=["cat", HOSTILE, "dog"], labels=labels)
+    site = tmp_path / "site"
+    assert report.path == site and report.layers == LAYERS and report.rendered == ["0", "4"]
+    assert {p.name for p in site.iterdir()} == {
+        "index.html",
+        "manifest.js",
+        "layers",
+        "tiles",
+        *BUNDLES,
+    }
+    m = read_script(site / "manifest.js")
+    assert m["format"] == SITE_FORMAT and m["k"] == 4 and m["input_size"] == [32, 32]
+    assert m["images"] == 23 and m["model"].endswith("Sequential")
+    assert m["classes"] == ["cat", HOSTILE, "dog"]
+    assert [L["name"] for L in m["layers"]] == LAYERS
+    assert m["layers"][2]["tiles"] is None
+    for i, n in enumerate(LAYERS):
+        L = m["layers"][i]
+        assert L["channels"] == atlas.values[n].shape[0]
+        hits = read_script(site / L["data"])
+        assert hits[0] == i
+        d = hits[1]
+        v = np.asarray(d["v"]) * 10.0 ** d["e"]
+        want = atlas.values[n].reshape(-1).numpy()
+        np.testing.assert_allclose(v, want, rtol=0, atol=np.abs(want).max() * 5e-4 + 1e-12)
+        assert np.abs(v).max() == pytest.approx(np.abs(want).max(), rel=5e-4)
+        assert d["i"] == atlas.indices[n].reshape(-1).tolist()
+        assert d["y"] == [labels[j] for j in d["i"]]
+    # the tiles are the atlas's own files, hard-linked, one per unit
+    for i, n in enumerate(["0", "4"]):
+        t = m["layers"][i]["tiles"]
+        assert t["missing"] == []
+        for c in range(atlas.values[n].shape[0]):
+            src = atlas.image_file(n, c)
+            dst = site / f"{t['dir']}/{c:0{t['digits']}d}{t['ext']}"
+            assert dst.read_bytes() == src.read_bytes()
+            assert os.path.samefile(src, dst)
+        u = atlas.unit_images(n, 0)
+        assert (t["columns"], t["rows"], t["width"], t["height"]) == (
+            u.layout.columns,
+            u.layout.rows,
+            u.layout.width,
+            u.layout.height,
+        )
+    assert report.linked
+    # the page: no inline script, no URL outside the folder, the title escaped
+    page = (site / "index.html").read_text()
+    assert "<script>" not in page and "http" not in page.replace("http-equiv", "")
+    for ref in ("zfsite.css", "manifest.js", "zfsite.js"):
+        assert f'"{ref}"' in page
+    # site overhead: everything but the tiles, far below 200 kB
+    overhead = sum(
+        p.stat().st_size for p in site.rglob("*") if p.is_file() and "tiles" not in p.parts
+    )
+    assert overhead == report.other_bytes < 200_000
+
+
+def test_labels_and_classes_come_from_the_data(tmp_path, stored, data):
+    class Labelled(torch.utils.data.Dataset):
+        classes = ["zero", "one"]
+
+        def __len__(self):
+            return len(data)
+
+        def __getitem__(self, i):
+            return data[i], i % 2
+
+    atlas = Atlas.load(stored, data=Labelled())
+    atlas.export_site(tmp_path / "site")
+    m = read_script(tmp_path / "site" / "manifest.js")
+    assert m["classes"] == ["zero", "one"]
+    d = read_script(tmp_path / "site" / "layers" / "1.js")[1]
+    assert d["y"] == [j % 2 for j in d["i"]]
+    # no data: no classes, the hits still there
+    Atlas.load(stored).export_site(tmp_path / "bare", title=HOSTILE)
+    m = read_script(tmp_path / "bare" / "manifest.js")
+    assert m["classes"] is None and m["title"] == HOSTILE
+    assert "y" not in read_script(tmp_path / "bare" / "layers" / "0.js")[1]
+    page = (tmp_path / "bare" / "index.html").read_text()
+    assert HOSTILE not in page and "&lt;img src=x onerror=&quot;" in page
+
+
+def test_rewrites_its_own_site_and_refuses_other_folders(tmp_path, stored):
+    atlas = Atlas.load(stored)
+    site = tmp_path / "site"
+    atlas.export_site(site)
+    (site / "stale.txt").write_text("old")
+    atlas.export_site(site)  # a site written before is replaced whole
+    assert not (site / "stale.txt").exists() and (site / "index.html").is_file()
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep")
+    with pytest.raises(ValueError, match="not an atlas site"):
+        atlas.export_site(other)
+    assert (other / "mine.txt").read_text() == "keep"
+    with pytest.raises(ValueError, match="inside the atlas"):
+        atlas.export_site(stored / "site")
+    with pytest.raises(ValueError, match="not a folder"):
+        atlas.export_site(other / "mine.txt")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_needs_a_directory_atlas(tmp_path, data):
+    atlas = zf.mine(tiny_zf(), data, layers=["4"], k=2, progress=False)
+    with pytest.raises(ValueError, match=r"atlas\.save\('atlas/'\)"):
+        atlas.export_site(tmp_path / "site")
+    atlas.save(tmp_path / "single.safetensors")
+    with pytest.raises(ValueError, match="atlas directory"):
+        Atlas.load(tmp_path / "single.safetensors").export_site(tmp_path / "site")
+    from zfwidgets.atlas.site import export_site
+
+    with pytest.raises(TypeError, match="zfwidgets.Atlas"):
+        export_site(object(), tmp_path / "site")
+
+
+def test_missing_tile_files_are_reported_and_marked(tmp_path, stored):
+    import shutil
+
+    broken = tmp_path / "atlas"
+    shutil.copytree(stored, broken)
+    atlas = Atlas.load(broken)
+    atlas.image_file("4", 3).unlink()
+    report = atlas.export_site(tmp_path / "site")
+    assert report.missing == {"4": [3]}
+    assert "1 tile file(s) missing" in report.summary()
+    m = read_script(tmp_path / "site" / "manifest.js")
+    assert m["layers"][1]["tiles"]["missing"] == [3]
+
+
+def test_copy_instead_of_link(tmp_path, stored):
+    atlas = Atlas.load(stored)
+    report = atlas.export_site(tmp_path / "site", link=False)
+    assert not report.linked
+    src = atlas.image_file("0", 0)
+    m = read_script(tmp_path / "site" / "manifest.js")
+    t = m["layers"][0]["tiles"]
+    dst = tmp_path / "site" / t["dir"] / src.name
+    assert dst.read_bytes() == src.read_bytes() and not os.path.samefile(src, dst)
+
+
+# -- the command line ------------------------------------------------------------------------
+def run_here(capsys, *args):
+    from zfwidgets.cli import main
+
+    code = main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, code, "", capsys.readouterr().err)
+
+
+def test_cli_site(tmp_path, stored, capsys):
+    names = tmp_path / "classes.txt"
+    names.write_text("cat\n" + HOSTILE + "\ndog\n")
+    r = run_here(capsys, "site", stored, tmp_path / "site", "--classes", names, "--title", "T")
+    assert r.returncode == 0, r.stderr
+    assert "2 with pictures" in r.stderr and "no tiles for 8" in r.stderr
+    m = read_script(tmp_path / "site" / "manifest.js")
+    assert m["title"] == "T" and m["classes"] is None  # names, but no labels without --data
+
+
+def test_cli_site_reads_labels_from_an_image_folder(tmp_path, capsys):
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        d = root / ("cat" if i % 3 else "dog")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    from zfwidgets.atlas.folder import ImageFolder
+
+    folder = ImageFolder(root, size=32)
+    atlas = zf.mine(tiny_zf(), folder, layers=["4"], k=3, progress=False)
+    atlas.save(tmp_path / "atlas")
+    r = run_here(capsys, "site", tmp_path / "atlas", tmp_path / "site", "--data", root)
+    assert r.returncode == 0, r.stderr
+    m = read_script(tmp_path / "site" / "manifest.js")
+    d = read_script(tmp_path / "site" / "layers" / "0.js")[1]
+    assert [m["classes"][y] for y in d["y"]] == [folder.classes[folder.labels[j]] for j in d["i"]]
+    # a folder with another number of images is refused before anything is written
+    (root / "dog" / "extra.png").write_bytes((root / "dog" / "0.png").read_bytes())
+    r = run_here(capsys, "site", tmp_path / "atlas", tmp_path / "site2", "--data", root)
+    assert r.returncode == 2 and "mined over 12 images" in r.stderr
+    assert not (tmp_path / "site2").exists()
+
+
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ("missing", "no folder at"),
+        ("file", "is a file"),
+        ("corrupt", "cannot be read"),
+        ("partial", "cannot be read"),
+        ("classes", "--classes: no file"),
+        ("data", "--data: expected a folder"),
+        ("out", "not an atlas site"),
+    ],
+)
+def test_cli_site_bad_input(tmp_path, stored, capsys, case, expect):
+    import shutil
+
+    atlas, out, extra = tmp_path / "atlas", tmp_path / "site", []
+    if case == "file":
+        atlas.write_text("x")
+    elif case == "corrupt":
+        shutil.copytree(stored, atlas)
+        (atlas / "manifest.json").write_text('{"format": "zfwidgets.atlas.core-dir/1", "k": 1e999')
+    elif case == "partial":
+        shutil.copytree(stored, atlas)
+        for p in atlas.glob("tensors-*.safetensors"):
+            p.unlink()
+    elif case != "missing":
+        shutil.copytree(stored, atlas)
+    if case == "classes":
+        extra = ["--classes", tmp_path / "nope.txt"]
+    elif case == "data":
+        extra = ["--data", tmp_path / "nope"]
+    elif case == "out":
+        out.mkdir()
+        (out / "thesis.tex").write_text("keep")
+    r = run_here(capsys, "site", atlas, out, *extra)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("zfwidgets site: error: ") and expect in r.stderr
+    if case == "out":
+        assert (out / "thesis.tex").read_text() == "keep"
+    else:
+        assert not out.exists()

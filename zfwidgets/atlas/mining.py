@@ -1,0 +1,492 @@
+"""Streaming top-k per feature map over a dataset: the paper's Fig. 2, at any scale.
+
+docs/method.md Sec. 3.1 (the paper's Fig. 2): for a feature map, the 9 strongest activations
+over a whole dataset, shown as deconvnet projections cropped to the unit's receptive field
+beside the same crops of the input images. Each image counts once per feature map, with its
+spatial maximum.
+
+How it scales:
+
+- **One pass that stops early.** Every requested layer is reduced inside its forward hook, on
+  the model's device, to (C,) spatial maxima and their positions; the forward pass ends right
+  after the last call of the deepest requested layer (the rest of the network never runs). The
+  running top-k is merged on the device; nothing is copied to the host per batch.
+- **Fixed chunks.** The work is cut into chunks of ``chunk_size`` consecutive global image
+  indices; batches never straddle a chunk, so the atlas is the same however the chunks are
+  spread over processes or resumed.
+- **Resumable.** With ``checkpoint=``, every finished chunk is committed to disk atomically
+  (:mod:`zfwidgets.atlas.resume`); calling again skips committed chunks.
+- **Distributed.** Under ``torchrun``, ranks take disjoint chunks; an all-gather of fixed-shape
+  tensors and a merge ordered by (value descending, global index ascending) give every rank the
+  same atlas, equal to a single-process run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..base.checks import check_model, check_positive_int, model_device
+from ..base.layers import eval_mode, resolve_layers
+from ..base.progress import Progress, ProgressArg, check_progress
+from ..base.source import ImageSource
+from ..engine.capture import Capture
+from ..engine.probe import check_images, check_input_size
+from . import distributed
+from .core import Atlas
+from .resume import Checkpoint, job_description, model_description
+
+__all__ = ["mine", "TopK", "UnreadableImage", "merge_topk", "DEFAULT_CHUNK_SIZE"]
+
+#: Images per chunk of work (the unit of checkpointing and of distribution).
+DEFAULT_CHUNK_SIZE = 8192
+
+
+class UnreadableImage(Exception):
+    """Raised by a dataset's ``__getitem__`` for an image it cannot read (a corrupt file).
+
+    :func:`mine` skips such images, counts them, never places them in the atlas and reports
+    them in ``atlas.provenance["skipped"]``; any other exception stops the run.
+    """
+
+
+def merge_topk(
+    values: torch.Tensor, indices: torch.Tensor, positions: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The k best of (C, M) candidates: value descending, then global index ascending.
+
+    Two stable sorts, so the order never depends on ``topk``'s unspecified order among ties
+    (which differs between CPU and CUDA). Padding entries (value -inf, index -1) sort last.
+    """
+    by_index = torch.sort(indices, dim=1, stable=True).indices
+    v = torch.gather(values, 1, by_index)
+    order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :k]
+    order = torch.gather(by_index, 1, order)
+    return (
+        torch.gather(values, 1, order),
+        torch.gather(indices, 1, order),
+        torch.gather(positions, 1, order.unsqueeze(-1).expand(-1, -1, 2)),
+    )
+
+
+class TopK:
+    """Running top-k of (C,) scores per batch, strongest first; ties go to the lower index."""
+
+    def __init__(self, channels: int, k: int, device: torch.device, dtype=torch.float32):
+        self.k = k
+        self.values = torch.full((channels, k), float("-inf"), device=device, dtype=dtype)
+        self.indices = torch.full((channels, k), -1, device=device, dtype=torch.long)
+        self.positions = torch.zeros((channels, k, 2), device=device, dtype=torch.long)
+
+    def update(
+        self, values: torch.Tensor, positions: torch.Tensor, start: int | torch.Tensor
+    ) -> None:
+        """values (B, C), positions (B, C, 2) for images ``start .. start + B - 1``, or for the
+        global indices ``start`` (a (B,) long tensor, increasing, all above those seen so far)."""
+        B, C = values.shape
+        if isinstance(start, torch.Tensor):
+            idx = start.to(values.device).expand(C, B)
+        else:
+            idx = torch.arange(start, start + B, device=values.device).expand(C, B)
+        v = torch.cat([self.values, values.t().to(self.values.dtype)], 1)
+        i = torch.cat([self.indices, idx], 1)
+        p = torch.cat([self.positions, positions.transpose(0, 1)], 1)
+        # stable: the running entries (lower indices) come first and win ties
+        order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, : self.k]
+        self.values = torch.gather(v, 1, order)
+        self.indices = torch.gather(i, 1, order)
+        self.positions = torch.gather(p, 1, order.unsqueeze(-1).expand(-1, -1, 2))
+
+    def state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.values, self.indices, self.positions
+
+
+def _spatial_max(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, H, W) -> values (B, C), positions (B, C, 2); (B, C) -> itself, zeros."""
+    if out.dim() == 4:
+        w = out.shape[3]
+        values, flat = out.detach().flatten(2).max(2)
+        return values, torch.stack([flat // w, flat % w], -1)
+    if out.dim() == 2:
+        values = out.detach()
+        return values, torch.zeros(values.shape + (2,), dtype=torch.long, device=values.device)
+    raise ValueError(f"mine: expected layer outputs (B, C, H, W) or (B, C), got {tuple(out.shape)}")
+
+
+# -- the plan: what the forward calls, where it can stop ----------------------------------------
+def _trace(model: nn.Module, names: list[str], x: torch.Tensor):
+    """One forward of one image: the order of the requested layers' calls, their outputs'
+    shapes, and the call after which the forward can stop."""
+    events: list[str] = []
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str, out: torch.Tensor):
+        events.append(name)
+        shapes[name] = tuple(out.shape)
+
+    try:
+        with (
+            eval_mode(model),
+            torch.no_grad(),
+            Capture(model, names, switches=False, reduce=record),
+        ):
+            model(x)
+    except Exception:
+        # The part of the network after the requested layers (a classifier with a fixed input
+        # size, say) never runs while mining; only a failure before them is the user's error.
+        if set(names) - set(events):
+            check_input_size(model, tuple(x.shape), name="data")  # names the sizes it takes
+            raise
+    missing = [n for n in names if n not in shapes]
+    if missing:
+        raise ValueError(
+            f"layers: {missing} are never called by the model's forward pass, so they have no "
+            "activations to mine; pass layers the forward uses"
+        )
+    for n in names:
+        if len(shapes[n]) not in (2, 4):
+            raise ValueError(
+                f"layers: {n!r} outputs shape {shapes[n]}; mining needs (B, C, H, W) or (B, C)"
+            )
+    last = events[-1]
+    stop = (last, events.count(last) - 1)
+    return stop, {n: shapes[n][1] for n in names}, {n: len(shapes[n]) == 4 for n in names}
+
+
+def _data_fingerprint(source: ImageSource, first: torch.Tensor) -> str:
+    """Cheap identity of the data, reading nothing more: its size and kind and a hash of its
+    first image (or the dataset's own ``fingerprint()``, as
+    :class:`zfwidgets.atlas.folder.ImageFolder` gives: a hash of its file names and sizes)."""
+    items = source.items
+    own = getattr(items, "fingerprint", None)
+    if callable(own):
+        return str(own())
+    h = hashlib.sha256(f"{type(items).__name__}:{len(source)}".encode())
+    h.update(first.detach().cpu().float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+# -- batches -------------------------------------------------------------------------------------
+class _Indexed(torch.utils.data.Dataset):
+    """(global index, image or None when unreadable) for the DataLoader's workers."""
+
+    def __init__(self, source: ImageSource):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, self.source.get(i)
+        except UnreadableImage:
+            return i, None
+
+
+def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
+    good = [(i, x) for i, x in items if x is not None]
+    skipped = [i for i, x in items if x is None]
+    if not good:
+        return torch.empty(0, dtype=torch.long), None, skipped
+    shapes = {tuple(x.shape) for _, x in good}
+    if len(shapes) > 1:
+        first = tuple(good[0][1].shape)
+        odd = next(i for i, x in good if tuple(x.shape) != first)
+        raise ValueError(
+            f"data: images must share one size to be batched; image {good[0][0]} has shape "
+            f"{first}, image {odd} has {sorted(shapes - {first})[0]} (resize them with a transform)"
+        )
+    return torch.tensor([i for i, _ in good]), torch.stack([x for _, x in good]), skipped
+
+
+def _plan(
+    chunks: list[int], n: int, chunk_size: int, batch_size: int
+) -> list[tuple[int, int, int]]:
+    """(chunk, start, end) of every batch, in order; batches never straddle a chunk."""
+    out = []
+    for c in chunks:
+        lo, hi = c * chunk_size, min(n, (c + 1) * chunk_size)
+        for s in range(lo, hi, batch_size):
+            out.append((c, s, min(hi, s + batch_size)))
+    return out
+
+
+def _batches(
+    source: ImageSource,
+    plan: list[tuple[int, int, int]],
+    *,
+    num_workers: int,
+    pin_memory: bool,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[int]]]:
+    if source.is_tensor:
+        data = source.items
+        for _, s, e in plan:
+            yield torch.arange(s, e), data[s:e], []
+        return
+    loader = DataLoader(
+        _Indexed(source),
+        batch_sampler=[list(range(s, e)) for _, s, e in plan],
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        collate_fn=_collate,
+        persistent_workers=False,
+    )
+    yield from loader
+
+
+# -- the job -------------------------------------------------------------------------------------
+def mine(
+    model: nn.Module,
+    data: Any,
+    *,
+    layers: Iterable[str | nn.Module] | str | nn.Module,
+    k: int = 9,
+    batch_size: int = 64,
+    transform: Callable | None = None,
+    progress: ProgressArg = True,
+    num_workers: int | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Atlas:
+    """The k strongest activations of every feature map of ``layers`` over ``data``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Run in eval mode on its own device; every module's ``training`` flag is restored. The
+        forward pass stops after the deepest requested layer.
+    data : Tensor (N, C, H, W), Dataset, DataLoader, or list of tensors / PIL images
+        Datasets may return tensors or ``(tensor, label)``; PIL images need ``transform``.
+        A DataLoader must iterate in a fixed order (``shuffle=False``); its dataset, batch size,
+        workers and pinned memory are used. A dataset may raise :class:`UnreadableImage` for an
+        item it cannot read: that image is skipped and reported, the run goes on.
+    layers : names or modules
+        Dotted ``named_modules()`` names. Outputs (B, C, H, W) or (B, C).
+    k : int
+        Hits kept per feature map (the paper's 9).
+    batch_size : int
+        Images per forward pass (a DataLoader's own batch size wins).
+    transform : callable, optional
+        Applied to each item (PIL image or tensor) of a Dataset or list.
+    progress : bool or callable
+        ``True``: a ``tqdm.auto`` bar (images/s); a callable ``progress(done, total)`` is
+        called after each batch and may raise (e.g. :class:`zfwidgets.base.progress.Cancelled`)
+        to stop the work.
+    num_workers : int, optional
+        DataLoader worker processes reading a dataset (default 0, or the DataLoader's own).
+        Memory is pinned when the model is on a CUDA device.
+    checkpoint : path, optional
+        A folder where every finished chunk is committed atomically; calling ``mine`` again
+        with the same arguments skips them, so a killed run resumes where it stopped and gives
+        exactly the atlas of an uninterrupted run. A folder holding another job (other model,
+        parameters, data, layers, k, input size or chunk size) is refused with a ValueError.
+    chunk_size : int
+        Images per chunk: the unit of checkpointing and of distribution over processes.
+
+    Returns
+    -------
+    Atlas
+        ``values[layer]`` (C, k), ``indices[layer]`` (C, k) dataset indices,
+        ``positions[layer]`` (C, k, 2) ``(y, x)`` in the layer's output; strongest first, ties
+        to the lower index. ``patches(layer, c)`` and ``reconstructions(layer, c)`` give the
+        Fig. 2 crops; ``provenance`` describes the model, the data and the skipped images.
+
+    Under ``torchrun`` (or with an initialised default process group), the chunks are spread
+    over the ranks and every rank returns the same atlas.
+    """
+    check_model(model)
+    named = resolve_layers(model, layers)
+    names = list(dict.fromkeys(n for n, _ in named))
+    k = check_positive_int(k, "k")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    progress = check_progress(progress)
+    if num_workers is not None and (
+        isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0
+    ):
+        raise ValueError(f"num_workers: expected an int >= 0, got {num_workers!r}")
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(
+            f"checkpoint: expected a folder path (str or os.PathLike), got {type(checkpoint).__name__}"
+        )
+    loader = data if isinstance(data, DataLoader) else None
+    source = ImageSource(data, transform=transform, batch_size=batch_size)
+    if loader is not None:
+        batch_size = loader.batch_size or batch_size
+        if num_workers is None:
+            num_workers = loader.num_workers
+    num_workers = num_workers or 0
+    n = len(source)
+    if k > n:
+        raise ValueError(f"k: expected at most the dataset size ({n} images), got k={k}")
+    device = model_device(model)
+    first, first_index = _first_readable(source)
+    first = first.unsqueeze(0).to(device)
+    # the network is cut after the deepest requested layer: its head need not take this size
+    first = check_images(model, first, name=f"data[{first_index}]", size=False)
+    input_size = tuple(first.shape[2:])
+    stop, channels, spatial = _trace(model, names, first)
+
+    ctx = distributed.context(device)
+    model_info = model_description(model)
+    data_info = {"n": n, "fingerprint": _data_fingerprint(source, first)}
+    num_chunks = -(-n // chunk_size)
+    store = None
+    previous = []
+    if checkpoint is not None:
+        job = job_description(
+            model=model_info,
+            data=data_info,
+            layers=names,
+            k=k,
+            input_size=input_size,
+            chunk_size=chunk_size,
+        )
+        store = Checkpoint(checkpoint, job, n=n, channels=channels)
+        if ctx.is_main:
+            store.prepare(write=True)
+        ctx.barrier()
+        if not ctx.is_main:
+            store.prepare(write=False)
+        previous = store.load_parts()
+        ctx.barrier()  # every rank has listed the old parts before anyone writes a new one
+    done = {c for p in previous for c in p.chunks}
+    todo = [c for c in range(num_chunks) if c not in done]
+    mine_chunks = todo[ctx.rank :: ctx.world]
+    plan = _plan(mine_chunks, n, chunk_size, batch_size)
+    session = _session_id(ctx)
+    part_name = f"part-{session}-{ctx.rank}.safetensors"
+
+    tops = {nm: TopK(channels[nm], k, device) for nm in names}
+    pending: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def reduce(name: str, out: torch.Tensor):
+        pending[name] = _spatial_max(out)
+
+    skipped: list[int] = []
+    finished: list[int] = []
+    checks: list[tuple[torch.Tensor, torch.Tensor]] = []
+    total = sum(e - s for _, s, e in plan)
+    show = progress if ctx.is_main or callable(progress) else False  # one bar: rank 0's
+    with (
+        Progress(show, total, desc="mining", unit="img") as bar,
+        eval_mode(model),
+        torch.no_grad(),
+    ):
+        batches = _batches(source, plan, num_workers=num_workers, pin_memory=device.type == "cuda")
+        for j, (idx, x, bad) in enumerate(batches):
+            chunk, s, e = plan[j]
+            skipped.extend(bad)
+            if x is not None:
+                if x.dim() != 4 or x.shape[1:] != first.shape[1:]:
+                    raise ValueError(
+                        f"data: images must share one size; image {int(idx[0])} has shape "
+                        f"{tuple(x.shape[1:])}, image {first_index} {tuple(first.shape[1:])}"
+                    )
+                x = x.to(device=device, dtype=first.dtype, non_blocking=True)
+                idx = idx.to(device, non_blocking=True)
+                checks.append((idx, torch.isfinite(x).flatten(1).all(1)))
+                pending.clear()
+                with Capture(model, names, switches=False, reduce=reduce, stop_at=stop):
+                    model(x)  # ends after the deepest requested layer (Capture swallows the stop)
+                for nm in names:
+                    values, positions = pending[nm]
+                    tops[nm].update(values, positions, idx)
+            bar.update(e - s)
+            if j + 1 == len(plan) or plan[j + 1][0] != chunk:  # the chunk is complete
+                _check_finite(checks)
+                checks.clear()
+                finished.append(chunk)
+                if store is not None:
+                    store.write_part(
+                        part_name, {nm: t.state() for nm, t in tops.items()}, finished, skipped
+                    )
+
+    # -- merge: this run's ranks (all-gather), then the parts of earlier runs -----------------
+    result = {}
+    for nm in names:
+        v, i, p = tops[nm].state()
+        if ctx.world > 1:
+            v = distributed.all_gather_cat(v.float().contiguous(), 1)
+            i = distributed.all_gather_cat(i, 1)
+            p = distributed.all_gather_cat(p, 1)
+        for part in previous:
+            pv, pi, pp = part.tops[nm]
+            v = torch.cat([v.float(), pv.to(device)], 1)
+            i = torch.cat([i, pi.to(device)], 1)
+            p = torch.cat([p, pp.to(device)], 1)
+        result[nm] = merge_topk(v.float(), i, p, k)
+    skipped = _gather_skipped(skipped, ctx) + [s for part in previous for s in part.skipped]
+    skipped = sorted(set(skipped))
+    for nm in names:
+        if bool((result[nm][1] < 0).any()):
+            raise ValueError(
+                f"k: expected at most the number of readable images ({n - len(skipped)} of {n}; "
+                f"{len(skipped)} unreadable), got k={k}"
+            )
+    atlas = Atlas(
+        layers=names,
+        k=k,
+        values={nm: r[0] for nm, r in result.items()},
+        indices={nm: r[1] for nm, r in result.items()},
+        positions={nm: r[2] for nm, r in result.items()},
+        fields={},
+        input_size=input_size,
+        model=model,
+        source=source,
+        spatial=spatial,
+    )
+    atlas.provenance = {"model": model_info, "data": data_info, "skipped": skipped}
+    return atlas
+
+
+def _first_readable(source: ImageSource) -> tuple[torch.Tensor, int]:
+    """The first image that can be read (a folder may start with a corrupt file)."""
+    for i in range(min(len(source), 1000)):
+        try:
+            return source.get(i), i
+        except UnreadableImage:
+            continue
+    raise ValueError("data: none of the first 1000 images could be read")
+
+
+def _check_finite(checks: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """One host synchronisation per chunk: name the first image with NaN or inf values."""
+    if not checks:
+        return
+    ok = torch.cat([c[1] for c in checks])
+    if bool(ok.all()):
+        return
+    idx = torch.cat([c[0] for c in checks])
+    first = int(idx[~ok].min())
+    raise ValueError(
+        f"data: image {first} has NaN or infinite values (expected finite images); the chunks "
+        "finished before it are kept when mining with checkpoint="
+    )
+
+
+def _session_id(ctx: distributed.Context) -> str:
+    """A random id shared by every rank of this run (rank 0's, broadcast)."""
+    token = torch.tensor([secrets.randbits(62)], dtype=torch.long)
+    if ctx.world > 1:
+        token = distributed.all_gather_cat(token, 0)[:1]
+    return f"{int(token[0]):016x}"[-16:]
+
+
+def _gather_skipped(skipped: list[int], ctx: distributed.Context) -> list[int]:
+    if ctx.world == 1:
+        return list(skipped)
+    count = torch.tensor([len(skipped)], dtype=torch.long)
+    counts = distributed.all_gather_cat(count, 0)
+    width = max(1, int(counts.max()))
+    local = torch.full((width,), -1, dtype=torch.long)
+    local[: len(skipped)] = torch.tensor(skipped, dtype=torch.long)
+    every = distributed.all_gather_cat(local, 0)
+    return [int(v) for v in every.tolist() if v >= 0]

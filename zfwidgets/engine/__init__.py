@@ -1,0 +1,62 @@
+"""The paper's maths, on any PyTorch model (docs/method.md).
+
+- :mod:`.capture`: activations and switches (the package's only hook registrations).
+- :mod:`.probe`: shape-only passes on the meta device (sizes, the layers the forward calls).
+- :mod:`.backprop`: the deconvnet and its peers through autograd; :mod:`.literal`: the literal
+  chain of Sec. 2.1, the fast path's reference.
+- :mod:`.receptive`: receptive fields and image patches.
+- :mod:`.occlusion` (+ :mod:`.incremental`), :mod:`.gradcam`, :mod:`.cam`: where the evidence is.
+- :mod:`.filters`: first-layer filters, RMS renormalisation.
+- :mod:`.invariance`, :mod:`.correspondence`, :mod:`.embed`: Sec. 3.3, 4.2 and the codes.
+"""
+
+from __future__ import annotations
+
+from .backprop import NoRuleError, NoRuleWarning, backprop, deconv, guided_backprop, saliency
+from .cam import Cam, cam
+from .capture import Capture, capture
+from .correspondence import Correspondence, correspondence
+from .embed import Embedding, embed
+from .filters import (
+    FilterStats,
+    dead_filters,
+    dominating_filters,
+    filter_rms,
+    filters,
+    renormalize_filters_,
+)
+from .gradcam import GradCam, grad_cam
+from .invariance import Invariance, invariance
+from .occlusion import OcclusionResult, occlusion
+from .receptive import ReceptiveField, receptive_field
+
+__all__ = [
+    "Cam",
+    "Capture",
+    "Correspondence",
+    "Embedding",
+    "FilterStats",
+    "GradCam",
+    "Invariance",
+    "NoRuleError",
+    "NoRuleWarning",
+    "OcclusionResult",
+    "ReceptiveField",
+    "backprop",
+    "cam",
+    "capture",
+    "correspondence",
+    "dead_filters",
+    "deconv",
+    "dominating_filters",
+    "embed",
+    "filter_rms",
+    "filters",
+    "grad_cam",
+    "guided_backprop",
+    "invariance",
+    "occlusion",
+    "receptive_field",
+    "renormalize_filters_",
+    "saliency",
+]
