@@ -218,10 +218,10 @@ class TrainingMonitor:
         if model is not None:
             from ..base.checks import check_model
             from ..base.layers import resolve_layer, resolve_layers
-            from ..engine.filters import _conv
+            from ..engine.filters import conv_layer
 
             check_model(model)
-            self._conv_name = _conv(model, conv)[0]
+            self._conv_name = conv_layer(model, conv)[0]
             if layers is None:
                 self._stat_layers = _default_stat_layers(model)
             else:
@@ -381,18 +381,18 @@ class TrainingMonitor:
         from ..base.images import filter_atlas
         from ..base.layers import eval_mode
         from ..engine.capture import Capture
-        from ..engine.filters import _conv, _over, _rms, filters
+        from ..engine.filters import conv_layer, over_radius, weight_images, weight_rms
 
         if self.model is None:
             raise RuntimeError("this monitor was loaded from a file: it has no model")
         t0 = time.monotonic()
         model = self.model
-        _, conv = _conv(model, self._conv_name)
+        _, conv = conv_layer(model, self._conv_name)
         with torch.no_grad():
             w = conv.weight.detach()
-            rms = _rms(w)
-            dominating = _over(rms, self.radius, w.dtype)
-            atlas, layout = filter_atlas(filters(conv, normalize="filter"))
+            rms = weight_rms(w)
+            dominating = over_radius(rms, self.radius, w.dtype)
+            atlas, layout = filter_atlas(weight_images(w, normalize="filter"))
             stats = self._probe_stats(model, Capture, eval_mode)
             top9 = self._top9(model) if self.units else {}
         cpu = {
