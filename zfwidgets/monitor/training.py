@@ -19,6 +19,7 @@ from torch import nn
 
 from .curves import Curve
 from .snapshots import Snapshot, diagnose
+from .state import RunState
 
 __all__ = ["TrainingMonitor", "compare"]
 
@@ -536,6 +537,28 @@ class TrainingMonitor:
         from ..widgets.monitor_view import evolution
 
         return evolution(self)
+
+    def state(self) -> RunState:
+        """What the monitor has recorded, read at one instant: buffered steps converted to
+        curves (one host transfer), the curves and the snapshot list copied.
+
+        Safe to call from any thread while another one trains: the widget and
+        :meth:`save` read the run through it.
+        """
+        with self._lock:
+            self._flush()
+            return RunState(
+                name=self.name,
+                step=self.step_count,
+                epoch=self.epoch,
+                radius=self.radius,
+                smoothing=self.smoothing,
+                curves={k: c.copy() for k, c in self.curves.items()},
+                epoch_curves={k: c.copy() for k, c in self.epoch_curves.items()},
+                snapshots=list(self.snapshots),
+                warnings=list(self.warnings),
+                errors=list(self.errors),
+            )
 
     def summary(self) -> dict[str, Any]:
         """The latest values, for a plain script."""

@@ -24,7 +24,7 @@ from ..base.codec import pack
 from ..engine.filters import filter_flags
 from ..monitor.curves import smooth
 from ..monitor.snapshots import Snapshot
-from ..monitor.training import TrainingMonitor
+from ..monitor.state import RunState
 from .evolution import EvolutionSlider
 from .filter_grid import FilterGrid
 from .gallery import Gallery
@@ -154,7 +154,7 @@ def _finite(values: list[float]) -> list[float | None]:
     return [v if math.isfinite(v) else None for v in values]
 
 
-def _traces(m: TrainingMonitor, run: int = 0, prefix: str = "") -> list[dict]:
+def _traces(m: RunState, run: int = 0, prefix: str = "") -> list[dict]:
     """Trace specs (name -> x, y, style) of one run's curves. Names are HTML-escaped: plotly
     renders a subset of HTML (links among it) in trace names."""
     out = []
@@ -219,10 +219,21 @@ def _update_figure(fig, specs: list[dict]) -> bool:
 
 
 # -- the live view -----------------------------------------------------------------------------
-def _status(m: TrainingMonitor) -> str:
+def _state(monitor: Any, what: str) -> RunState:
+    """A monitor's record, read through its public ``state()`` (the view takes any object
+    that has one, or a :class:`RunState`, and never imports the monitor class)."""
+    if isinstance(monitor, RunState):
+        return monitor
+    read = getattr(monitor, "state", None)
+    if not callable(read):
+        raise TypeError(f"{what}: expected a TrainingMonitor, got {type(monitor).__name__}")
+    return read()
+
+
+def _status(m: RunState) -> str:
     parts = [
         f"<b>{html.escape(m.name)}</b>",
-        f"step <span class='zf-monitor-step'>{m.step_count}</span>",
+        f"step <span class='zf-monitor-step'>{m.step}</span>",
     ]
     if m.epoch:
         parts.append(f"epoch {m.epoch}")
@@ -234,7 +245,7 @@ def _status(m: TrainingMonitor) -> str:
     return " · ".join(parts)
 
 
-def _alerts(m: TrainingMonitor) -> str:
+def _alerts(m: RunState) -> str:
     rows = [f"<div class='zf-monitor-error'>⚠ {html.escape(e)}</div>" for e in m.errors]
     rows += [f"<div class='zf-monitor-warning'>{html.escape(w)}</div>" for w in m.warnings]
     return "".join(rows) or "<div class='zf-monitor-ok'>no dead or dominating filters</div>"
@@ -249,17 +260,18 @@ class MonitorView(W.VBox):
     probe), the top-9 tiles of the chosen units, and the warnings.
     """
 
-    def __init__(self, monitor: TrainingMonitor, **kwargs: Any) -> None:
+    def __init__(self, monitor: Any, **kwargs: Any) -> None:
         self.monitor = monitor
-        self.status = W.HTML(_status(monitor))
+        run = _state(monitor, "monitor")
+        self.status = W.HTML(_status(run))
         self.status.add_class("zf-monitor-status")
-        self.figure = _figure(_traces(monitor))
+        self.figure = _figure(_traces(run))
         self.filters: _SnapshotGrid | None = None
         self._filter_box = W.VBox(
             [W.HTML("<small>filters: waiting for the first snapshot</small>")]
         )
         self.top9 = _TopNineTiles()
-        self.alerts = W.HTML(_alerts(monitor))
+        self.alerts = W.HTML(_alerts(run))
         self.alerts.add_class("zf-monitor-alerts")
         self._shown_snapshot = -1
         self._figure_box = W.Box([self.figure])
@@ -271,20 +283,20 @@ class MonitorView(W.VBox):
         self.update(monitor, True)
         ref = weakref.ref(self)
 
-        def listener(m: TrainingMonitor, snapshot: bool) -> None:
+        def listener(m: Any, snapshot: bool) -> None:
             view = ref()
             if view is not None:
                 view.update(m, snapshot)
 
         monitor.add_listener(listener)
 
-    def update(self, m: TrainingMonitor, snapshot: bool = False) -> None:
+    def update(self, m: Any, snapshot: bool = False) -> None:
         """Copy the monitor's state into the children (called after each refresh)."""
-        with m._lock:
-            specs = _traces(m)
-            status, alerts = _status(m), _alerts(m)
-            latest = m.snapshots[-1] if m.snapshots else None
-            n = len(m.snapshots)
+        run = m.state()
+        specs = _traces(run)
+        status, alerts = _status(run), _alerts(run)
+        latest = run.snapshots[-1] if run.snapshots else None
+        n = len(run.snapshots)
         if not _update_figure(self.figure, specs):  # a new series: a new figure
             old, self.figure = self.figure, _figure(specs)
             self._figure_box.children = [self.figure]
@@ -304,10 +316,10 @@ class MonitorView(W.VBox):
 
 
 # -- after training ----------------------------------------------------------------------------
-def evolution(monitor: TrainingMonitor) -> W.VBox:
+def evolution(monitor: Any) -> W.VBox:
     """An :class:`EvolutionSlider` over the snapshots, linked to their filters (and their top-9
     tiles): docs/method.md Sec. 3.2, Fig. 4."""
-    snaps = list(monitor.snapshots)
+    snaps = _state(monitor, "monitor").snapshots
     if not snaps:
         raise ValueError("evolution: the monitor has no snapshots yet")
     grid = _SnapshotGrid(snaps, checkpoints=True, max_width=360)
@@ -330,14 +342,12 @@ def evolution(monitor: TrainingMonitor) -> W.VBox:
     return box
 
 
-def compare(*runs: TrainingMonitor, labels: Sequence[str] | None = None) -> W.VBox:
+def compare(*monitors: Any, labels: Sequence[str] | None = None) -> W.VBox:
     """Runs side by side: their smoothed curves overlaid (one dash style per run) and the
     latest first-layer filters of each."""
-    if len(runs) < 2:
-        raise ValueError(f"compare: expected at least two runs, got {len(runs)}")
-    for i, r in enumerate(runs):
-        if not isinstance(r, TrainingMonitor):
-            raise TypeError(f"runs[{i}]: expected a TrainingMonitor, got {type(r).__name__}")
+    if len(monitors) < 2:
+        raise ValueError(f"compare: expected at least two runs, got {len(monitors)}")
+    runs = [_state(r, f"runs[{i}]") for i, r in enumerate(monitors)]
     names = list(labels) if labels is not None else [r.name for r in runs]
     if len(names) != len(runs):
         raise ValueError(f"labels: expected {len(runs)} labels, got {len(names)}")
