@@ -51,6 +51,7 @@ def test_live_view_follows_training(run, frontend):
     assert names == ["loss (raw)", "loss"]
     assert list(view.figure.data[0].x) == list(range(1, 9))
     assert view.filters is not None and "step 8" in view.filters.caption
+    assert view.filters.frame["shape"] == list(model[0].weight.shape)  # the recorded filters
     first = bytes(view.filters.frame["atlas"]["view"])
     _train(model, mon, 8, seed=1)
     mon.epoch_end(val_loss=2.0)
@@ -149,3 +150,28 @@ def test_diverged_run_sends_gaps_and_warns():
     ys = {t.name: list(t.y) for t in view.figure.data}
     assert ys["loss (raw)"] == [1.0, None] and ys["val_loss"] == [None]
     assert any("non-finite" in w for w in mon.warnings)
+
+
+def test_the_filters_come_from_the_snapshots_weights_or_tiles(run):
+    """No model behind the grids: the recorded weights, or the stored tiles of a run kept
+    without weights (keep_weights=False), show the same tiles the snapshot holds."""
+    model, mon = run
+    _train(model, mon, 8)
+    lean = TrainingMonitor(model, every=4, snapshot_every=8, keep_weights=False, name="b")
+    _train(model, lean, 16, seed=1)
+    for m in (mon, lean):
+        view = m.widget
+        s = m.snapshots[-1]
+        assert view.filters._model is None
+        assert bytes(view.filters.frame["atlas"]["view"]) == bytes(
+            snapshot_frame(s)["atlas"]["view"]
+        )
+        assert s.label in view.filters.caption
+    assert lean.snapshots[-1].weight is None
+    box = lean.evolution()
+    box.slider.index = 0
+    assert lean.snapshots[0].label in box.grid.caption
+    assert bytes(box.grid.frame["atlas"]["view"]) == bytes(
+        snapshot_frame(lean.snapshots[0])["atlas"]["view"]
+    )
+    assert len(compare(mon, lean).children[1].children) == 2

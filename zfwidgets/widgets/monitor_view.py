@@ -18,7 +18,6 @@ from typing import Any
 
 import ipywidgets as W
 import torch
-from torch import nn
 
 from ..base.codec import pack
 from ..engine.filters import filter_flags
@@ -29,7 +28,14 @@ from .evolution import EvolutionSlider
 from .filter_grid import FilterGrid
 from .gallery import Gallery
 
-__all__ = ["MonitorView", "compare", "evolution", "snapshot_frame"]
+__all__ = [
+    "MonitorView",
+    "compare",
+    "evolution",
+    "show_snapshot",
+    "snapshot_frame",
+    "snapshot_grid",
+]
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
 _DASHES = ["solid", "dash", "dot", "dashdot"]
@@ -61,41 +67,45 @@ def _first_layer_dead(s: Snapshot) -> torch.Tensor | None:
     return None
 
 
-def _shadow(s: Snapshot) -> nn.Module:
-    """A one-convolution model of the snapshot's filter shape (FilterGrid needs a model)."""
+def _checkpoint(s: Snapshot) -> dict[str, torch.Tensor]:
+    """A snapshot's first-layer weights as a (partial) state dict, for the evolution slider;
+    empty for a run saved without weights."""
+    if s.weight is None:
+        return {}
+    return {f"{s.layer}.weight" if s.layer else "weight": s.weight}
+
+
+def snapshot_grid(snapshots: Sequence[Snapshot], *, slider: bool, max_width: int) -> FilterGrid:
+    """A :class:`FilterGrid` of snapshots' recorded filters: their weights, dominating flags
+    and the first layer's dead channels (no model involved). With ``slider``, one frame per
+    snapshot (the ``checkpoint`` slider); otherwise the latest only, which
+    :func:`show_snapshot` replaces in place. A run recorded with ``keep_weights=False`` shows
+    the tiles its snapshots stored."""
+    snaps = list(snapshots) if slider else [snapshots[-1]]
+    last = snaps[-1]
+    labels = [s.label for s in snaps]
+    if all(s.weight is not None for s in snaps):
+        return FilterGrid(
+            weights=[s.weight for s in snaps] if slider else last.weight,
+            dead=[_first_layer_dead(s) for s in snaps] if slider else _first_layer_dead(last),
+            dominating=[s.dominating for s in snaps] if slider else last.dominating,
+            labels=labels,
+            layer=last.layer,
+            radius=last.radius,
+            max_width=max_width,
+        )
+    frames = [snapshot_frame(s) for s in snaps]
+    return FilterGrid._of_frames(frames, labels, layer=last.layer, max_width=max_width)
+
+
+def show_snapshot(grid: FilterGrid, s: Snapshot) -> None:
+    """Show snapshot ``s`` in a grid made by :func:`snapshot_grid` without a slider."""
     if s.weight is not None:
-        cout, cin, kh, kw = s.weight.shape
+        grid.set_weights(
+            s.weight, dead=_first_layer_dead(s), dominating=s.dominating, label=s.label
+        )
     else:
-        cout, cin, (kh, kw) = int(s.rms.shape[0]), 1, s.grid["tile"]
-    return nn.Sequential(nn.Conv2d(cin, cout, (kh, kw), bias=False))
-
-
-class _SnapshotGrid(FilterGrid):
-    """A FilterGrid whose frames are the monitor's snapshots (no model work)."""
-
-    def __init__(self, snapshots: Sequence[Snapshot], *, checkpoints: bool, **kwargs: Any):
-        self._snap_frames = [snapshot_frame(s) for s in snapshots]
-        shadow = _shadow(snapshots[-1])
-        cps = None
-        labels = None
-        if checkpoints:
-            w0 = shadow[0].weight.detach()
-            cps = [{"0.weight": s.weight if s.weight is not None else w0} for s in snapshots]
-            labels = [s.label for s in snapshots]
-        super().__init__(shadow, checkpoints=cps, labels=labels, **kwargs)
-
-    def _frame(self, index: int) -> dict[str, Any]:
-        if self._checkpoints is None:
-            return self._snap_frames[-1]
-        return self._snap_frames[index]
-
-    def show(self, s: Snapshot) -> None:
-        """Show a new snapshot (live mode)."""
-        frame = snapshot_frame(s)
-        self._snap_frames = [frame]
-        with self.hold_sync():
-            self.frame = frame
-            self.caption = self._caption(frame, self.channel)
+        grid._show_frame(snapshot_frame(s), s.label)
 
 
 # -- top-9 -------------------------------------------------------------------------------------
@@ -266,7 +276,7 @@ class MonitorView(W.VBox):
         self.status = W.HTML(_status(run))
         self.status.add_class("zf-monitor-status")
         self.figure = _figure(_traces(run))
-        self.filters: _SnapshotGrid | None = None
+        self.filters: FilterGrid | None = None
         self._filter_box = W.VBox(
             [W.HTML("<small>filters: waiting for the first snapshot</small>")]
         )
@@ -306,11 +316,11 @@ class MonitorView(W.VBox):
         if latest is not None and (snapshot or self._shown_snapshot != n):
             self._shown_snapshot = n
             if self.filters is None:
-                self.filters = _SnapshotGrid([latest], checkpoints=False, max_width=320)
+                self.filters = snapshot_grid([latest], slider=False, max_width=320)
                 self.filters.add_class("zf-monitor-filters")
                 self._filter_box.children = [self.filters]
             else:
-                self.filters.show(latest)
+                show_snapshot(self.filters, latest)
             if latest.top9:
                 self.top9.show(latest)
 
@@ -322,9 +332,9 @@ def evolution(monitor: Any) -> W.VBox:
     snaps = _state(monitor, "monitor").snapshots
     if not snaps:
         raise ValueError("evolution: the monitor has no snapshots yet")
-    grid = _SnapshotGrid(snaps, checkpoints=True, max_width=360)
+    grid = snapshot_grid(snaps, slider=True, max_width=360)
     slider = EvolutionSlider(
-        grid._checkpoints,
+        [_checkpoint(s) for s in snaps],
         labels=[s.label for s in snaps],
         index=len(snaps) - 1,
         description="snapshot",
@@ -360,7 +370,7 @@ def compare(*monitors: Any, labels: Sequence[str] | None = None) -> W.VBox:
     panels = []
     for r, n in zip(runs, names):
         if r.snapshots:
-            g = _SnapshotGrid([r.snapshots[-1]], checkpoints=False, max_width=300)
+            g = snapshot_grid(r.snapshots, slider=False, max_width=300)
             panels.append(W.VBox([W.HTML(f"<b>{html.escape(n)}</b>"), g]))
         else:
             panels.append(W.HTML(f"<b>{html.escape(n)}</b>: no snapshots"))
