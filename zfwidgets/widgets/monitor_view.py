@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import math
+import warnings
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,7 @@ from ..engine.filters import filter_flags
 from ..monitor.curves import smooth
 from ..monitor.snapshots import Snapshot
 from ..monitor.state import RunState
+from ._jobs import Runner
 from .evolution import EvolutionSlider
 from .filter_grid import FilterGrid
 from .gallery import Gallery
@@ -268,6 +270,17 @@ class MonitorView(W.VBox):
     smoothed curves (train per step, validation per epoch), the latest snapshot's first-layer
     filters (a :class:`FilterGrid`: dominating filters marked, dead ones too when there is a
     probe), the top-9 tiles of the chosen units, and the warnings.
+
+    The monitor calls :meth:`update` from whatever thread trains; the view applies it by the
+    job runner's rule (``widgets/_jobs.py``, :meth:`Runner.post`): on the kernel's event loop
+    (the one running where the view was made), or inline where no loop runs. A trait is never
+    set from the training thread while a kernel runs.
+
+    Parameters
+    ----------
+    monitor : TrainingMonitor
+        Any object with ``state()`` (a :class:`~zfwidgets.monitor.state.RunState`) and
+        ``add_listener(fn)``.
     """
 
     def __init__(self, monitor: Any, **kwargs: Any) -> None:
@@ -283,14 +296,17 @@ class MonitorView(W.VBox):
         self.top9 = _TopNineTiles()
         self.alerts = W.HTML(_alerts(run))
         self.alerts.add_class("zf-monitor-alerts")
-        self._shown_snapshot = -1
+        self._shown: Snapshot | None = None
+        self._queued = False
+        self._failed = False
+        self._runner = Runner(f"zfwidgets.MonitorView-{id(self):x}")
         self._figure_box = W.Box([self.figure])
         super().__init__(
             [self.status, self._figure_box, W.HBox([self._filter_box, self.top9]), self.alerts],
             **kwargs,
         )
         self.add_class("zf-monitor")
-        self.update(monitor, True)
+        self._redraw(run)
         ref = weakref.ref(self)
 
         def listener(m: Any, snapshot: bool) -> None:
@@ -300,21 +316,45 @@ class MonitorView(W.VBox):
 
         monitor.add_listener(listener)
 
-    def update(self, m: Any, snapshot: bool = False) -> None:
-        """Copy the monitor's state into the children (called after each refresh)."""
-        run = m.state()
+    def update(self, m: Any = None, snapshot: bool = False) -> None:
+        """Redraw from the monitor's record (the monitor calls it after each refresh, from the
+        thread that trains).
+
+        Applied on the kernel's thread by :meth:`Runner.post` (inline where no loop runs).
+        Requests that arrive while one waits for the loop are merged into it: the redraw reads
+        the record when it runs, so it shows the latest state. A new snapshot is recognised
+        by itself (``snapshot`` is accepted for compatibility).
+        """
+        if self._queued:
+            return
+        self._queued = True
+        self._runner.post(self._apply, self.monitor if m is None else m)
+
+    def _apply(self, monitor: Any) -> None:
+        self._queued = False  # before reading: a later request gets its own redraw
+        try:
+            self._redraw(_state(monitor, "monitor"))
+        except Exception as e:  # shown in the widget (on the loop nobody else would see it)
+            msg = f"the view could not update ({type(e).__name__}: {e})"
+            self.alerts.value = f"<div class='zf-monitor-error'>⚠ {html.escape(msg)}</div>"
+            if not self._failed:
+                self._failed = True
+                warnings.warn(
+                    f"TrainingMonitor: {msg}; training goes on", RuntimeWarning, stacklevel=2
+                )
+
+    def _redraw(self, run: RunState) -> None:
+        """Copy a record into the children (on the owner's thread)."""
         specs = _traces(run)
-        status, alerts = _status(run), _alerts(run)
-        latest = run.snapshots[-1] if run.snapshots else None
-        n = len(run.snapshots)
         if not _update_figure(self.figure, specs):  # a new series: a new figure
             old, self.figure = self.figure, _figure(specs)
             self._figure_box.children = [self.figure]
             old.close()
-        self.status.value = status
-        self.alerts.value = alerts
-        if latest is not None and (snapshot or self._shown_snapshot != n):
-            self._shown_snapshot = n
+        self.status.value = _status(run)
+        self.alerts.value = _alerts(run)
+        latest = run.snapshots[-1] if run.snapshots else None
+        if latest is not None and latest is not self._shown:
+            self._shown = latest
             if self.filters is None:
                 self.filters = snapshot_grid([latest], slider=False, max_width=320)
                 self.filters.add_class("zf-monitor-filters")
@@ -323,6 +363,11 @@ class MonitorView(W.VBox):
                 show_snapshot(self.filters, latest)
             if latest.top9:
                 self.top9.show(latest)
+
+    def close(self) -> None:
+        """Close the view; updates still waiting for the loop are dropped."""
+        self._runner.close()
+        super().close()
 
 
 # -- after training ----------------------------------------------------------------------------
