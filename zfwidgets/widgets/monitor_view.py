@@ -1,11 +1,13 @@
 """The widgets of :class:`zfwidgets.monitor.TrainingMonitor`: a live view (plotly curves, the
 latest first-layer filters, top-9 tiles, warnings), the evolution over snapshots (docs/method.md
-Sec. 3.2, Fig. 4 and a side-by-side comparison of runs.
+Sec. 3.2, Fig. 4) and a side-by-side comparison of runs.
 
 Composed from existing widgets (plotly's anywidget ``FigureWidget``, :class:`FilterGrid`,
 :class:`EvolutionSlider`, ipywidgets): no front-end code of its own. The monitor calls the
-view after each of its (time-throttled) refreshes; the view only copies what the monitor
-recorded into traits.
+view after each of its (time-throttled) refreshes, from the thread that trains; the view reads
+the run through the monitor's public ``state()`` (it never imports the monitor class) and
+copies it into traits on the kernel's thread (``widgets/_jobs.py``, ``Runner.post``). The
+filter grids get the snapshots' recorded weights, not a model.
 """
 
 from __future__ import annotations
