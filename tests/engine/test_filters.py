@@ -10,11 +10,15 @@ import zfwidgets as zf
 from tests.models import assert_unchanged, snapshot, tiny_zf
 from zfwidgets.engine.filters import (
     FilterStats,
+    conv_layer,
     dead_filters,
     dominating_filters,
     filter_rms,
     filters,
+    over_radius,
     renormalize_filters_,
+    weight_images,
+    weight_rms,
 )
 
 
@@ -83,6 +87,35 @@ def test_filter_rms_and_dominating_filters():
     assert dominating_filters(model, radius=0.3).tolist() == [True, False, False, False]
     with pytest.raises(ValueError, match="radius"):
         dominating_filters(model, radius=0)
+
+
+def test_weight_helpers_match_the_model_functions():
+    """The weight-tensor helpers (a snapshot's or a checkpoint's weights, no model around
+    them) give what the model functions give for the same convolution."""
+    model = rms_conv([0.5, 0.05, 0.2, 0.1])
+    name, conv = conv_layer(model)
+    assert name == "0" and conv is model[0]
+    assert conv_layer(model, "2") == ("2", model[2])
+    w = model[0].weight
+    torch.testing.assert_close(weight_rms(w), filter_rms(model))
+    assert not weight_rms(w).requires_grad
+    assert torch.equal(over_radius(weight_rms(w), 0.1), dominating_filters(model))
+    for normalize in ("filter", "layer"):
+        assert torch.equal(
+            weight_images(w, normalize=normalize), filters(model, normalize=normalize)
+        )
+    # rounding: a filter rescaled to the radius in half precision is not over it
+    half = torch.full((1, 1, 2, 2), 0.1, dtype=torch.float16)
+    assert weight_rms(half).dtype == torch.float32
+    assert not over_radius(weight_rms(half), 0.1, torch.float16).any()
+    with pytest.raises(ValueError, match=r"\(Cout, Cin, kh, kw\)"):
+        weight_images(torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="normalize"):
+        weight_images(w, normalize="global")
+    with pytest.raises(TypeError, match="expected an nn.Conv2d"):
+        conv_layer(model, "1")
+    with pytest.raises(ValueError, match="no nn.Conv2d"):
+        conv_layer(nn.Sequential(nn.Linear(2, 2)))
 
 
 def test_renormalize_rescales_only_filters_over_the_radius():

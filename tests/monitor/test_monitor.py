@@ -299,3 +299,83 @@ def test_engine_import_does_not_import_widgets():
         "assert 'ipywidgets' not in sys.modules and 'lightning' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _static_imports() -> tuple[dict[str, set[str]], list[tuple[str, str, str]]]:
+    """Every zfwidgets module's imports of other zfwidgets modules, lazy ones (inside
+    functions) included, and the names each ``from x import name`` takes."""
+    import ast
+    from pathlib import Path
+
+    import zfwidgets
+
+    root = Path(zfwidgets.__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        is_pkg = parts[-1] == "__init__"
+        name = ".".join(parts[:-1] if is_pkg else parts)
+        modules[name] = (path, is_pkg)
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    names: list[tuple[str, str, str]] = []  # (importer, imported module, name)
+    for name, (path, is_pkg) in modules.items():
+        package = name if is_pkg else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [(a.name, None) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package.split(".")
+                if node.level:
+                    base = base[: len(base) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                targets = []
+                for a in node.names:
+                    sub = f"{target}.{a.name}"
+                    targets.append((sub, None) if sub in modules else (target, a.name))
+            else:
+                continue
+            for target, imported in targets:
+                if target in modules and target != name:
+                    graph[name].add(target)
+                    if imported is not None:
+                        names.append((name, target, imported))
+    return graph, names
+
+
+OURS = (
+    "zfwidgets.monitor",
+    "zfwidgets.widgets.monitor_view",
+    "zfwidgets.widgets.filter_grid",
+    "zfwidgets.widgets._jobs",
+    "zfwidgets.engine.filters",
+)
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), list(graph[start])
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo.extend(graph[m])
+    return seen
+
+
+def test_monitor_modules_are_in_no_import_cycle_and_import_no_private_names():
+    graph, names = _static_imports()
+    ours = {m for m in graph if m.startswith(OURS)}
+    # the monitor reaches its view lazily, on display; nothing leads back from the view
+    assert "zfwidgets.monitor.training" not in _reachable(graph, "zfwidgets.widgets.monitor_view")
+    for start in sorted(ours):
+        assert start not in _reachable(graph, start), f"{start} is in an import cycle"
+    private = [
+        (a, b, n)
+        for a, b, n in names
+        if n.startswith("_")
+        and not n.startswith("__")
+        and (a in ours or b in ours)
+        and a.rpartition(".")[0] != b.rpartition(".")[0]
+    ]
+    assert private == []

@@ -129,3 +129,74 @@ def test_grey_filters_for_one_input_channel():
     opaque = a[a[..., 3] == 255]
     assert len(opaque) == 6 * 9
     assert (opaque[:, 0] == opaque[:, 1]).all() and (opaque[:, 1] == opaque[:, 2]).all()
+
+
+def test_weights_instead_of_a_model(model):
+    """The grid's core takes the filters themselves: the same frame as from the model."""
+    from_model = FilterGrid(model, images=torch.randn(4, 3, 32, 32))
+    dead = decode(from_model.frame["flags"]) & DEAD != 0
+    w = FilterGrid(weights=model[0].weight, layer="0", dead=torch.from_numpy(dead))
+    assert w.layer == "0" and w.caption == from_model.caption == "0 · 8 filters 3×5×5"
+    for key in ("atlas", "flags", "rms"):
+        assert bytes(w.frame[key]["view"]) == bytes(from_model.frame[key]["view"])
+    assert w.frame["shape"] == [8, 3, 5, 5] and w.frame["dead_known"] is True
+    plain = FilterGrid(weights=model[0].weight.detach().clone())
+    assert plain.caption.startswith("filters · ") and plain.frame["dead_known"] is False
+    assert flags_of(plain)[2] & DOMINATING
+    # dominating flags as computed elsewhere (e.g. on the weights' own dtype) are taken as given
+    none = torch.zeros(8, dtype=torch.bool)
+    assert not (flags_of(FilterGrid(weights=model[0].weight, dominating=none)) & DOMINATING).any()
+
+
+def test_a_list_of_weights_is_a_slider(model, frontend):
+    w0 = model[0].weight.detach().clone()
+    w1 = torch.randn(8, 3, 5, 5, generator=torch.Generator().manual_seed(0)) * 0.01
+    dead1 = torch.zeros(8, dtype=torch.bool)
+    dead1[4] = True
+    w = FilterGrid(weights=[w0, w1], dead=[None, dead1], labels=["step 1", "step 2"], layer="c")
+    assert w.checkpoint_labels == ["step 1", "step 2"] and w.caption.startswith("c · step 1 · ")
+    assert flags_of(w)[2] & DOMINATING and not w.frame["dead_known"]
+    fe = frontend(w)
+    fe.set(checkpoint=1)
+    assert w.caption.startswith("c · step 2 · ") and flags_of(w)[4] == DEAD
+    assert not (flags_of(w) & DOMINATING).any()
+    assert FilterGrid(weights=[w0, w1]).checkpoint_labels == ["checkpoint 0", "checkpoint 1"]
+
+
+def test_set_weights_in_place(model, frontend):
+    w = FilterGrid(weights=model[0].weight, layer="0")
+    fe = frontend(w)
+    fe.set(channel=7)
+    new = torch.randn(8, 3, 5, 5, generator=torch.Generator().manual_seed(1)) * 0.01
+    w.set_weights(new, label="step 9")
+    assert w.caption.startswith("0 · step 9 · filter 7 · RMS ") and "frame" in fe.updates()
+    assert not (flags_of(w) & DOMINATING).any() and w.checkpoint_labels == ["step 9"]
+    w.set_weights(torch.randn(4, 3, 5, 5))  # fewer filters: the selection goes
+    assert w.channel is None and w.frame["grid"]["count"] == 4 and w.checkpoint_labels == []
+    with pytest.raises(ValueError, match=r"dead: expected shape \(4,\)"):
+        w.set_weights(torch.randn(4, 3, 5, 5), dead=torch.zeros(3, dtype=torch.bool))
+    several = FilterGrid(model, checkpoints=[model.state_dict()] * 2)
+    with pytest.raises(ValueError, match="holds 2 checkpoints"):
+        several.set_weights(new)
+
+
+def test_bad_weights_arguments(model):
+    w = model[0].weight
+    with pytest.raises(ValueError, match="not both"):
+        FilterGrid(model, weights=w)
+    with pytest.raises(ValueError, match="dead="):
+        FilterGrid(weights=w, images=torch.randn(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="go with weights="):
+        FilterGrid(model, dead=torch.zeros(8, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"\(Cout, Cin, kh, kw\)"):
+        FilterGrid(weights=torch.zeros(8, 3))
+    with pytest.raises(ValueError, match=r"weights\[1\]"):
+        FilterGrid(weights=[w, torch.zeros(3)])
+    with pytest.raises(ValueError, match=r"dead: expected shape \(8,\)"):
+        FilterGrid(weights=w, dead=torch.zeros(7, dtype=torch.bool))
+    with pytest.raises(ValueError, match="2 entries"):
+        FilterGrid(weights=[w, w], dead=[None])
+    with pytest.raises(ValueError, match="2 labels"):
+        FilterGrid(weights=[w, w], labels=["a"])
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        FilterGrid()

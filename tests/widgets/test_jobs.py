@@ -175,3 +175,62 @@ def test_widgets_set_traits_only_on_the_loop_thread():
         "TopNine",
     }
     assert all(on_main for _, _, on_main in changes), [c for c in changes if not c[2]]
+
+
+def test_post_from_another_thread_applies_on_the_loop_in_order():
+    """runner.post: updates that come from no job (a training thread) are applied by the
+    owner's loop, in order with the jobs' outcomes; on the loop's thread, at once."""
+    applied: list[tuple[object, int]] = []
+
+    async def scenario():
+        r = Runner("test")  # made where the loop runs: the loop is the owner's
+        loop_ident = threading.get_ident()
+        done = asyncio.Event()
+
+        def record(x):
+            applied.append((x, threading.get_ident()))
+            if x == "last":
+                done.set()
+
+        def poster():
+            for i in range(5):
+                r.post(record, i)
+            r.post(record, "last")
+
+        t = threading.Thread(target=poster)
+        t.start()
+        t.join()  # nothing applied yet: the loop has not run since
+        queued = list(applied)
+        await asyncio.wait_for(done.wait(), 10)
+        r.post(record, "inline")  # on the loop's thread: applied now
+        inline = applied[-1]
+        r.close()
+        r.post(record, "closed")
+        return loop_ident, queued, inline
+
+    loop_ident, queued, inline = asyncio.run(scenario())
+    assert queued == []
+    assert [x for x, _ in applied] == [0, 1, 2, 3, 4, "last", "inline"]
+    assert {ident for _, ident in applied} == {loop_ident} and inline[0] == "inline"
+
+
+def test_post_without_a_loop_applies_inline_on_the_caller():
+    r = Runner("test")
+    applied = []
+
+    def poster():
+        r.post(lambda: applied.append(threading.get_ident()))
+        applied.append("after")
+
+    t = threading.Thread(target=poster)
+    t.start()
+    t.join()
+    assert applied == [t.ident, "after"]
+    # a loop that has ended counts as no loop
+    r2 = asyncio.run(_make_runner())
+    r2.post(lambda: applied.append("ended"))
+    assert applied[-1] == "ended"
+
+
+async def _make_runner() -> Runner:
+    return Runner("test")

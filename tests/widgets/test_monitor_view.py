@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import warnings
 
 import pytest
@@ -51,6 +53,7 @@ def test_live_view_follows_training(run, frontend):
     assert names == ["loss (raw)", "loss"]
     assert list(view.figure.data[0].x) == list(range(1, 9))
     assert view.filters is not None and "step 8" in view.filters.caption
+    assert view.filters.frame["shape"] == list(model[0].weight.shape)  # the recorded filters
     first = bytes(view.filters.frame["atlas"]["view"])
     _train(model, mon, 8, seed=1)
     mon.epoch_end(val_loss=2.0)
@@ -149,3 +152,92 @@ def test_diverged_run_sends_gaps_and_warns():
     ys = {t.name: list(t.y) for t in view.figure.data}
     assert ys["loss (raw)"] == [1.0, None] and ys["val_loss"] == [None]
     assert any("non-finite" in w for w in mon.warnings)
+
+
+def test_the_filters_come_from_the_snapshots_weights_or_tiles(run):
+    """No model behind the grids: the recorded weights, or the stored tiles of a run kept
+    without weights (keep_weights=False), show the same tiles the snapshot holds."""
+    model, mon = run
+    _train(model, mon, 8)
+    lean = TrainingMonitor(model, every=4, snapshot_every=8, keep_weights=False, name="b")
+    _train(model, lean, 16, seed=1)
+    for m in (mon, lean):
+        view = m.widget
+        s = m.snapshots[-1]
+        assert view.filters._model is None
+        assert bytes(view.filters.frame["atlas"]["view"]) == bytes(
+            snapshot_frame(s)["atlas"]["view"]
+        )
+        assert s.label in view.filters.caption
+    assert lean.snapshots[-1].weight is None
+    box = lean.evolution()
+    box.slider.index = 0
+    assert lean.snapshots[0].label in box.grid.caption
+    assert bytes(box.grid.frame["atlas"]["view"]) == bytes(
+        snapshot_frame(lean.snapshots[0])["atlas"]["view"]
+    )
+    assert len(compare(mon, lean).children[1].children) == 2
+
+
+def _trait_threads(monkeypatch) -> list[tuple[str, str, int]]:
+    """(widget class, trait, thread id) of every widget trait change from now on."""
+    import ipywidgets as W
+
+    changes: list[tuple[str, str, int]] = []
+    notify = W.Widget.notify_change
+
+    def spy(self, change):
+        changes.append((type(self).__name__, change["name"], threading.get_ident()))
+        return notify(self, change)
+
+    monkeypatch.setattr(W.Widget, "notify_change", spy)
+    return changes
+
+
+def test_training_in_a_thread_sets_traits_only_on_the_loop_thread(run, monkeypatch):
+    """As in a kernel: the view is made where the loop runs, training steps the monitor from
+    a thread; every trait change of the view and its children happens on the loop's thread."""
+    model, mon = run
+    changes = _trait_threads(monkeypatch)
+
+    async def scenario():
+        view = mon.widget  # displayed in a cell: made on the kernel's thread
+        trainer = threading.Thread(target=_train, args=(model, mon, 16))
+        trainer.start()
+        while trainer.is_alive():
+            await asyncio.sleep(0.01)
+        mon.epoch_end(val_loss=1.0)  # from the loop's thread too: applied at once
+        for _ in range(3000):
+            if "'zf-monitor-step'>16<" in view.status.value and not view.filters._runner.busy:
+                break
+            await asyncio.sleep(0.01)
+        return view, threading.get_ident()
+
+    view, loop_ident = asyncio.run(scenario())
+    assert "'zf-monitor-step'>16<" in view.status.value
+    assert (
+        "epoch 1" in view.filters.caption and [t.name for t in view.figure.data][-1] == "val_loss"
+    )
+    off_loop = [c for c in changes if c[2] != loop_ident]
+    assert off_loop == []
+    changed = {(cls, name) for cls, name, _ in changes}
+    assert {("HTML", "value"), ("FilterGrid", "frame")} <= changed
+
+
+def test_training_in_a_thread_without_a_loop_updates_inline(run, monkeypatch):
+    """Plain Python (no loop anywhere): the update is applied inline, in the thread that
+    steps the monitor, so the view is current as soon as the step returns."""
+    model, mon = run
+    view = mon.widget
+    changes = _trait_threads(monkeypatch)
+    seen = []
+
+    def train():
+        _train(model, mon, 8)
+        seen.append(view.status.value)
+
+    trainer = threading.Thread(target=train)
+    trainer.start()
+    trainer.join()
+    assert "'zf-monitor-step'>8<" in seen[0] and view.filters is not None
+    assert {ident for _, _, ident in changes} == {trainer.ident}

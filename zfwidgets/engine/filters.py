@@ -6,6 +6,8 @@
   whose RMS exceeds a fixed radius (0.1 in the paper) is rescaled to that radius, which keeps
   one layer-1 filter from dominating (docs/method.md Sec. 1, Sec. 3 Fig. 6 (a)).
 - :func:`dead_filters`: feature maps that stay dark for every input (docs/method.md Sec. 4).
+- :func:`conv_layer`, :func:`weight_images`, :func:`weight_rms`, :func:`over_radius`: the same on
+  a weight tensor (a checkpoint's, a training snapshot's) with no model around it.
 - :func:`filter_flags`: both marks as one uint8 bit field per filter (:data:`DOMINATING`,
   :data:`DEAD`), the form :class:`~zfwidgets.FilterGrid` and the training monitor send.
 """
@@ -26,12 +28,16 @@ __all__ = [
     "DEAD",
     "DOMINATING",
     "FilterStats",
+    "conv_layer",
     "dead_filters",
     "dominating_filters",
     "filter_flags",
     "filter_rms",
     "filters",
+    "over_radius",
     "renormalize_filters_",
+    "weight_images",
+    "weight_rms",
 ]
 
 
@@ -69,8 +75,27 @@ def filter_flags(dominating: torch.Tensor, dead: torch.Tensor | None = None) -> 
     return flags
 
 
-def _conv(model: nn.Module, layer: str | nn.Module | None) -> tuple[str, nn.Conv2d]:
-    """``layer`` resolved to a Conv2d (default: the model's first Conv2d)."""
+def conv_layer(model: nn.Module, layer: str | nn.Module | None = None) -> tuple[str, nn.Conv2d]:
+    """The convolution whose filters are shown: ``layer`` resolved to an ``nn.Conv2d``.
+
+    Parameters
+    ----------
+    model : nn.Module
+    layer : str or nn.Module, optional
+        A dotted ``named_modules()`` name or the module; default: the model's first
+        ``nn.Conv2d`` (the layer-1 filters of docs/method.md Sec. 3.4, Fig. 6).
+
+    Returns
+    -------
+    (name, conv) : tuple[str, nn.Conv2d]
+
+    Raises
+    ------
+    ValueError
+        An unknown name (close matches listed), or no ``nn.Conv2d`` to default to.
+    TypeError
+        ``layer`` is not an ``nn.Conv2d``.
+    """
     check_model(model)
     if layer is None:
         found = first_conv(model)
@@ -85,18 +110,81 @@ def _conv(model: nn.Module, layer: str | nn.Module | None) -> tuple[str, nn.Conv
     return name, module
 
 
-def _rms(weight: torch.Tensor) -> torch.Tensor:
-    """Root mean square of each filter: (Cout, Cin, kh, kw) -> (Cout,), float32 at least."""
+def weight_rms(weight: torch.Tensor) -> torch.Tensor:
+    """Root mean square of each filter (docs/method.md Sec. 1, filter renormalisation).
+
+    Parameters
+    ----------
+    weight : Tensor (Cout, Cin, kh, kw)
+        A convolution's weights (any number of trailing dimensions).
+
+    Returns
+    -------
+    Tensor (Cout,)
+        ``sqrt(mean(w[i] ** 2))``, detached, on the weight's device; float32 for float16 and
+        bfloat16 weights, the weight's dtype otherwise.
+    """
     w = weight.detach()
     if w.dtype in (torch.float16, torch.bfloat16):
         w = w.float()
     return w.reshape(w.shape[0], -1).pow(2).mean(dim=1).sqrt()
 
 
-def _over(rms: torch.Tensor, radius: float, dtype: torch.dtype) -> torch.Tensor:
-    """``rms > radius``, ignoring rounding: a filter just rescaled to ``radius`` is not over."""
+def over_radius(
+    rms: torch.Tensor, radius: float, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Which filters exceed the renormalisation radius, ignoring rounding.
+
+    docs/method.md Sec. 1: a filter whose RMS exceeds ``radius`` is rescaled to it; Sec. 3,
+    Fig. 6 (a): without the rule such filters dominate.
+
+    Parameters
+    ----------
+    rms : Tensor (Cout,)
+        From :func:`weight_rms`.
+    radius : float
+        The fixed radius (0.1 in the paper).
+    dtype : torch.dtype
+        The weights' dtype: a filter within a relative ``max(1e-5, 8 eps(dtype))`` of
+        ``radius`` (one just rescaled to it) does not count.
+
+    Returns
+    -------
+    Tensor (Cout,), bool
+    """
     tol = max(1e-5, 8 * torch.finfo(dtype).eps)
     return rms > radius * (1 + tol)
+
+
+def weight_images(weight: torch.Tensor, *, normalize: str = "filter") -> torch.Tensor:
+    """Convolution weights scaled to [0, 1], ready to show as images (see :func:`filters`).
+
+    Parameters
+    ----------
+    weight : Tensor (Cout, Cin, kh, kw)
+    normalize : {"filter", "layer"}
+        ``"filter"``: min-max over each filter separately; ``"layer"``: one min-max over all
+        of them. A constant filter (or layer) maps to 0.5.
+
+    Returns
+    -------
+    Tensor (Cout, Cin, kh, kw)
+        A detached copy, on the weight's device, in the weight's dtype, values in [0, 1].
+    """
+    if normalize not in ("filter", "layer"):
+        raise ValueError(f"normalize: expected 'filter' or 'layer', got {normalize!r}")
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+        raise ValueError(
+            "weight: expected a (Cout, Cin, kh, kw) tensor, got "
+            f"{tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__}"
+        )
+    w = weight.detach().clone()
+    flat = w.reshape(w.shape[0], -1) if normalize == "filter" else w.reshape(1, -1)
+    lo = flat.amin(dim=1, keepdim=True)
+    hi = flat.amax(dim=1, keepdim=True)
+    span = hi - lo
+    scaled = torch.where(span > 0, (flat - lo) / torch.where(span > 0, span, 1), 0.5)
+    return scaled.clamp_(0, 1).reshape(w.shape)
 
 
 def filters(
@@ -123,14 +211,8 @@ def filters(
     """
     if normalize not in ("filter", "layer"):
         raise ValueError(f"normalize: expected 'filter' or 'layer', got {normalize!r}")
-    _, conv = _conv(model, layer)
-    w = conv.weight.detach().clone()
-    flat = w.reshape(w.shape[0], -1) if normalize == "filter" else w.reshape(1, -1)
-    lo = flat.amin(dim=1, keepdim=True)
-    hi = flat.amax(dim=1, keepdim=True)
-    span = hi - lo
-    scaled = torch.where(span > 0, (flat - lo) / torch.where(span > 0, span, 1), 0.5)
-    return scaled.clamp_(0, 1).reshape(w.shape)
+    _, conv = conv_layer(model, layer)
+    return weight_images(conv.weight, normalize=normalize)
 
 
 def filter_rms(model: nn.Module, layer: str | nn.Module | None = None) -> torch.Tensor:
@@ -147,8 +229,8 @@ def filter_rms(model: nn.Module, layer: str | nn.Module | None = None) -> torch.
     Tensor (Cout,)
         ``sqrt(mean(w[i] ** 2))`` over (Cin, kh, kw), on the weight's device.
     """
-    _, conv = _conv(model, layer)
-    return _rms(conv.weight)
+    _, conv = conv_layer(model, layer)
+    return weight_rms(conv.weight)
 
 
 def dominating_filters(
@@ -167,8 +249,8 @@ def dominating_filters(
     Tensor (Cout,), bool
     """
     radius = _check_radius(radius)
-    _, conv = _conv(model, layer)
-    return _over(_rms(conv.weight), radius, conv.weight.dtype)
+    _, conv = conv_layer(model, layer)
+    return over_radius(weight_rms(conv.weight), radius, conv.weight.dtype)
 
 
 def _check_radius(radius: object) -> float:
@@ -223,8 +305,8 @@ def renormalize_filters_(
     with torch.no_grad():
         for name, conv in named:
             w = conv.weight
-            rms = _rms(w)
-            over = _over(rms, radius, w.dtype)
+            rms = weight_rms(w)
+            over = over_radius(rms, radius, w.dtype)
             if bool(over.any()):
                 scale = torch.where(over, radius / rms, torch.ones_like(rms))
                 w.mul_(scale.to(w.dtype).reshape(-1, *([1] * (w.dim() - 1))))

@@ -28,10 +28,12 @@ training loop goes on. The probe runs under ``torch.no_grad`` with the model in 
 removed in ``finally``), so hooks, training flags and ``.grad`` come back as they were.
 
 Layout: ``curves`` (bounded series, smoothing), ``snapshots`` (what a snapshot holds, its
-warnings), ``files`` (save / load, with the validation of saved runs), ``training`` (the public
-class). None of them imports a widget module at import time;
-:mod:`zfwidgets.widgets.monitor_view` imports them, and the monitor reaches its view only
-lazily, when it is displayed.
+warnings), ``state`` (:class:`RunState`: a run's record read at one instant), ``files`` (save /
+load, with the validation of saved runs), ``training`` (the public class). Imports point one
+way: ``training`` -> ``files`` -> ``state`` -> ``curves``, ``snapshots``. The widgets
+(:mod:`zfwidgets.widgets.monitor_view`) read a run through :meth:`TrainingMonitor.state` and
+import only the data modules, never ``training``; the monitor reaches its view lazily, when it
+is displayed (the plain object owns the state, its widget is built on display).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import time  # noqa: F401  (the clock the monitor throttles by; tests patch it f
 
 from .curves import Curve, smooth
 from .snapshots import Snapshot
+from .state import RunState
 from .training import TrainingMonitor, compare
 
-__all__ = ["Curve", "Snapshot", "TrainingMonitor", "compare", "smooth"]
+__all__ = ["Curve", "RunState", "Snapshot", "TrainingMonitor", "compare", "smooth"]

@@ -57,6 +57,13 @@ class Curve:
     def __len__(self) -> int:
         return len(self.values)
 
+    def copy(self) -> Curve:
+        """An independent copy (the points, the stride and the partial bin)."""
+        c = Curve(self.max_points)
+        c.steps, c.values, c.stride = list(self.steps), list(self.values), self.stride
+        c._acc, c._count, c._last_step = self._acc, self._count, self._last_step
+        return c
+
     def to_json(self) -> dict:
         steps, values = self.points()
         return {"steps": steps, "values": values, "stride": self.stride}

@@ -7,79 +7,92 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import torch
 
 from .curves import Curve
 from .snapshots import Snapshot
-
-if TYPE_CHECKING:
-    from .training import TrainingMonitor
+from .state import RunState
 
 __all__ = ["load", "save"]
+
+
+class _Recorder(Protocol):
+    """What :func:`save` needs of a monitor: a consistent copy of its record."""
+
+    def state(self) -> RunState: ...
+
+
+_M = TypeVar("_M")
 
 _FORMAT = "zfwidgets.monitor/1"
 
 
-def save(monitor: TrainingMonitor, path: str | os.PathLike) -> None:
+def save(monitor: _Recorder | RunState, path: str | os.PathLike) -> None:
     """Write the run to one ``.safetensors`` file: tiles, statistics and weights as
-    tensors, curves and the rest as JSON metadata (no pickle)."""
+    tensors, curves and the rest as JSON metadata (no pickle).
+
+    ``monitor`` is a :class:`~zfwidgets.monitor.TrainingMonitor` (read through its public
+    :meth:`~zfwidgets.monitor.TrainingMonitor.state`, so a run may be saved while it trains)
+    or a :class:`~zfwidgets.monitor.state.RunState`.
+    """
     from safetensors.torch import save_file
 
-    with monitor._lock:
-        monitor._flush()
-        tensors: dict[str, torch.Tensor] = {}
-        snaps = []
-        for i, s in enumerate(monitor.snapshots):
-            p = f"s{i}."
-            tensors[p + "atlas"] = s.atlas.contiguous()
-            tensors[p + "rms"] = s.rms.contiguous()
-            tensors[p + "dominating"] = s.dominating.to(torch.uint8).contiguous()
-            if s.weight is not None:
-                tensors[p + "weight"] = s.weight.contiguous()
-            stat_layers = list(s.stats)
-            for j, n in enumerate(stat_layers):
-                for k, v in s.stats[n].items():
-                    v = v.to(torch.uint8) if v.dtype == torch.bool else v
-                    tensors[f"{p}stat{j}.{k}"] = v.contiguous()
-            units = list(s.top9)
-            for j, u in enumerate(units):
-                tensors[f"{p}top{j}"] = s.top9[u].contiguous()
-            snaps.append(
-                {
-                    "step": s.step,
-                    "epoch": s.epoch,
-                    "label": s.label,
-                    "layer": s.layer,
-                    "grid": s.grid,
-                    "radius": s.radius,
-                    "stats": stat_layers,
-                    "top9": units,
-                    "warnings": s.warnings,
-                    "seconds": s.seconds,
-                }
-            )
-        meta = {
-            "format": _FORMAT,
-            "name": monitor.name,
-            "step": monitor.step_count,
-            "epoch": monitor.epoch,
-            "radius": monitor.radius,
-            "smoothing": monitor.smoothing,
-            "curves": {k: c.to_json() for k, c in monitor.curves.items()},
-            "epoch_curves": {k: c.to_json() for k, c in monitor.epoch_curves.items()},
-            "snapshots": snaps,
-            "errors": monitor.errors,
-        }
+    run = monitor if isinstance(monitor, RunState) else monitor.state()
+    tensors: dict[str, torch.Tensor] = {}
+    snaps = []
+    for i, s in enumerate(run.snapshots):
+        p = f"s{i}."
+        tensors[p + "atlas"] = s.atlas.contiguous()
+        tensors[p + "rms"] = s.rms.contiguous()
+        tensors[p + "dominating"] = s.dominating.to(torch.uint8).contiguous()
+        if s.weight is not None:
+            tensors[p + "weight"] = s.weight.contiguous()
+        stat_layers = list(s.stats)
+        for j, n in enumerate(stat_layers):
+            for k, v in s.stats[n].items():
+                v = v.to(torch.uint8) if v.dtype == torch.bool else v
+                tensors[f"{p}stat{j}.{k}"] = v.contiguous()
+        units = list(s.top9)
+        for j, u in enumerate(units):
+            tensors[f"{p}top{j}"] = s.top9[u].contiguous()
+        snaps.append(
+            {
+                "step": s.step,
+                "epoch": s.epoch,
+                "label": s.label,
+                "layer": s.layer,
+                "grid": s.grid,
+                "radius": s.radius,
+                "stats": stat_layers,
+                "top9": units,
+                "warnings": s.warnings,
+                "seconds": s.seconds,
+            }
+        )
+    meta = {
+        "format": _FORMAT,
+        "name": run.name,
+        "step": run.step,
+        "epoch": run.epoch,
+        "radius": run.radius,
+        "smoothing": run.smoothing,
+        "curves": {k: c.to_json() for k, c in run.curves.items()},
+        "epoch_curves": {k: c.to_json() for k, c in run.epoch_curves.items()},
+        "snapshots": snaps,
+        "errors": run.errors,
+    }
     if not tensors:  # safetensors needs at least an empty file body; keep one marker
         tensors["_empty"] = torch.zeros(0, dtype=torch.uint8)
     save_file(tensors, os.fspath(path), metadata={"zfwidgets": json.dumps(meta)})
 
 
-def load(cls: type[TrainingMonitor], path: str | os.PathLike) -> TrainingMonitor:
-    """Read a run written by :meth:`save` (a monitor without a model: it displays, compares
-    and saves, but takes no snapshots).
+def load(cls: Callable[..., _M], path: str | os.PathLike) -> _M:
+    """Read a run written by :meth:`save` into ``cls(None, name=..., radius=...)`` (a
+    :class:`~zfwidgets.monitor.TrainingMonitor` without a model: it displays, compares and
+    saves, but takes no snapshots), through its public attributes.
 
     The file is untrusted input: the metadata is checked field by field (types, lengths,
     finite numbers, bounded sizes) and every tensor's shape and dtype against it from the

@@ -19,6 +19,7 @@ from torch import nn
 
 from .curves import Curve
 from .snapshots import Snapshot, diagnose
+from .state import RunState
 
 __all__ = ["TrainingMonitor", "compare"]
 
@@ -218,10 +219,10 @@ class TrainingMonitor:
         if model is not None:
             from ..base.checks import check_model
             from ..base.layers import resolve_layer, resolve_layers
-            from ..engine.filters import _conv
+            from ..engine.filters import conv_layer
 
             check_model(model)
-            self._conv_name = _conv(model, conv)[0]
+            self._conv_name = conv_layer(model, conv)[0]
             if layers is None:
                 self._stat_layers = _default_stat_layers(model)
             else:
@@ -381,18 +382,18 @@ class TrainingMonitor:
         from ..base.images import filter_atlas
         from ..base.layers import eval_mode
         from ..engine.capture import Capture
-        from ..engine.filters import _conv, _over, _rms, filters
+        from ..engine.filters import conv_layer, over_radius, weight_images, weight_rms
 
         if self.model is None:
             raise RuntimeError("this monitor was loaded from a file: it has no model")
         t0 = time.monotonic()
         model = self.model
-        _, conv = _conv(model, self._conv_name)
+        _, conv = conv_layer(model, self._conv_name)
         with torch.no_grad():
             w = conv.weight.detach()
-            rms = _rms(w)
-            dominating = _over(rms, self.radius, w.dtype)
-            atlas, layout = filter_atlas(filters(conv, normalize="filter"))
+            rms = weight_rms(w)
+            dominating = over_radius(rms, self.radius, w.dtype)
+            atlas, layout = filter_atlas(weight_images(w, normalize="filter"))
             stats = self._probe_stats(model, Capture, eval_mode)
             top9 = self._top9(model) if self.units else {}
         cpu = {
@@ -536,6 +537,28 @@ class TrainingMonitor:
         from ..widgets.monitor_view import evolution
 
         return evolution(self)
+
+    def state(self) -> RunState:
+        """What the monitor has recorded, read at one instant: buffered steps converted to
+        curves (one host transfer), the curves and the snapshot list copied.
+
+        Safe to call from any thread while another one trains: the widget and
+        :meth:`save` read the run through it.
+        """
+        with self._lock:
+            self._flush()
+            return RunState(
+                name=self.name,
+                step=self.step_count,
+                epoch=self.epoch,
+                radius=self.radius,
+                smoothing=self.smoothing,
+                curves={k: c.copy() for k, c in self.curves.items()},
+                epoch_curves={k: c.copy() for k, c in self.epoch_curves.items()},
+                snapshots=list(self.snapshots),
+                warnings=list(self.warnings),
+                errors=list(self.errors),
+            )
 
     def summary(self) -> dict[str, Any]:
         """The latest values, for a plain script."""

@@ -23,6 +23,14 @@ A widget owns one :class:`Runner`. ``runner.submit(work, apply)`` asks for one c
 
 ``job.post(fn, *args)`` sends an intermediate update (progress, a status) the same way: it is
 applied on the owner's thread while the job is still the latest, in order with its outcome.
+
+``runner.post(fn, *args)`` is the same rule for updates that come from no job but from
+another thread of the user's (a training loop in a thread calling the training monitor): the
+owner's loop is the one running where the runner was made (the kernel's, when a widget is
+made in a cell). Called on that loop's thread, or where no loop runs (plain Python, a test,
+a loop that has stopped), ``fn`` is applied at once, inline, after the outcomes already
+delivered; called from another thread while the loop runs, it is applied by a callback on
+the loop, in order with the jobs' outcomes. A newer ``submit`` never drops it; ``close`` does.
 """
 
 from __future__ import annotations
@@ -138,7 +146,7 @@ class Job:
 
     def post(self, fn: Callable[..., None], *args: Any) -> None:
         """Apply ``fn(*args)`` on the owner's thread, while this job is still the latest."""
-        self.runner._post(self, fn, args)
+        self.runner._deliver(self, fn, args)
 
 
 class Runner:
@@ -162,6 +170,8 @@ class Runner:
         progress_every_s: float = 0.1,
     ) -> None:
         self.name = name
+        #: the owner's loop: the one running where the runner was made (None: plain Python)
+        self.loop = running_loop()
         self.on_progress = on_progress
         self.progress_every_s = progress_every_s
         self.generation = 0
@@ -173,7 +183,7 @@ class Runner:
         self._pending: Job | None = None
         self._running: Job | None = None
         self._worker_alive = False  # set and cleared under the lock, unlike Thread.is_alive
-        self._outbox: collections.deque[tuple[Job, Callable[..., None] | None, tuple]] = (
+        self._outbox: collections.deque[tuple[Job | None, Callable[..., None] | None, tuple]] = (
             collections.deque()
         )
 
@@ -261,6 +271,24 @@ class Runner:
                 job, fn, args = self._outbox.popleft()
             self._apply(job, fn, args)
 
+    def post(self, fn: Callable[..., None], *args: Any) -> None:
+        """Apply ``fn(*args)`` on the owner's thread, whatever thread calls (see the module
+        docstring): by a callback on the owner's loop when called from another thread while
+        it runs, otherwise now, inline, after the outcomes already delivered. Dropped once
+        the runner is closed."""
+        with self._cond:
+            if self.closed:
+                return
+            self._outbox.append((None, fn, args))
+        loop = self.loop
+        if loop is not None and running_loop() is not loop and loop.is_running():
+            try:
+                loop.call_soon_threadsafe(self.flush)
+                return
+            except RuntimeError:  # the loop closed meanwhile: no loop runs, apply here
+                pass
+        self.flush()
+
     def close(self) -> None:
         """Stop: nothing more is applied; the job under way stops at its next progress report."""
         with self._cond:
@@ -274,7 +302,10 @@ class Runner:
             self._cond.notify_all()
 
     # -- applying (owner's thread) -----------------------------------------------------------
-    def _apply(self, job: Job, fn: Callable[..., None] | None, args: tuple) -> None:
+    def _apply(self, job: Job | None, fn: Callable[..., None] | None, args: tuple) -> None:
+        if job is None:  # runner.post: no job to supersede it
+            fn(*args)
+            return
         if job.superseded:
             return
         if fn is not None:  # an intermediate update, always before the outcome
@@ -290,7 +321,7 @@ class Runner:
         elif job.apply is not None:
             job.apply(job.result)
 
-    def _post(self, job: Job, fn: Callable[..., None] | None, args: tuple) -> None:
+    def _deliver(self, job: Job, fn: Callable[..., None] | None, args: tuple) -> None:
         with self._cond:
             if self.closed:
                 return
@@ -323,5 +354,5 @@ class Runner:
                     self._running = None
                     job.done.set()
                     if not job.cancelled:
-                        self._post(job, None, ())
+                        self._deliver(job, None, ())
                     self._cond.notify_all()

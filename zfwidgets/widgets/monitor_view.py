@@ -1,35 +1,45 @@
 """The widgets of :class:`zfwidgets.monitor.TrainingMonitor`: a live view (plotly curves, the
 latest first-layer filters, top-9 tiles, warnings), the evolution over snapshots (docs/method.md
-Sec. 3.2, Fig. 4 and a side-by-side comparison of runs.
+Sec. 3.2, Fig. 4) and a side-by-side comparison of runs.
 
 Composed from existing widgets (plotly's anywidget ``FigureWidget``, :class:`FilterGrid`,
 :class:`EvolutionSlider`, ipywidgets): no front-end code of its own. The monitor calls the
-view after each of its (time-throttled) refreshes; the view only copies what the monitor
-recorded into traits.
+view after each of its (time-throttled) refreshes, from the thread that trains; the view reads
+the run through the monitor's public ``state()`` (it never imports the monitor class) and
+copies it into traits on the kernel's thread (``widgets/_jobs.py``, ``Runner.post``). The
+filter grids get the snapshots' recorded weights, not a model.
 """
 
 from __future__ import annotations
 
 import html
 import math
+import warnings
 import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as W
 import torch
-from torch import nn
 
 from ..base.codec import pack
 from ..engine.filters import filter_flags
 from ..monitor.curves import smooth
 from ..monitor.snapshots import Snapshot
-from ..monitor.training import TrainingMonitor
+from ..monitor.state import RunState
+from ._jobs import Runner
 from .evolution import EvolutionSlider
 from .filter_grid import FilterGrid
 from .gallery import Gallery
 
-__all__ = ["MonitorView", "compare", "evolution", "snapshot_frame"]
+__all__ = [
+    "MonitorView",
+    "compare",
+    "evolution",
+    "show_snapshot",
+    "snapshot_frame",
+    "snapshot_grid",
+]
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
 _DASHES = ["solid", "dash", "dot", "dashdot"]
@@ -61,41 +71,45 @@ def _first_layer_dead(s: Snapshot) -> torch.Tensor | None:
     return None
 
 
-def _shadow(s: Snapshot) -> nn.Module:
-    """A one-convolution model of the snapshot's filter shape (FilterGrid needs a model)."""
+def _checkpoint(s: Snapshot) -> dict[str, torch.Tensor]:
+    """A snapshot's first-layer weights as a (partial) state dict, for the evolution slider;
+    empty for a run saved without weights."""
+    if s.weight is None:
+        return {}
+    return {f"{s.layer}.weight" if s.layer else "weight": s.weight}
+
+
+def snapshot_grid(snapshots: Sequence[Snapshot], *, slider: bool, max_width: int) -> FilterGrid:
+    """A :class:`FilterGrid` of snapshots' recorded filters: their weights, dominating flags
+    and the first layer's dead channels (no model involved). With ``slider``, one frame per
+    snapshot (the ``checkpoint`` slider); otherwise the latest only, which
+    :func:`show_snapshot` replaces in place. A run recorded with ``keep_weights=False`` shows
+    the tiles its snapshots stored."""
+    snaps = list(snapshots) if slider else [snapshots[-1]]
+    last = snaps[-1]
+    labels = [s.label for s in snaps]
+    if all(s.weight is not None for s in snaps):
+        return FilterGrid(
+            weights=[s.weight for s in snaps] if slider else last.weight,
+            dead=[_first_layer_dead(s) for s in snaps] if slider else _first_layer_dead(last),
+            dominating=[s.dominating for s in snaps] if slider else last.dominating,
+            labels=labels,
+            layer=last.layer,
+            radius=last.radius,
+            max_width=max_width,
+        )
+    frames = [snapshot_frame(s) for s in snaps]
+    return FilterGrid._of_frames(frames, labels, layer=last.layer, max_width=max_width)
+
+
+def show_snapshot(grid: FilterGrid, s: Snapshot) -> None:
+    """Show snapshot ``s`` in a grid made by :func:`snapshot_grid` without a slider."""
     if s.weight is not None:
-        cout, cin, kh, kw = s.weight.shape
+        grid.set_weights(
+            s.weight, dead=_first_layer_dead(s), dominating=s.dominating, label=s.label
+        )
     else:
-        cout, cin, (kh, kw) = int(s.rms.shape[0]), 1, s.grid["tile"]
-    return nn.Sequential(nn.Conv2d(cin, cout, (kh, kw), bias=False))
-
-
-class _SnapshotGrid(FilterGrid):
-    """A FilterGrid whose frames are the monitor's snapshots (no model work)."""
-
-    def __init__(self, snapshots: Sequence[Snapshot], *, checkpoints: bool, **kwargs: Any):
-        self._snap_frames = [snapshot_frame(s) for s in snapshots]
-        shadow = _shadow(snapshots[-1])
-        cps = None
-        labels = None
-        if checkpoints:
-            w0 = shadow[0].weight.detach()
-            cps = [{"0.weight": s.weight if s.weight is not None else w0} for s in snapshots]
-            labels = [s.label for s in snapshots]
-        super().__init__(shadow, checkpoints=cps, labels=labels, **kwargs)
-
-    def _frame(self, index: int) -> dict[str, Any]:
-        if self._checkpoints is None:
-            return self._snap_frames[-1]
-        return self._snap_frames[index]
-
-    def show(self, s: Snapshot) -> None:
-        """Show a new snapshot (live mode)."""
-        frame = snapshot_frame(s)
-        self._snap_frames = [frame]
-        with self.hold_sync():
-            self.frame = frame
-            self.caption = self._caption(frame, self.channel)
+        grid._show_frame(snapshot_frame(s), s.label)
 
 
 # -- top-9 -------------------------------------------------------------------------------------
@@ -154,7 +168,7 @@ def _finite(values: list[float]) -> list[float | None]:
     return [v if math.isfinite(v) else None for v in values]
 
 
-def _traces(m: TrainingMonitor, run: int = 0, prefix: str = "") -> list[dict]:
+def _traces(m: RunState, run: int = 0, prefix: str = "") -> list[dict]:
     """Trace specs (name -> x, y, style) of one run's curves. Names are HTML-escaped: plotly
     renders a subset of HTML (links among it) in trace names."""
     out = []
@@ -219,10 +233,21 @@ def _update_figure(fig, specs: list[dict]) -> bool:
 
 
 # -- the live view -----------------------------------------------------------------------------
-def _status(m: TrainingMonitor) -> str:
+def _state(monitor: Any, what: str) -> RunState:
+    """A monitor's record, read through its public ``state()`` (the view takes any object
+    that has one, or a :class:`RunState`, and never imports the monitor class)."""
+    if isinstance(monitor, RunState):
+        return monitor
+    read = getattr(monitor, "state", None)
+    if not callable(read):
+        raise TypeError(f"{what}: expected a TrainingMonitor, got {type(monitor).__name__}")
+    return read()
+
+
+def _status(m: RunState) -> str:
     parts = [
         f"<b>{html.escape(m.name)}</b>",
-        f"step <span class='zf-monitor-step'>{m.step_count}</span>",
+        f"step <span class='zf-monitor-step'>{m.step}</span>",
     ]
     if m.epoch:
         parts.append(f"epoch {m.epoch}")
@@ -234,7 +259,7 @@ def _status(m: TrainingMonitor) -> str:
     return " · ".join(parts)
 
 
-def _alerts(m: TrainingMonitor) -> str:
+def _alerts(m: RunState) -> str:
     rows = [f"<div class='zf-monitor-error'>⚠ {html.escape(e)}</div>" for e in m.errors]
     rows += [f"<div class='zf-monitor-warning'>{html.escape(w)}</div>" for w in m.warnings]
     return "".join(rows) or "<div class='zf-monitor-ok'>no dead or dominating filters</div>"
@@ -247,72 +272,116 @@ class MonitorView(W.VBox):
     smoothed curves (train per step, validation per epoch), the latest snapshot's first-layer
     filters (a :class:`FilterGrid`: dominating filters marked, dead ones too when there is a
     probe), the top-9 tiles of the chosen units, and the warnings.
+
+    The monitor calls :meth:`update` from whatever thread trains; the view applies it by the
+    job runner's rule (``widgets/_jobs.py``, :meth:`Runner.post`): on the kernel's event loop
+    (the one running where the view was made), or inline where no loop runs. A trait is never
+    set from the training thread while a kernel runs.
+
+    Parameters
+    ----------
+    monitor : TrainingMonitor
+        Any object with ``state()`` (a :class:`~zfwidgets.monitor.state.RunState`) and
+        ``add_listener(fn)``.
     """
 
-    def __init__(self, monitor: TrainingMonitor, **kwargs: Any) -> None:
+    def __init__(self, monitor: Any, **kwargs: Any) -> None:
         self.monitor = monitor
-        self.status = W.HTML(_status(monitor))
+        run = _state(monitor, "monitor")
+        self.status = W.HTML(_status(run))
         self.status.add_class("zf-monitor-status")
-        self.figure = _figure(_traces(monitor))
-        self.filters: _SnapshotGrid | None = None
+        self.figure = _figure(_traces(run))
+        self.filters: FilterGrid | None = None
         self._filter_box = W.VBox(
             [W.HTML("<small>filters: waiting for the first snapshot</small>")]
         )
         self.top9 = _TopNineTiles()
-        self.alerts = W.HTML(_alerts(monitor))
+        self.alerts = W.HTML(_alerts(run))
         self.alerts.add_class("zf-monitor-alerts")
-        self._shown_snapshot = -1
+        self._shown: Snapshot | None = None
+        self._queued = False
+        self._failed = False
+        self._runner = Runner(f"zfwidgets.MonitorView-{id(self):x}")
         self._figure_box = W.Box([self.figure])
         super().__init__(
             [self.status, self._figure_box, W.HBox([self._filter_box, self.top9]), self.alerts],
             **kwargs,
         )
         self.add_class("zf-monitor")
-        self.update(monitor, True)
+        self._redraw(run)
         ref = weakref.ref(self)
 
-        def listener(m: TrainingMonitor, snapshot: bool) -> None:
+        def listener(m: Any, snapshot: bool) -> None:
             view = ref()
             if view is not None:
                 view.update(m, snapshot)
 
         monitor.add_listener(listener)
 
-    def update(self, m: TrainingMonitor, snapshot: bool = False) -> None:
-        """Copy the monitor's state into the children (called after each refresh)."""
-        with m._lock:
-            specs = _traces(m)
-            status, alerts = _status(m), _alerts(m)
-            latest = m.snapshots[-1] if m.snapshots else None
-            n = len(m.snapshots)
+    def update(self, m: Any = None, snapshot: bool = False) -> None:
+        """Redraw from the monitor's record (the monitor calls it after each refresh, from the
+        thread that trains).
+
+        Applied on the kernel's thread by :meth:`Runner.post` (inline where no loop runs).
+        Requests that arrive while one waits for the loop are merged into it: the redraw reads
+        the record when it runs, so it shows the latest state. A new snapshot is recognised
+        by itself (``snapshot`` is accepted for compatibility).
+        """
+        if self._queued:
+            return
+        self._queued = True
+        self._runner.post(self._apply, self.monitor if m is None else m)
+
+    def _apply(self, monitor: Any) -> None:
+        self._queued = False  # before reading: a later request gets its own redraw
+        try:
+            self._redraw(_state(monitor, "monitor"))
+        except Exception as e:  # shown in the widget (on the loop nobody else would see it)
+            msg = f"the view could not update ({type(e).__name__}: {e})"
+            self.alerts.value = f"<div class='zf-monitor-error'>⚠ {html.escape(msg)}</div>"
+            if not self._failed:
+                self._failed = True
+                warnings.warn(
+                    f"TrainingMonitor: {msg}; training goes on", RuntimeWarning, stacklevel=2
+                )
+
+    def _redraw(self, run: RunState) -> None:
+        """Copy a record into the children (on the owner's thread)."""
+        specs = _traces(run)
         if not _update_figure(self.figure, specs):  # a new series: a new figure
             old, self.figure = self.figure, _figure(specs)
             self._figure_box.children = [self.figure]
             old.close()
-        self.status.value = status
-        self.alerts.value = alerts
-        if latest is not None and (snapshot or self._shown_snapshot != n):
-            self._shown_snapshot = n
+        self.status.value = _status(run)
+        self.alerts.value = _alerts(run)
+        latest = run.snapshots[-1] if run.snapshots else None
+        if latest is not None and latest is not self._shown:
+            self._shown = latest
             if self.filters is None:
-                self.filters = _SnapshotGrid([latest], checkpoints=False, max_width=320)
+                self.filters = snapshot_grid([latest], slider=False, max_width=320)
                 self.filters.add_class("zf-monitor-filters")
                 self._filter_box.children = [self.filters]
             else:
-                self.filters.show(latest)
+                show_snapshot(self.filters, latest)
             if latest.top9:
                 self.top9.show(latest)
 
+    def close(self) -> None:
+        """Close the view; updates still waiting for the loop are dropped."""
+        self._runner.close()
+        super().close()
+
 
 # -- after training ----------------------------------------------------------------------------
-def evolution(monitor: TrainingMonitor) -> W.VBox:
+def evolution(monitor: Any) -> W.VBox:
     """An :class:`EvolutionSlider` over the snapshots, linked to their filters (and their top-9
     tiles): docs/method.md Sec. 3.2, Fig. 4."""
-    snaps = list(monitor.snapshots)
+    snaps = _state(monitor, "monitor").snapshots
     if not snaps:
         raise ValueError("evolution: the monitor has no snapshots yet")
-    grid = _SnapshotGrid(snaps, checkpoints=True, max_width=360)
+    grid = snapshot_grid(snaps, slider=True, max_width=360)
     slider = EvolutionSlider(
-        grid._checkpoints,
+        [_checkpoint(s) for s in snaps],
         labels=[s.label for s in snaps],
         index=len(snaps) - 1,
         description="snapshot",
@@ -330,14 +399,12 @@ def evolution(monitor: TrainingMonitor) -> W.VBox:
     return box
 
 
-def compare(*runs: TrainingMonitor, labels: Sequence[str] | None = None) -> W.VBox:
+def compare(*monitors: Any, labels: Sequence[str] | None = None) -> W.VBox:
     """Runs side by side: their smoothed curves overlaid (one dash style per run) and the
     latest first-layer filters of each."""
-    if len(runs) < 2:
-        raise ValueError(f"compare: expected at least two runs, got {len(runs)}")
-    for i, r in enumerate(runs):
-        if not isinstance(r, TrainingMonitor):
-            raise TypeError(f"runs[{i}]: expected a TrainingMonitor, got {type(r).__name__}")
+    if len(monitors) < 2:
+        raise ValueError(f"compare: expected at least two runs, got {len(monitors)}")
+    runs = [_state(r, f"runs[{i}]") for i, r in enumerate(monitors)]
     names = list(labels) if labels is not None else [r.name for r in runs]
     if len(names) != len(runs):
         raise ValueError(f"labels: expected {len(runs)} labels, got {len(names)}")
@@ -350,7 +417,7 @@ def compare(*runs: TrainingMonitor, labels: Sequence[str] | None = None) -> W.VB
     panels = []
     for r, n in zip(runs, names):
         if r.snapshots:
-            g = _SnapshotGrid([r.snapshots[-1]], checkpoints=False, max_width=300)
+            g = snapshot_grid(r.snapshots, slider=False, max_width=300)
             panels.append(W.VBox([W.HTML(f"<b>{html.escape(n)}</b>"), g]))
         else:
             panels.append(W.HTML(f"<b>{html.escape(n)}</b>: no snapshots"))
