@@ -10,6 +10,12 @@ docs/method.md Sec. 3.5, Fig. 7. One image, a grey square (the image's per-chann
 (c) captum.attr.Occlusion for the target probability only, at perturbations_per_eval 1, 16
     and 64.
 
+``--widget`` compares instead, in one run, the OcclusionMap widget's sweep (``set_image(x)`` then
+``wait()``: the sweep runs in the widget's job-runner worker thread) with ``zf.occlusion`` called
+from the main thread, same image, window, stride and target (interleaved repeats, medians). On a
+machine shared with other jobs, set ``OMP_WAIT_POLICY=PASSIVE``: OpenMP threads spinning on
+busy cores slowed the main thread's calls (not the worker's) by up to 2x there.
+
 Usage::
 
     .venv/bin/python benchmarks/bench_occlusion.py            # 224x224, window 32, stride 16
@@ -17,6 +23,8 @@ Usage::
     .venv/bin/python benchmarks/bench_occlusion.py --model resnet18 --stride 8
     .venv/bin/python benchmarks/bench_occlusion.py --device cuda   # on a GPU
     .venv/bin/python benchmarks/bench_occlusion.py --quick    # a tiny run that checks it works
+    .venv/bin/python benchmarks/bench_occlusion.py --widget --repeats 5  # widget vs zf.occlusion
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_occlusion.py --widget  # shared CPUs
 """
 
 from __future__ import annotations
@@ -62,6 +70,11 @@ def main() -> None:
     parser.add_argument(
         "--captum", default="1,16,64", help="Captum perturbations_per_eval values ('' for none)"
     )
+    parser.add_argument(
+        "--widget",
+        action="store_true",
+        help="OcclusionMap.set_image + wait() (worker thread) vs zf.occlusion (main thread) only",
+    )
     args = parser.parse_args()
     size = args.size or (96 if args.quick else 224)
     window, stride = args.window, args.stride or (32 if args.quick else 16)
@@ -84,6 +97,10 @@ def main() -> None:
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+
+    if args.widget:
+        widget_vs_call(model, x, args.model, window, stride, repeats, sync)
+        return
 
     # Warm-up, and the choices the floor reuses (positions, chunk size, target).
     res = occlusion(model, x, window=window, stride=stride)
@@ -176,6 +193,72 @@ def main() -> None:
         print(f"; max |captum - ours as a pixel map| = {diff_captum:.2e}")
     else:
         print()
+
+
+def widget_vs_call(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    name: str,
+    window: int,
+    stride: int,
+    repeats: int,
+    sync: Callable[[], None],
+) -> None:
+    """OcclusionMap(model, ...).set_image(x) + wait() against zf.occlusion(model, x, ...)."""
+    from zfwidgets.widgets.occlusion_map import OcclusionMap
+
+    res = occlusion(model, x, window=window, stride=stride)  # warm-up; picks the chunk size
+    target = int(res.target[0])
+    # No event loop runs here: the constructor sweeps inline; set_image sweeps in the runner's
+    # worker thread and wait() returns once the maps are applied.
+    widget = OcclusionMap(model, torch.flip(x, [3]), window=window, stride=stride, target=target)
+
+    def call():
+        return occlusion(model, x, window=window, stride=stride, target=target)
+
+    def widget_sweep():
+        widget.set_image(x)
+        widget.wait()
+        return widget.result
+
+    methods: dict[str, Callable[[], object]] = {"call": call, "widget": widget_sweep}
+    times: dict[str, list[float]] = {key: [] for key in methods}
+    outputs: dict[str, object] = {}
+    for _ in range(repeats):
+        for key, fn in methods.items():
+            sync()
+            start = time.perf_counter()
+            outputs[key] = fn()
+            sync()
+            times[key].append(time.perf_counter() - start)
+    widget.close()
+    t = {key: statistics.median(v) for key, v in times.items()}
+    ours, shown = outputs["call"], outputs["widget"]
+    diff = float((ours.probability - shown.probability).abs().max())
+    diff_act = float((ours.activation - shown.activation).abs().max())
+    nr, nc = ours.probability.shape[1:]
+    print(
+        f"{name}, 1 image {x.shape[2]}x{x.shape[3]}, window {window}, stride {stride}: "
+        f"{nr}x{nc} = {nr * nc} occluded images; target {target}; {x.device}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {repeats}"
+    )
+    rows = [
+        (f"zf.occlusion from the main thread (chunk {ours.batch_size})", t["call"], ""),
+        (
+            f"OcclusionMap.set_image + wait(), worker thread (chunk {shown.batch_size})",
+            t["widget"],
+            f"{t['widget'] / t['call']:.2f}x zf.occlusion",
+        ),
+    ]
+    width = max(len(label) for label, _, _ in rows)
+    print(f"{'method':<{width}}  {'seconds':>8}  ratio")
+    for label, seconds, ratio in rows:
+        print(f"{label:<{width}}  {seconds:8.3f}  {ratio}")
+    print(f"max |p_widget - p_call| = {diff:.2e}; max |act_widget - act_call| = {diff_act:.2e}")
+    print(
+        "each repeat (s): "
+        + "; ".join(f"{key} " + " ".join(f"{v:.2f}" for v in vals) for key, vals in times.items())
+    )
 
 
 if __name__ == "__main__":

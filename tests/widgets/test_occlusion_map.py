@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sys
+import threading
 import time
 
 import numpy as np
@@ -12,7 +15,7 @@ import pytest
 import torch
 import traitlets
 from ipywidgets.widgets.widget import _remove_buffers
-from models import tiny_zf
+from models import assert_unchanged, snapshot, tiny_zf
 from torch import nn
 
 import zfwidgets as zf
@@ -412,3 +415,44 @@ def test_model_untouched(model, image):
     for m in model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_the_sweep_in_the_job_runner_takes_the_incremental_path(model, image, monkeypatch, caplog):
+    """torch.fx traces on the main thread only: the widget traces its module-tree copy where the
+    sweep is asked for, and the worker recomputes only each square's forward cone."""
+    occ_mod = sys.modules[
+        "zfwidgets.engine.occlusion"
+    ]  # the package exports a function by that name
+    real, plans = occ_mod.incremental_plan, []
+
+    def spy(*args, **kwargs):
+        p = real(*args, **kwargs)
+        plans.append((threading.current_thread() is threading.main_thread(), p is not None))
+        return p
+
+    monkeypatch.setattr(occ_mod, "incremental_plan", spy)
+    before = snapshot(model)
+    w = OcclusionMap(model, image, window=8, stride=4)  # no loop: the first sweep runs inline
+    flipped = torch.flip(image, [2])
+    with caplog.at_level(logging.DEBUG, logger="zfwidgets.engine.occlusion"):
+        w.set_image(flipped)
+        assert w.wait()
+    assert plans == [(True, True), (False, True)]  # main thread, then the runner's worker
+    assert w._thread is not threading.main_thread()
+    assert "incremental occlusion: " in caplog.text and "full forwards" not in caplog.text
+    monkeypatch.setattr(occ_mod, "incremental_plan", lambda *a, **k: None)
+    naive = zf.occlusion(model, flipped[None], window=8, stride=4, batch_size=64)
+    assert_maps_equal(w, naive)
+    assert_unchanged(model, before)
+
+    async def scenario():  # a loop runs: the constructor's sweep goes to the worker too
+        monkeypatch.setattr(occ_mod, "incremental_plan", spy)
+        v = OcclusionMap(model, flipped, window=8, stride=4)
+        while v.busy:
+            await asyncio.sleep(0.005)
+        return v
+
+    v = asyncio.run(scenario())
+    assert plans[-1] == (False, True) and v.error == ""
+    assert_maps_equal(v, naive)
+    assert_unchanged(model, before)

@@ -11,25 +11,47 @@ map, the full map is assembled (unoccluded activations with the rectangle pasted
 the rest of the network runs as usual. The result equals the naive sweep (every occluded
 image through the whole model) to float precision.
 
-The dataflow comes from ``torch.fx.symbolic_trace``, attempted only on models built entirely
+The dataflow comes from ``torch.fx`` symbolic tracing, attempted only on models built entirely
 from ``torch``, ``torchvision`` and ``zfwidgets.models`` modules (tracing runs the Python
 forward with proxies, which a custom forward may not survive unharmed). A model that cannot be
 traced, or whose traced graph does not reproduce its own output, is swept naively; the reason
 goes to the ``zfwidgets.engine.occlusion`` debug log. Operations the geometry cannot follow (anything
 not listed above) are computed on full maps from that point of the graph on.
+
+Threads. While it traces, torch.fx replaces ``nn.Module.__call__`` and ``__getattr__`` for the
+whole process. Two rules keep that invisible:
+
+- **Tracing happens on the main thread only** (the kernel's thread in Jupyter), one trace at a
+  time, so it never overlaps another fx trace the notebook makes. :func:`trace` traces a model
+  there and remembers its graph while the model lives (per module structure), so that a sweep
+  of the same model in a worker thread (a widget's job) finds the graph and takes the
+  incremental path; a worker never traces (a model not traced beforehand is swept naively
+  there, with the reason in the debug log).
+- **The tracer is confined to its thread**: a module called from another thread meanwhile (a
+  widget's sweep in its worker) goes straight to the module, never through fx's wrappers.
+
+The trace runs on a copy of the module tree (:func:`~zfwidgets.base.layers.module_tree_copy`)
+in eval mode, so the model itself is never touched; only the per-image data of a sweep (the
+unoccluded activations, :func:`plan`) is computed where the sweep runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+
+from ..base.layers import eval_mode, module_tree_copy
+
+__all__ = ["FULL_AT", "Plan", "Traced", "Window", "plan", "trace"]
 
 log = logging.getLogger("zfwidgets.engine.occlusion")
 
@@ -395,15 +417,124 @@ def _get_attr(model: nn.Module, target: str):
     return obj
 
 
-def plan(
-    model: nn.Module, x: torch.Tensor, layer: str, logits: torch.Tensor, total: torch.Tensor
-) -> Plan | None:
-    """Trace ``model`` and compute its unoccluded activations on ``x`` (N, C, H, W); None (with
-    the reason in the debug log) when the sweep must run naively.
+@dataclass(frozen=True)
+class Traced:
+    """A model's dataflow as torch.fx traced it: ``graph`` (modules named by their dotted path,
+    parameters and buffers read from the model at run time) and the tensor constants the
+    trace created (``constants``: get_attr target -> tensor; they live on no module)."""
 
-    ``logits`` (N, classes) and ``total`` (N, K), the rectified totals of every feature map of
-    ``layer``, are the eager forward's: the traced graph must reproduce them.
+    graph: fx.Graph
+    constants: dict[str, torch.Tensor]
+
+
+class _ThreadTracer(fx.Tracer):
+    """fx's tracer, confined to the thread that traces.
+
+    fx patches ``nn.Module.__call__`` and ``__getattr__`` on the class while it traces: a call
+    from any other thread reaches :meth:`call_module` / :meth:`getattr` below and goes straight
+    to the module, and finds no function to wrap (``_autowrap_function_ids`` is empty for it).
     """
+
+    def __init__(self) -> None:
+        self._owner: int | None = None
+        super().__init__()
+
+    def _mine(self) -> bool:
+        return self._owner == threading.get_ident()
+
+    @property
+    def _autowrap_function_ids(self) -> set[int]:
+        return self._wrap_ids if self._mine() else set()
+
+    @_autowrap_function_ids.setter
+    def _autowrap_function_ids(self, ids: set[int]) -> None:
+        self._wrap_ids = ids
+
+    def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
+        self._owner = threading.get_ident()
+        try:
+            return super().trace(root, concrete_args)
+        finally:
+            self._owner = None
+
+    def call_module(self, m, forward, args, kwargs):
+        if not self._mine():
+            return forward(*args, **kwargs)  # the module's own __call__
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):
+        if not self._mine():
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+
+def _signature(model: nn.Module) -> tuple:
+    """What a traced graph depends on besides plain attributes: every module's dotted name and
+    type, and any ``forward`` set on an instance (by id: nothing here keeps the model alive)."""
+    return tuple(
+        (name, type(m), id(m.__dict__.get("forward"))) for name, m in model.named_modules()
+    )
+
+
+class _Graphs:
+    """The traced graph of each model (or why it has none), kept while the model lives.
+
+    Its one writer is the thread that traces, the main thread (:func:`trace`); sweeps read it
+    from any thread. A lock guards the dictionary.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
+
+    def get(self, model: nn.Module, signature: tuple) -> tuple[Traced | None, str] | None:
+        entry = None
+        with self._lock, contextlib.suppress(TypeError):  # TypeError: no weak reference
+            entry = self._entries.get(model)
+        if entry is None or entry[0] != signature:
+            return None
+        return entry[1], entry[2]
+
+    def put(self, model: nn.Module, signature: tuple, traced: Traced | None, why: str) -> None:
+        """Remember (not for a model that cannot be weakly referenced: traced each time)."""
+        with self._lock, contextlib.suppress(TypeError):
+            self._entries[model] = (signature, traced, why)
+
+
+_GRAPHS = _Graphs()
+
+
+def _trace_copy(model: nn.Module) -> tuple[Traced | None, str]:
+    """Trace a copy of ``model``'s module tree in eval mode (main thread only); the model
+    itself for a tree that cannot be copied, with every attribute the trace adds removed."""
+    tree = module_tree_copy(model)
+    before = set(vars(tree))
+    try:
+        with eval_mode(tree), torch.no_grad():
+            graph = _ThreadTracer().trace(tree)
+    except Exception as err:  # noqa: BLE001 - any tracing failure means the naive sweep
+        return None, f"torch.fx cannot trace the model ({type(err).__name__}: {err})"
+    finally:
+        added = set(vars(tree)) - before  # tensor constants fx put on the root
+        kept = {name: vars(tree)[name] for name in added}
+        for name in added:
+            del vars(tree)[name]
+    constants = {
+        node.target: _get_attr_from(kept, node.target)
+        for node in graph.nodes
+        if node.op == "get_attr" and node.target.split(".")[0] in kept
+    }
+    return Traced(graph, constants), ""
+
+
+def _get_attr_from(root: dict, target: str):
+    first, *rest = target.split(".")
+    return _get_attr(root[first], ".".join(rest)) if rest else root[first]
+
+
+def _traced(model: nn.Module) -> Traced | None:
+    """The model's graph: remembered, else traced now on the main thread; None (the reason in
+    the debug log) when the sweep must run naively."""
     why = _untrusted(model)
     if why is not None:
         log.debug(
@@ -412,24 +543,48 @@ def plan(
             why,
         )
         return None
-    if threading.current_thread() is not threading.main_thread():
-        # torch.fx patches nn.Module.__call__ for every thread while it traces: a module called
-        # meanwhile in another thread (a notebook cell, a widget's job) would go through fx's
-        # wrapper and fail. Trace only from the main thread (widgets sweep in worker threads).
-        log.debug(
-            "incremental occlusion off, full forwards: not on the main thread "
-            "(torch.fx tracing is not thread-safe)"
-        )
+    signature = _signature(model)
+    entry = _GRAPHS.get(model, signature)
+    if entry is None:
+        if threading.current_thread() is not threading.main_thread():
+            log.debug(
+                "incremental occlusion off, full forwards: not on the main thread, and the "
+                "model was not traced there beforehand (zfwidgets.engine.occlusion.prepare)"
+            )
+            return None
+        entry = _trace_copy(model)
+        _GRAPHS.put(model, signature, *entry)
+    traced, why = entry
+    if traced is None:
+        log.debug("incremental occlusion off, full forwards: %s", why)
+    return traced
+
+
+def trace(model: nn.Module) -> Traced | None:
+    """Trace ``model`` for the incremental sweep now, on the main thread, and remember its graph
+    while the model lives, so that a sweep of it in another thread takes the incremental path.
+
+    Returns the graph, or None (with the reason in the debug log) when the model will be swept
+    naively, or when called off the main thread with no graph remembered. Cheap when the
+    graph is remembered and the model's module structure has not changed since.
+    """
+    return _traced(model)
+
+
+def plan(
+    model: nn.Module, x: torch.Tensor, layer: str, logits: torch.Tensor, total: torch.Tensor
+) -> Plan | None:
+    """The model's graph (:func:`trace`) and its unoccluded activations on ``x`` (N, C, H, W);
+    None (with the reason in the debug log) when the sweep must run naively.
+
+    ``logits`` (N, classes) and ``total`` (N, K), the rectified totals of every feature map of
+    ``layer``, are the eager forward's: the graph must reproduce them. Runs in any thread;
+    off the main thread only with a graph traced there beforehand.
+    """
+    traced = _traced(model)
+    if traced is None:
         return None
-    try:
-        graph = fx.symbolic_trace(model).graph
-    except Exception as err:  # noqa: BLE001 - any tracing failure means the naive sweep
-        log.debug(
-            "incremental occlusion off, full forwards: torch.fx cannot trace the model (%s: %s)",
-            type(err).__name__,
-            err,
-        )
-        return None
+    graph = traced.graph
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     layer_nodes = [n for n in graph.nodes if n.op == "call_module" and n.target == layer]
     if len(placeholders) != 1 or len(layer_nodes) != 1:
@@ -459,7 +614,8 @@ def plan(
             clean[node] = x
             dynamic.add(node)
         elif node.op == "get_attr":
-            clean[node] = _get_attr(model, node.target)
+            const = traced.constants.get(node.target)
+            clean[node] = _get_attr(model, node.target) if const is None else const
         elif node.op == "output":
             out = fx.node.map_arg(node.args[0], lambda a: clean[a])
         else:
@@ -467,7 +623,17 @@ def plan(
             kwargs = fx.node.map_arg(node.kwargs, lambda a: clean[a])
             if _inplace(node, model):  # keep the input's own value for later reads
                 args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
-            clean[node] = _call(model, node, args, kwargs)
+            try:
+                clean[node] = _call(model, node, args, kwargs)
+            except Exception as err:  # noqa: BLE001 - e.g. a flag changed since the trace
+                log.debug(
+                    "incremental occlusion off, full forwards: the traced graph fails at %s "
+                    "(%s: %s)",
+                    node.name,
+                    type(err).__name__,
+                    err,
+                )
+                return None
             if any(a in dynamic for a in node.all_input_nodes):
                 dynamic.add(node)
     layer_out = clean[layer_nodes[0]]

@@ -12,12 +12,26 @@ Occluded copies are built in chunks (the input is never modified) and each chunk
 the model exactly once: the feature-map total is reduced inside the forward by
 :class:`~zfwidgets.engine.capture.Capture` (so no large activation is kept), the probabilities come
 from the model's output logits.
+
+Where a model can be traced, only each square's forward cone is recomputed
+(:mod:`zfwidgets.engine.incremental`). Tracing happens on the main thread only: a sweep in
+another thread (a widget's job) takes that path when :func:`prepare` traced the model on the
+main thread beforehand, and runs every occluded image through the whole model otherwise.
+
+Threads. :func:`occlusion` runs in its caller's thread (the main thread, or a widget's job-runner
+worker). Two things are shared between calls: the traced graphs, written on the main thread
+only (:mod:`zfwidgets.engine.incremental`), and the chunk-size memo (``_CHUNKS``, a
+``_ChunkMemo``), which a sweep that measures its chunk size writes from its caller's thread,
+under the memo's lock (every read holds it too). Two sweeps of one model object at the same
+time in two threads are not supported (each one's capture would see the other's forwards):
+widgets sweep their own copy of the module tree.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -32,6 +46,7 @@ from ..base.progress import Progress, ProgressArg, check_progress
 from .capture import Capture
 from .incremental import Window
 from .incremental import plan as incremental_plan
+from .incremental import trace as incremental_trace
 from .probe import check_images, dry_run, last_called_conv
 
 __all__ = [
@@ -40,6 +55,7 @@ __all__ = [
     "check_fill",
     "default_layer",
     "occlusion",
+    "prepare",
     "sweep_geometry",
 ]
 
@@ -264,6 +280,19 @@ def sweep_geometry(
     )
 
 
+def prepare(model: nn.Module) -> bool:
+    """Trace ``model`` now, on the main thread, so that :func:`occlusion` of it called later from
+    any thread (a widget's job-runner worker) recomputes only each square's forward cone.
+
+    Call it on the main thread, with the model a worker will sweep (a widget passes the module
+    tree copy its job runs on). The graph is kept while the model lives; the model itself is
+    not touched (the trace runs on a copy of its module tree). Returns whether the model has
+    a graph: ``False`` for a model that cannot be traced (it is swept naively; the reason goes
+    to the ``zfwidgets.engine.occlusion`` debug log) or off the main thread.
+    """
+    return incremental_trace(model) is not None
+
+
 def check_fill(fill: object, x: torch.Tensor) -> torch.Tensor:
     """The value of each channel inside the square for images ``x`` (N, C, H, W): (N, C).
     Raises ``TypeError`` / ``ValueError`` for a bad ``fill`` (see :func:`occlusion`)."""
@@ -273,7 +302,35 @@ def check_fill(fill: object, x: torch.Tensor) -> torch.Tensor:
 #: Chunk sizes tried at the start of a sweep when none is given; the fastest per image is kept
 #: for the model, input size and window (measured once, remembered while the model lives).
 CHUNK_TRIALS = (8, 16, 32, 64)
-_CHUNKS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = weakref.WeakKeyDictionary()
+
+
+class _ChunkMemo:
+    """The chunk size measured for each model and key (input shape, dtype, device, window,
+    path), kept while the model lives.
+
+    Sweeps run in their caller's thread (a cell on the main thread, widgets' job-runner
+    workers), so several threads may read and write it: every access holds the lock, and a
+    write replaces one entry whole (the last measurement wins).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sizes: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self, model: nn.Module, key: tuple) -> int | None:
+        with self._lock, contextlib.suppress(TypeError):  # TypeError: no weak reference
+            return self._sizes.get(model, {}).get(key)
+        return None
+
+    def put(self, model: nn.Module, key: tuple, size: int) -> None:
+        """Remember (not for a model that cannot be weakly referenced)."""
+        with self._lock, contextlib.suppress(TypeError):
+            self._sizes.setdefault(model, {})[key] = size
+
+
+_CHUNKS = _ChunkMemo()
 
 
 def _chunk_sizes(
@@ -287,7 +344,7 @@ def _chunk_sizes(
     the first chunks run at :data:`CHUNK_TRIALS` (real work, kept) and the rest at ``cap``
     until the measurement picks a size (see :func:`_remember_chunk`).
     """
-    remembered = None if given else _CHUNKS.get(model, {}).get(key)
+    remembered = None if given else _CHUNKS.get(model, key)
     if remembered is not None:
         return _repeat(min(remembered, cap)), None
     if given or max(CHUNK_TRIALS) > cap or total <= sum(CHUNK_TRIALS):
@@ -311,8 +368,7 @@ def _remember_chunk(model: nn.Module, key: tuple, timings: list, cap: int) -> in
     """Keep the fastest trial size (seconds per image) for ``model`` and ``key``."""
     trials = timings[: len(CHUNK_TRIALS)]
     best = min(trials, key=lambda t: t[1] / t[0])[0] if trials else cap
-    with contextlib.suppress(TypeError):  # a model that cannot be weakly referenced
-        _CHUNKS.setdefault(model, {})[key] = best
+    _CHUNKS.put(model, key, best)
     return best
 
 

@@ -16,7 +16,10 @@ runs off the kernel thread and a newer image supersedes it (it stops at its next
 through ``zf.occlusion(..., progress=)``); without a running loop (scripts, tests) the call
 returns with the maps. The sweep runs on a copy of the model's module tree that shares its
 parameters and buffers (:func:`zfwidgets.base.layers.module_tree_copy`), so the hooks it registers
-never fire for forward passes the notebook makes in the meantime.
+never fire for forward passes the notebook makes in the meantime. The copy is made, and traced
+for the incremental sweep (:func:`zfwidgets.engine.occlusion.prepare`: torch.fx traces on the main
+thread only), on the thread that asks for the sweep; the worker then recomputes only each
+square's forward cone, as ``zf.occlusion`` does in a cell.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from ..engine.occlusion import (
     check_fill,
     default_layer,
     occlusion,
+    prepare,
     sweep_geometry,
 )
 from ..engine.probe import one_image
@@ -292,9 +296,13 @@ class OcclusionMap(ZFWidget):
         return res, self._frame(x, res)
 
     def _submit(self, x: torch.Tensor, geometry: SweepGeometry, target: int | None) -> None:
+        # Here, on the caller's (the kernel's) thread: the worker may not trace with torch.fx.
+        shadow = _shadow(self._model)
+        prepare(shadow)
+
         def work(job: Job) -> tuple[OcclusionResult, dict[str, Any]]:
             job.frame, job.forwards = None, 0
-            res, frame = self._sweep(_shadow(self._model), x, geometry, target, job)
+            res, frame = self._sweep(shadow, x, geometry, target, job)
             job.frame = frame
             return res, frame
 
