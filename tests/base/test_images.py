@@ -211,3 +211,20 @@ def test_stays_on_cuda():
     fa = feature_atlas(maps)
     assert fa.image.device.type == "cuda" and fa.maxima.device.type == "cuda"
     assert to_rgba(torch.rand(1, 3, 4, 4, device="cuda")).device.type == "cuda"
+
+
+def test_find_normalize_is_the_one_normalize_finder():
+    from zfwidgets.base.images import find_normalize, mean_std_of
+
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.2, 0.2)
+    t = T.Compose([T.CenterCrop(8), T.Normalize(mean, std)])
+    assert find_normalize(t) == (mean, std) == mean_std_of(t)
+    assert find_normalize(torch.zeros(3)) is None  # a tensor's .mean is a method
+    assert find_normalize(T.CenterCrop(8)) is None
+
+    class Zero:
+        mean, std = (0.5,), (0.0,)
+
+    assert find_normalize(Zero()) is None
+    with pytest.raises(ValueError, match="no Normalize"):
+        mean_std_of(T.CenterCrop(8))

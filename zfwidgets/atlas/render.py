@@ -130,7 +130,7 @@ def _patch_display(atlas, mean, std) -> dict:
     if (mean is None) != (std is None):
         raise ValueError("mean and std: give both or neither")
     if mean is None:
-        found = _find_normalize(atlas.source)
+        found = _data_normalize(atlas.source)
         if found is not None:
             mean, std = found
     if mean is not None:
@@ -141,6 +141,23 @@ def _patch_display(atlas, mean, std) -> dict:
     x = atlas.source.get(int(atlas.indices[atlas.layers[0]].reshape(-1)[0]))
     inside = bool(x.numel()) and float(x.min()) >= 0 and float(x.max()) <= 1
     return {"kind": "clip" if inside else "minmax"}
+
+
+def _data_normalize(source) -> tuple[list[float], list[float]] | None:
+    """``(mean, std)`` of a ``Normalize`` in the data's transforms (the ``transform=`` given
+    to :meth:`Atlas.load`, the dataset's own), or of a dataset that normalises its images
+    itself (``mean``/``std`` attributes); 1 to 4 numbers each (what the manifest records)."""
+    from ..base.images import find_normalize
+
+    items = getattr(source, "items", None)
+    for obj in (source.transform, items, getattr(items, "transform", None)):
+        found = find_normalize(obj)
+        if found is not None:
+            m = torch.as_tensor(found[0], dtype=torch.float64).reshape(-1)
+            s = torch.as_tensor(found[1], dtype=torch.float64).reshape(-1)
+            if m.numel() <= 4:
+                return m.tolist(), s.tolist()
+    return None
 
 
 def _render_layer(atlas, store, layer, rec, model, device, batch_size, max_tile, bar, pool) -> None:
@@ -245,38 +262,6 @@ def _sprites(
     if blocks[0].shape[-1] != blocks[1].shape[-1]:  # grey projections beside RGB patches
         blocks = [b.expand(-1, -1, -1, 3) for b in blocks]
     return torch.cat(blocks, 2).contiguous()
-
-
-def _find_normalize(source, depth: int = 0) -> tuple[list[float], list[float]] | None:
-    """``(mean, std)`` of a ``Normalize`` in the data's transforms, or of a dataset that
-    normalises its images itself (``mean``/``std`` attributes, 1 to 4 finite numbers each)."""
-    candidates = [source] if depth else []
-    if depth == 0:
-        items = getattr(source, "items", None)
-        candidates = [source.transform, items, getattr(items, "transform", None)]
-    for obj in candidates:
-        if obj is None or isinstance(obj, torch.Tensor):
-            continue
-        mean, std = getattr(obj, "mean", None), getattr(obj, "std", None)
-        if mean is not None and std is not None and not callable(mean) and not callable(std):
-            try:
-                m = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
-                s = torch.as_tensor(std, dtype=torch.float64).reshape(-1)
-            except (TypeError, ValueError, RuntimeError):
-                m = s = None
-            if (
-                m is not None
-                and 1 <= m.numel() <= 4
-                and m.numel() == s.numel()
-                and bool(torch.isfinite(m).all() and torch.isfinite(s).all() and (s != 0).all())
-            ):
-                return m.tolist(), s.tolist()
-        if depth < 4:
-            for inner in getattr(obj, "transforms", None) or []:
-                found = _find_normalize(inner, depth + 1)
-                if found is not None:
-                    return found
-    return None
 
 
 def _write_tile(path: Path, pixels, rec) -> None:

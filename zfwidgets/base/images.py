@@ -43,6 +43,7 @@ __all__ = [
     "fit_channels",
     "feature_atlas",
     "filter_atlas",
+    "find_normalize",
     "grid_columns",
     "mean_std_of",
     "normalize_maps",
@@ -258,27 +259,56 @@ def display_image(
     return contrast_normalize(x, mode="minmax")
 
 
+def find_normalize(obj: Any, *, depth: int = 4) -> tuple[Any, Any] | None:
+    """``(mean, std)`` of the first ``Normalize`` in ``obj`` or its nested ``transforms``
+    (a ``Normalize``, a ``Compose`` holding one, ``weights.transforms()``, or any object with
+    ``mean``/``std`` attributes, such as a dataset that normalises its images itself), as
+    given there; ``None`` when there is none. Only numbers count: ``mean`` and ``std`` must
+    be as many finite numbers, ``std`` non-zero (a tensor's ``mean`` method does not).
+
+    The one finder: :func:`mean_std_of` (the widgets' ``transform=``) and the atlas's
+    renderer (the data's own transform) both use it.
+    """
+    if obj is None or isinstance(obj, torch.Tensor):
+        return None
+    mean, std = getattr(obj, "mean", None), getattr(obj, "std", None)
+    if mean is not None and std is not None and not callable(mean) and not callable(std):
+        try:
+            m = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
+            s = torch.as_tensor(std, dtype=torch.float64).reshape(-1)
+        except (TypeError, ValueError, RuntimeError):
+            m = s = None
+        if (
+            m is not None
+            and m.numel() >= 1
+            and m.numel() == s.numel()
+            and bool(torch.isfinite(m).all() and torch.isfinite(s).all() and (s != 0).all())
+        ):
+            return mean, std
+    if depth > 0:
+        for inner in getattr(obj, "transforms", None) or []:
+            found = find_normalize(inner, depth=depth - 1)
+            if found is not None:
+                return found
+    return None
+
+
 def mean_std_of(transform: Any) -> tuple[Any, Any]:
     """``(mean, std)`` of the ``Normalize`` inside a torchvision transform (a ``Normalize``,
-    a ``Compose`` holding one, or ``weights.transforms()``).
+    a ``Compose`` holding one, or ``weights.transforms()``); see :func:`find_normalize`.
 
     Raises
     ------
     ValueError
         When the transform holds no ``Normalize``.
     """
-    mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
-    if mean is not None and std is not None:
-        return mean, std
-    for inner in getattr(transform, "transforms", None) or []:
-        try:
-            return mean_std_of(inner)
-        except ValueError:
-            continue
-    raise ValueError(
-        f"transform: found no Normalize(mean, std) in {type(transform).__name__}; "
-        "pass mean= and std= instead"
-    )
+    found = find_normalize(transform)
+    if found is None:
+        raise ValueError(
+            f"transform: found no Normalize(mean, std) in {type(transform).__name__}; "
+            "pass mean= and std= instead"
+        )
+    return found
 
 
 def display_stats(transform: Any, mean: Any, std: Any) -> tuple[Any, Any]:
