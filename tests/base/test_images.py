@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torchvision.transforms as T
@@ -228,3 +230,26 @@ def test_find_normalize_is_the_one_normalize_finder():
     assert find_normalize(Zero()) is None
     with pytest.raises(ValueError, match="no Normalize"):
         mean_std_of(T.CenterCrop(8))
+
+
+@pytest.mark.parametrize("k,pad", [(9, 0), (7, 1), (1, 2)])
+def test_mosaic_puts_tile_i_at_its_grid_rect(k, pad):
+    from zfwidgets.atlas.store import SpriteLayout
+    from zfwidgets.base.images import mosaic, pair_mosaic
+
+    g = torch.Generator().manual_seed(k)
+    tiles = torch.randint(1, 255, (k, 3, 4, 5), generator=g, dtype=torch.uint8)
+    image, layout = mosaic(tiles, pad=pad, fill=(7, 8, 9))
+    assert image.shape == (3, layout.height, layout.width)
+    assert layout.columns == math.ceil(math.sqrt(k))
+    for i in range(k):
+        x, y, w, h = layout.rect(i)
+        assert torch.equal(image[:, y : y + h, x : x + w], tiles[i])
+    assert int((image == 0).sum()) == 0  # padding and empty slots hold the fill
+    # the stored sprites are the pad-0, gap-0 pair on the same geometry
+    pair, block = pair_mosaic(tiles, tiles.flip(0), columns=layout.columns)
+    sprite = SpriteLayout.for_tiles(k, (4, 5))
+    assert block == sprite.grid and pair.shape[1:] == (sprite.height, sprite.width)
+    for j in range(k):
+        x, y, w, h = sprite.rect("patches", j)
+        assert torch.equal(pair[:, y : y + h, x : x + w], tiles.flip(0)[j])

@@ -241,27 +241,25 @@ def _sprites(
     max_tile: int | None,
 ) -> torch.Tensor:
     """(units * k, C, h, w) reconstructions and patches in [0, 1] -> (units, H, W, c) uint8
-    sprites laid out as ``layout`` (c = 1 for grey, else 3; other channel counts averaged)."""
-    from ..base.images import resize_to_fit
+    sprites laid out as ``layout`` (c = 1 for grey, else 3: :func:`fit_channels`)."""
+    from ..base.images import fit_channels, pair_mosaic, resize_to_fit, to_uint8
 
     blocks = []
     for x in (rec_img, patch_img):
-        if x.shape[1] not in (1, 3):
-            x = x.mean(1, keepdim=True)
-        x = resize_to_fit(x, max_tile)
+        x = resize_to_fit(fit_channels(x), max_tile)
         if tuple(x.shape[2:]) != layout.tile:
             x = torch.nn.functional.interpolate(x, size=layout.tile, mode="area")
-        x = torch.floor(x.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
-        k, cols, rows = layout.k, layout.columns, layout.rows
-        C, th, tw = x.shape[1:]
-        x = x.reshape(units, k, C, th, tw)
-        if rows * cols > k:
-            x = torch.cat([x, x.new_zeros((units, rows * cols - k, C, th, tw))], 1)
-        x = x.reshape(units, rows, cols, C, th, tw).permute(0, 1, 4, 2, 5, 3)
-        blocks.append(x.reshape(units, rows * th, cols * tw, C))
-    if blocks[0].shape[-1] != blocks[1].shape[-1]:  # grey projections beside RGB patches
-        blocks = [b.expand(-1, -1, -1, 3) for b in blocks]
-    return torch.cat(blocks, 2).contiguous()
+        blocks.append(to_uint8(x))
+    if blocks[0].shape[1] != blocks[1].shape[1]:  # grey projections beside RGB patches
+        blocks = [b.expand(-1, 3, -1, -1) for b in blocks]
+    k = layout.k
+    sprites = [
+        pair_mosaic(
+            blocks[0][u * k : (u + 1) * k], blocks[1][u * k : (u + 1) * k], columns=layout.columns
+        )[0]
+        for u in range(units)
+    ]
+    return torch.stack(sprites).permute(0, 2, 3, 1).contiguous()
 
 
 def _write_tile(path: Path, pixels, rec) -> None:

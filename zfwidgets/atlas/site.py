@@ -367,18 +367,17 @@ def export_site(
                 if missing:
                     report.missing[n] = missing
                 report.rendered.append(n)
-                lay = first.layout
+                # the sprite's geometry as the atlas's manifest records it (js/site/route.js)
+                layout = first.layout.to_json()
                 entry["tiles"] = {
                     "dir": tile_dir,
                     "ext": suffix,
                     "digits": len(rel.stem),
                     "mime": first.mime,
-                    "k": lay.k,
-                    "columns": lay.columns,
-                    "rows": lay.rows,
-                    "tile": list(lay.tile),
-                    "width": lay.width,
-                    "height": lay.height,
+                    **{
+                        key: layout[key]
+                        for key in ("k", "columns", "rows", "tile", "width", "height")
+                    },
                     "missing": missing,
                 }
             vals, e = _scaled(values.reshape(-1).tolist())

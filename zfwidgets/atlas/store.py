@@ -41,6 +41,7 @@ import torch
 
 from ..base.codec import IMAGE_FORMATS
 from ..base.files import write_atomic
+from ..base.images import GridLayout, mosaic_columns
 from ..engine.backprop import RULES
 
 __all__ = [
@@ -252,7 +253,9 @@ class SpriteLayout:
     """Where the k reconstructions and k patches of one unit lie in its sprite.
 
     Two blocks side by side, ``blocks[0]`` (reconstructions) left, ``blocks[1]`` (patches)
-    right, each ``columns`` x ``rows`` tiles of ``tile = (h, w)`` pixels, row-major, no padding.
+    right, each ``columns`` x ``rows`` tiles of ``tile = (h, w)`` pixels, row-major, no padding:
+    :func:`zfwidgets.base.images.pair_mosaic` with ``pad=0, gap=0``, each block on the
+    :class:`~zfwidgets.base.images.GridLayout` :attr:`grid`.
     Hit ``j`` of block ``b`` is at ``x = b * columns * w + (j % columns) * w``,
     ``y = (j // columns) * h``. ``width = 2 * columns * w``, ``height = rows * h``.
     """
@@ -263,28 +266,33 @@ class SpriteLayout:
     blocks: tuple[str, str] = ("reconstructions", "patches")
 
     @property
+    def grid(self) -> GridLayout:
+        """The geometry of one block (both alike)."""
+        return GridLayout(self.k, self.columns, self.tile[0], self.tile[1], pad=0)
+
+    @property
     def rows(self) -> int:
-        return math.ceil(self.k / self.columns)
+        return self.grid.rows
 
     @property
     def width(self) -> int:
-        return 2 * self.columns * self.tile[1]
+        return 2 * self.grid.width
 
     @property
     def height(self) -> int:
-        return self.rows * self.tile[0]
+        return self.grid.height
 
     def rect(self, block: str, j: int) -> tuple[int, int, int, int]:
         """``(x, y, w, h)`` of hit ``j`` of ``block`` ("reconstructions" or "patches")."""
         b = self.blocks.index(block)
         if not 0 <= j < self.k:
             raise IndexError(f"hit {j} out of range [0, {self.k})")
-        h, w = self.tile
-        return (b * self.columns * w + (j % self.columns) * w, (j // self.columns) * h, w, h)
+        x, y, w, h = self.grid.rect(j)
+        return (b * self.grid.width + x, y, w, h)
 
     @classmethod
     def for_tiles(cls, k: int, tile: tuple[int, int]) -> SpriteLayout:
-        return cls(k=k, columns=math.ceil(math.sqrt(k)), tile=(int(tile[0]), int(tile[1])))
+        return cls(k=k, columns=mosaic_columns(k), tile=(int(tile[0]), int(tile[1])))
 
     def to_json(self) -> dict:
         return {

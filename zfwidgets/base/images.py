@@ -5,8 +5,10 @@
   as the paper shows them (docs/method.md Sec. 2-3, Fig. 2: "contrast normalized" projections).
 - :func:`colormap` / :func:`normalize_maps`: feature maps (activations) as colours.
 - :func:`to_rgba`: [0, 1] images (grey or RGB) as uint8 RGBA.
-- :func:`tile` / :class:`GridLayout`: many tiles packed into one atlas image, so a whole layer
-  crosses to the browser as one transfer (``js/lib/grid.js`` has the same geometry).
+- :func:`mosaic` / :class:`GridLayout`: the one mosaic layout, many tiles packed into one
+  image, so a whole layer crosses to the browser as one transfer (``js/lib/grid.js`` has the
+  same geometry); :func:`tile` packs RGBA tiles with it, :func:`pair_mosaic` /
+  :func:`pair_atlas` the paper's Fig. 2 pair (the atlas's unit sprites are its ``pad=0`` form).
 - :func:`feature_atlas`, :func:`filter_atlas`: the two atlases the grids draw.
 
 Every function works on the device of its input and returns tensors there; nothing is moved
@@ -46,11 +48,15 @@ __all__ = [
     "find_normalize",
     "grid_columns",
     "mean_std_of",
+    "mosaic",
+    "mosaic_columns",
     "normalize_maps",
     "pair_atlas",
+    "pair_mosaic",
     "resize_to_fit",
     "tile",
     "to_rgba",
+    "to_uint8",
     "unnormalize",
 ]
 
@@ -329,6 +335,11 @@ def fit_channels(images: torch.Tensor) -> torch.Tensor:
     return images if images.shape[1] in (1, 3) else images.mean(1, keepdim=True)
 
 
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] values (clipped) as uint8, rounded half up: ``floor(x * 255 + 0.5)``."""
+    return torch.floor(images.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+
+
 def to_rgba(images: torch.Tensor) -> torch.Tensor:
     """[0, 1] images as uint8 RGBA (grey for one channel).
 
@@ -346,7 +357,7 @@ def to_rgba(images: torch.Tensor) -> torch.Tensor:
         )
     if images.shape[1] not in (1, 3):
         raise ValueError(f"images: expected 1 (grey) or 3 (RGB) channels, got {images.shape[1]}")
-    x = torch.floor(images.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+    x = to_uint8(images)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     alpha = torch.full_like(x[:, :1], 255)
@@ -466,19 +477,93 @@ def tile(
         columns = grid_columns(n, h, w)
     if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
         raise ValueError(f"columns: expected a positive int, got {columns!r}")
+    image, layout = mosaic(tiles.permute(0, 3, 1, 2), columns=columns, pad=pad, fill=background)
+    return image.permute(1, 2, 0).contiguous(), layout
+
+
+def mosaic_columns(count: int) -> int:
+    """Columns of a Fig. 2 block of ``count`` tiles: ``ceil(sqrt(count))`` (3 for nine)."""
+    return max(1, math.ceil(math.sqrt(count)))
+
+
+def mosaic(
+    tiles: torch.Tensor,
+    *,
+    columns: int | None = None,
+    pad: int = 0,
+    fill: float | Sequence[float] = 0,
+) -> tuple[torch.Tensor, GridLayout]:
+    """Pack tiles into one channel-first image on the :class:`GridLayout` geometry: the one
+    mosaic layout of the package (:func:`tile`, :func:`pair_mosaic`, the atlas's unit
+    sprites, the layer overview).
+
+    Parameters
+    ----------
+    tiles : Tensor (N, C, h, w), any dtype
+    columns : int, optional
+        Default :func:`mosaic_columns` (the paper's Fig. 2 blocks: 3 x 3 for nine).
+    pad : int
+        Pixels between tiles and around the border, filled with ``fill``.
+    fill : number or C numbers
+        Value of padding and empty slots.
+
+    Returns
+    -------
+    (image, layout)
+        ``image`` (C, layout.height, layout.width), dtype and device of ``tiles``.
+    """
+    n, C, h, w = tiles.shape
+    if columns is None:
+        columns = mosaic_columns(n)
     layout = GridLayout(n, columns, h, w, pad)
     rows = layout.rows
-    bg = torch.tensor(background, dtype=torch.uint8, device=tiles.device)
-    cells = bg.expand(rows * columns, h + pad, w + pad, 4).clone()
-    cells[:n, :h, :w] = tiles
+    bg = torch.as_tensor(fill, dtype=tiles.dtype, device=tiles.device).reshape(-1, 1, 1, 1)
+    cells = bg.expand(C, rows * columns, h + pad, w + pad).clone()
+    cells[:, :n, :h, :w] = tiles.permute(1, 0, 2, 3)
     body = (
-        cells.reshape(rows, columns, h + pad, w + pad, 4)
-        .permute(0, 2, 1, 3, 4)
-        .reshape(rows * (h + pad), columns * (w + pad), 4)
+        cells.reshape(C, rows, columns, h + pad, w + pad)
+        .permute(0, 1, 3, 2, 4)
+        .reshape(C, rows * (h + pad), columns * (w + pad))
     )
-    atlas = bg.expand(layout.height, layout.width, 4).clone()
-    atlas[pad:, pad:] = body
-    return atlas, layout
+    if pad == 0:
+        return body, layout
+    image = bg[..., 0].expand(C, layout.height, layout.width).clone()
+    image[:, pad:, pad:] = body
+    return image, layout
+
+
+def pair_mosaic(
+    left: torch.Tensor,
+    right: torch.Tensor,
+    *,
+    columns: int | None = None,
+    pad: int = 0,
+    gap: int = 0,
+    fill: float | Sequence[float] = 0,
+) -> tuple[torch.Tensor, GridLayout]:
+    """The Fig. 2 pair (docs/method.md Sec. 3.1): two :func:`mosaic` blocks of the same
+    geometry side by side, ``gap`` pixels of ``fill`` between them.
+
+    Parameters
+    ----------
+    left, right : Tensor (k, C, h, w), the same shape
+        E.g. reconstructions (left) and image patches (right).
+
+    Returns
+    -------
+    (image, layout)
+        ``image`` (C, layout.height, 2 * layout.width + gap); ``layout`` the geometry of each
+        block, the right one starting ``layout.width + gap`` pixels from the left edge.
+    """
+    if left.shape != right.shape:
+        raise ValueError(
+            f"left, right: expected the same shape, got {tuple(left.shape)}, {tuple(right.shape)}"
+        )
+    a, layout = mosaic(left, columns=columns, pad=pad, fill=fill)
+    b, _ = mosaic(right, columns=columns, pad=pad, fill=fill)
+    bg = torch.as_tensor(fill, dtype=a.dtype, device=a.device).reshape(-1, 1, 1)
+    blank = bg.expand(a.shape[0], a.shape[1], gap)
+    return torch.cat([a, blank, b], 2), layout
 
 
 @dataclass
@@ -559,9 +644,7 @@ def filter_atlas(
         raise ValueError(
             f"weights: expected a (Cout, Cin, kh, kw) tensor, got {getattr(weights, 'shape', type(weights).__name__)}"
         )
-    w = weights.detach().float()
-    if w.shape[1] not in (1, 3):
-        w = w.mean(1, keepdim=True)
+    w = fit_channels(weights.detach().float())
     return tile(to_rgba(w), columns=columns, pad=pad)
 
 
@@ -608,16 +691,15 @@ def pair_atlas(
         raise ValueError(
             f"left, right: expected as many tiles, got {left.shape[0]}, {right.shape[0]}"
         )
-    k = left.shape[0]
-    columns = columns if columns is not None else max(1, math.ceil(math.sqrt(k)))
+    if columns is None:
+        columns = mosaic_columns(left.shape[0])
 
-    def block(x: torch.Tensor) -> tuple[torch.Tensor, GridLayout]:
+    def block(x: torch.Tensor) -> torch.Tensor:
         x = resize_to_fit(fit_channels(x.float()), max_tile)
-        return tile(to_rgba(x), columns=columns, pad=pad)
+        return to_rgba(x).permute(0, 3, 1, 2)
 
-    a, layout = block(left)
-    b, _ = block(right)
+    a, b = block(left), block(right)
     if gap is None:
-        gap = max(2, round(layout.tile_w / 6))
-    blank = a.new_zeros((a.shape[0], gap, 4))
-    return PairAtlas(torch.cat([a, blank, b], 1), layout, gap)
+        gap = max(2, round(a.shape[3] / 6))
+    image, layout = pair_mosaic(a, b, columns=columns, pad=pad, gap=gap)
+    return PairAtlas(image.permute(1, 2, 0).contiguous(), layout, gap)
