@@ -338,18 +338,10 @@ class Atlas:
         else:
             raise FileNotFoundError(f"atlas: no file or directory at {os.fspath(p)!r}")
         return cls(
-            layers=stored.layers,
-            k=stored.k,
-            values=stored.values,
-            indices=stored.indices,
-            positions=stored.positions,
-            fields=stored.fields,
-            input_size=stored.input_size,
+            **stored.arguments,
             model=model,
             source=source,
-            spatial=stored.spatial,
             _cache=stored.cache,
-            provenance=stored.provenance,
             _store=stored.store,
         )
 

@@ -36,19 +36,13 @@ __all__ = [
 
 @dataclass
 class StoredHits:
-    """What a saved atlas holds: the arguments of :class:`~zfwidgets.Atlas` except the model and
-    the data, its :class:`~zfwidgets.atlas.store.Store`, and the crops a single file may
-    carry (``cache`` keys as :meth:`Atlas.patches`/:meth:`Atlas.reconstructions` use)."""
+    """What a saved atlas holds: ``arguments`` of :class:`~zfwidgets.Atlas` (``layers``, ``k``,
+    ``values``, ``indices``, ``positions``, ``fields``, ``input_size``, ``spatial``,
+    ``provenance``; not the model and the data), its
+    :class:`~zfwidgets.atlas.store.Store`, and the crops a single file may carry (``cache``
+    keys as :meth:`Atlas.patches`/:meth:`Atlas.reconstructions` use)."""
 
-    layers: list[str]
-    k: int
-    values: dict[str, torch.Tensor]
-    indices: dict[str, torch.Tensor]
-    positions: dict[str, torch.Tensor]
-    fields: dict[str, Any]
-    input_size: tuple[int, int]
-    spatial: dict[str, bool]
-    provenance: dict
+    arguments: dict[str, Any]
     store: st.Store
     cache: dict = field(default_factory=dict)
 
@@ -212,19 +206,19 @@ def load_file(path: Path, *, source) -> StoredHits:
             cache[("patches", n)] = tensors[f"{i}.patches"].float()
         if f"{i}.reconstructions" in tensors:
             cache[("reconstructions", n, rule)] = tensors[f"{i}.reconstructions"].float()
-    return StoredHits(
-        layers=layers,
-        k=k,
-        values={n: tensors[f"{i}.values"] for i, n in enumerate(layers)},
-        indices={n: tensors[f"{i}.indices"] for i, n in enumerate(layers)},
-        positions={n: tensors[f"{i}.positions"] for i, n in enumerate(layers)},
-        fields=fields,
-        input_size=input_size,
-        spatial=spatial,
-        provenance=provenance,
-        store=st.Store(path, "file"),
-        cache=cache,
-    )
+    arguments = {
+        "layers": layers,
+        "k": k,
+        **{
+            what: {n: tensors[f"{i}.{what}"] for i, n in enumerate(layers)}
+            for what in ("values", "indices", "positions")
+        },
+        "fields": fields,
+        "input_size": input_size,
+        "spatial": spatial,
+        "provenance": provenance,
+    }
+    return StoredHits(arguments, st.Store(path, "file"), cache)
 
 
 # -- the directory --------------------------------------------------------------------------
@@ -318,17 +312,16 @@ def load_dir(root: Path, *, source) -> StoredHits:
                 "the tensors do not hold the hits the manifest names",
             )
         values[L.name], indices[L.name], positions[L.name] = v, idx, pos
-    return StoredHits(
-        layers=[L.name for L in m.layers],
-        k=m.k,
-        values=values,
-        indices=indices,
-        positions=positions,
-        fields={L.name: L.field for L in m.layers},
-        input_size=m.input_size,
-        spatial={L.name: L.spatial for L in m.layers},
-        provenance=m.provenance,
-        store=st.Store(
-            root, "dir", {L.name: L.images for L in m.layers if L.images}, tensors=m.tensors
-        ),
-    )
+    arguments = {
+        "layers": [L.name for L in m.layers],
+        "k": m.k,
+        "values": values,
+        "indices": indices,
+        "positions": positions,
+        "fields": {L.name: L.field for L in m.layers},
+        "input_size": m.input_size,
+        "spatial": {L.name: L.spatial for L in m.layers},
+        "provenance": m.provenance,
+    }
+    images = {L.name: L.images for L in m.layers if L.images}
+    return StoredHits(arguments, st.Store(root, "dir", images, tensors=m.tensors))

@@ -26,26 +26,7 @@ def decode_upload(
     max_bytes: int = MAX_UPLOAD_BYTES,
     max_pixels: int = MAX_UPLOAD_PIXELS,
 ):
-    """Decode an uploaded file as a browser shows it; see
-    :func:`zfwidgets.base.decode.open_image`.
-
-    Parameters
-    ----------
-    data : bytes
-        The file's content.
-    channels : 1 or 3
-        Mode of the result: ``"L"`` for 1, ``"RGB"`` otherwise.
-    max_bytes, max_pixels : int
-        Limits on the file size and on the decoded pixel count.
-
-    Returns
-    -------
-    PIL.Image.Image
-        8-bit, mode ``"RGB"`` or ``"L"``, upright.
-
-    Raises
-    ------
-    ValueError
-        With a message for the user, for every file that cannot be shown.
-    """
+    """Decode an uploaded file (``data``, its bytes) as a browser shows it: an 8-bit ``"RGB"``
+    (or, for ``channels=1``, ``"L"``) PIL image, upright, or a ``ValueError`` with a message
+    for the user; :func:`zfwidgets.base.decode.open_image` with the upload limits."""
     return open_image(bytes(data), channels=channels, max_bytes=max_bytes, max_pixels=max_pixels)
