@@ -253,3 +253,17 @@ def test_mosaic_puts_tile_i_at_its_grid_rect(k, pad):
     for j in range(k):
         x, y, w, h = sprite.rect("patches", j)
         assert torch.equal(pair[:, y : y + h, x : x + w], tiles.flip(0)[j])
+
+
+def test_mosaic_batches_and_writes_channels_last():
+    from zfwidgets.base.images import mosaic, pair_mosaic
+
+    g = torch.Generator().manual_seed(3)
+    tiles = torch.rand(2, 5, 3, 4, 6, generator=g)  # two mosaics of five tiles
+    both, layout = mosaic(tiles, pad=1, fill=0.5)
+    for b in range(2):
+        assert torch.equal(both[b], mosaic(tiles[b], pad=1, fill=0.5)[0])
+    last, _ = mosaic(tiles, pad=1, fill=0.5, channels_last=True)
+    assert last.is_contiguous() and torch.equal(last, both.permute(0, 2, 3, 1))
+    pair, _ = pair_mosaic(tiles, tiles, gap=3, channels_last=True)
+    assert pair.shape == (2, layout.rows * 4, 2 * layout.columns * 6 + 3, 3)

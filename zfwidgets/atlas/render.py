@@ -252,14 +252,8 @@ def _sprites(
         blocks.append(to_uint8(x))
     if blocks[0].shape[1] != blocks[1].shape[1]:  # grey projections beside RGB patches
         blocks = [b.expand(-1, 3, -1, -1) for b in blocks]
-    k = layout.k
-    sprites = [
-        pair_mosaic(
-            blocks[0][u * k : (u + 1) * k], blocks[1][u * k : (u + 1) * k], columns=layout.columns
-        )[0]
-        for u in range(units)
-    ]
-    return torch.stack(sprites).permute(0, 2, 3, 1).contiguous()
+    left, right = (b.reshape(units, layout.k, *b.shape[1:]) for b in blocks)
+    return pair_mosaic(left, right, columns=layout.columns, channels_last=True)[0]
 
 
 def _write_tile(path: Path, pixels, rec) -> None:

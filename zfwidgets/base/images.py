@@ -477,8 +477,9 @@ def tile(
         columns = grid_columns(n, h, w)
     if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
         raise ValueError(f"columns: expected a positive int, got {columns!r}")
-    image, layout = mosaic(tiles.permute(0, 3, 1, 2), columns=columns, pad=pad, fill=background)
-    return image.permute(1, 2, 0).contiguous(), layout
+    return mosaic(
+        tiles.permute(0, 3, 1, 2), columns=columns, pad=pad, fill=background, channels_last=True
+    )
 
 
 def mosaic_columns(count: int) -> int:
@@ -492,6 +493,7 @@ def mosaic(
     columns: int | None = None,
     pad: int = 0,
     fill: float | Sequence[float] = 0,
+    channels_last: bool = False,
 ) -> tuple[torch.Tensor, GridLayout]:
     """Pack tiles into one channel-first image on the :class:`GridLayout` geometry: the one
     mosaic layout of the package (:func:`tile`, :func:`pair_mosaic`, the atlas's unit
@@ -499,37 +501,54 @@ def mosaic(
 
     Parameters
     ----------
-    tiles : Tensor (N, C, h, w), any dtype
+    tiles : Tensor (..., N, C, h, w), any dtype
+        Leading dimensions, if any, make as many mosaics at once.
     columns : int, optional
         Default :func:`mosaic_columns` (the paper's Fig. 2 blocks: 3 x 3 for nine).
     pad : int
         Pixels between tiles and around the border, filled with ``fill``.
     fill : number or C numbers
         Value of padding and empty slots.
+    channels_last : bool
+        Return (..., H, W, C) (what image encoders and RGBA atlases want), written in place.
 
     Returns
     -------
     (image, layout)
-        ``image`` (C, layout.height, layout.width), dtype and device of ``tiles``.
+        ``image`` (..., C, layout.height, layout.width), dtype and device of ``tiles``.
     """
-    n, C, h, w = tiles.shape
-    if columns is None:
-        columns = mosaic_columns(n)
-    layout = GridLayout(n, columns, h, w, pad)
-    rows = layout.rows
-    bg = torch.as_tensor(fill, dtype=tiles.dtype, device=tiles.device).reshape(-1, 1, 1, 1)
-    cells = bg.expand(C, rows * columns, h + pad, w + pad).clone()
-    cells[:, :n, :h, :w] = tiles.permute(1, 0, 2, 3)
-    body = (
-        cells.reshape(C, rows, columns, h + pad, w + pad)
-        .permute(0, 1, 3, 2, 4)
-        .reshape(C, rows * (h + pad), columns * (w + pad))
-    )
-    if pad == 0:
-        return body, layout
-    image = bg[..., 0].expand(C, layout.height, layout.width).clone()
-    image[:, pad:, pad:] = body
+    n, C, h, w = tiles.shape[-4:]
+    layout = GridLayout(n, mosaic_columns(n) if columns is None else columns, h, w, pad)
+    image = _filled(tiles, tiles.shape[:-4], C, layout.height, layout.width, fill, channels_last)
+    _place(image.movedim(-1, -3) if channels_last else image, tiles, layout)
     return image, layout
+
+
+def _filled(like, lead, C, H, W, fill, channels_last: bool) -> torch.Tensor:
+    """A new (*lead, C, H, W) tensor, or (*lead, H, W, C), holding ``fill`` per channel."""
+    bg = torch.as_tensor(fill, dtype=like.dtype, device=like.device).reshape(-1)
+    if channels_last:
+        return bg.expand(*lead, H, W, C).clone()
+    return bg.reshape(-1, 1, 1).expand(*lead, C, H, W).clone()
+
+
+def _place(image: torch.Tensor, tiles: torch.Tensor, layout: GridLayout) -> None:
+    """Copy (..., N, C, h, w) ``tiles`` into (..., C, H, W) ``image`` (or a view of one) at
+    ``layout``'s rects: one strided copy for the full rows, one for the last row."""
+    nb = tiles.dim() - 4
+    lead = list(range(nb))
+    h, w, p, cols = layout.tile_h, layout.tile_w, layout.pad, layout.columns
+    full, rest = divmod(layout.count, cols)
+    if full:
+        dst = image[..., p : p + full * (h + p), p : p + cols * (w + p)]
+        dst = dst.unflatten(-2, (full, h + p)).unflatten(-1, (cols, w + p))[..., :h, :, :w]
+        src = tiles[..., : full * cols, :, :, :].unflatten(-4, (full, cols))
+        dst.copy_(src.permute(*lead, nb + 2, nb, nb + 3, nb + 1, nb + 4))
+    if rest:
+        y = p + full * (h + p)
+        dst = image[..., y : y + h, p : p + rest * (w + p)].unflatten(-1, (rest, w + p))
+        src = tiles[..., full * cols :, :, :, :]
+        dst[..., :w].copy_(src.permute(*lead, nb + 1, nb + 2, nb, nb + 3))
 
 
 def pair_mosaic(
@@ -540,30 +559,36 @@ def pair_mosaic(
     pad: int = 0,
     gap: int = 0,
     fill: float | Sequence[float] = 0,
+    channels_last: bool = False,
 ) -> tuple[torch.Tensor, GridLayout]:
     """The Fig. 2 pair (docs/method.md Sec. 3.1): two :func:`mosaic` blocks of the same
     geometry side by side, ``gap`` pixels of ``fill`` between them.
 
     Parameters
     ----------
-    left, right : Tensor (k, C, h, w), the same shape
+    left, right : Tensor (..., k, C, h, w), the same shape
         E.g. reconstructions (left) and image patches (right).
+    columns, pad, fill, channels_last
+        As :func:`mosaic`.
 
     Returns
     -------
     (image, layout)
-        ``image`` (C, layout.height, 2 * layout.width + gap); ``layout`` the geometry of each
-        block, the right one starting ``layout.width + gap`` pixels from the left edge.
+        ``image`` (..., C, layout.height, 2 * layout.width + gap); ``layout`` the geometry of
+        each block, the right one starting ``layout.width + gap`` pixels from the left edge.
     """
     if left.shape != right.shape:
         raise ValueError(
             f"left, right: expected the same shape, got {tuple(left.shape)}, {tuple(right.shape)}"
         )
-    a, layout = mosaic(left, columns=columns, pad=pad, fill=fill)
-    b, _ = mosaic(right, columns=columns, pad=pad, fill=fill)
-    bg = torch.as_tensor(fill, dtype=a.dtype, device=a.device).reshape(-1, 1, 1)
-    blank = bg.expand(a.shape[0], a.shape[1], gap)
-    return torch.cat([a, blank, b], 2), layout
+    k, C, h, w = left.shape[-4:]
+    layout = GridLayout(k, mosaic_columns(k) if columns is None else columns, h, w, pad)
+    W = layout.width
+    image = _filled(left, left.shape[:-4], C, layout.height, 2 * W + gap, fill, channels_last)
+    view = image.movedim(-1, -3) if channels_last else image
+    _place(view[..., :W], left, layout)
+    _place(view[..., W + gap :], right, layout)
+    return image, layout
 
 
 @dataclass
@@ -701,5 +726,5 @@ def pair_atlas(
     a, b = block(left), block(right)
     if gap is None:
         gap = max(2, round(a.shape[3] / 6))
-    image, layout = pair_mosaic(a, b, columns=columns, pad=pad, gap=gap)
-    return PairAtlas(image.permute(1, 2, 0).contiguous(), layout, gap)
+    image, layout = pair_mosaic(a, b, columns=columns, pad=pad, gap=gap, channels_last=True)
+    return PairAtlas(image, layout, gap)
