@@ -138,7 +138,7 @@ def main() -> None:
                 progress=False,
             )
             seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-            tiles = atlas.path / atlas._store.images[layer].dir
+            tiles = atlas.image_file(layer, 0).parent
             rows.append((layer, C, atlas.crop_size(layer), seconds, cpu, du(tiles), engine["cpu"]))
         total_bytes = du(out)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torchvision.transforms as T
@@ -211,3 +213,57 @@ def test_stays_on_cuda():
     fa = feature_atlas(maps)
     assert fa.image.device.type == "cuda" and fa.maxima.device.type == "cuda"
     assert to_rgba(torch.rand(1, 3, 4, 4, device="cuda")).device.type == "cuda"
+
+
+def test_find_normalize_is_the_one_normalize_finder():
+    from zfwidgets.base.images import find_normalize, mean_std_of
+
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.2, 0.2)
+    t = T.Compose([T.CenterCrop(8), T.Normalize(mean, std)])
+    assert find_normalize(t) == (mean, std) == mean_std_of(t)
+    assert find_normalize(torch.zeros(3)) is None  # a tensor's .mean is a method
+    assert find_normalize(T.CenterCrop(8)) is None
+
+    class Zero:
+        mean, std = (0.5,), (0.0,)
+
+    assert find_normalize(Zero()) is None
+    with pytest.raises(ValueError, match="no Normalize"):
+        mean_std_of(T.CenterCrop(8))
+
+
+@pytest.mark.parametrize("k,pad", [(9, 0), (7, 1), (1, 2)])
+def test_mosaic_puts_tile_i_at_its_grid_rect(k, pad):
+    from zfwidgets.atlas.store import SpriteLayout
+    from zfwidgets.base.images import mosaic, pair_mosaic
+
+    g = torch.Generator().manual_seed(k)
+    tiles = torch.randint(1, 255, (k, 3, 4, 5), generator=g, dtype=torch.uint8)
+    image, layout = mosaic(tiles, pad=pad, fill=(7, 8, 9))
+    assert image.shape == (3, layout.height, layout.width)
+    assert layout.columns == math.ceil(math.sqrt(k))
+    for i in range(k):
+        x, y, w, h = layout.rect(i)
+        assert torch.equal(image[:, y : y + h, x : x + w], tiles[i])
+    assert int((image == 0).sum()) == 0  # padding and empty slots hold the fill
+    # the stored sprites are the pad-0, gap-0 pair on the same geometry
+    pair, block = pair_mosaic(tiles, tiles.flip(0), columns=layout.columns)
+    sprite = SpriteLayout.for_tiles(k, (4, 5))
+    assert block == sprite.grid and pair.shape[1:] == (sprite.height, sprite.width)
+    for j in range(k):
+        x, y, w, h = sprite.rect("patches", j)
+        assert torch.equal(pair[:, y : y + h, x : x + w], tiles.flip(0)[j])
+
+
+def test_mosaic_batches_and_writes_channels_last():
+    from zfwidgets.base.images import mosaic, pair_mosaic
+
+    g = torch.Generator().manual_seed(3)
+    tiles = torch.rand(2, 5, 3, 4, 6, generator=g)  # two mosaics of five tiles
+    both, layout = mosaic(tiles, pad=1, fill=0.5)
+    for b in range(2):
+        assert torch.equal(both[b], mosaic(tiles[b], pad=1, fill=0.5)[0])
+    last, _ = mosaic(tiles, pad=1, fill=0.5, channels_last=True)
+    assert last.is_contiguous() and torch.equal(last, both.permute(0, 2, 3, 1))
+    pair, _ = pair_mosaic(tiles, tiles, gap=3, channels_last=True)
+    assert pair.shape == (2, layout.rows * 4, 2 * layout.columns * 6 + 3, 3)

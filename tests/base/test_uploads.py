@@ -40,6 +40,7 @@ def _arr(im: Image.Image) -> np.ndarray:
         ("WEBP", {"lossless": True}, 0),
         ("JPEG", {"quality": 95}, 24),
         ("GIF", {}, 60),
+        ("PPM", {}, 0),
     ],
 )
 def test_every_accepted_format_decodes_to_its_pixels(fmt, kw, tol):
@@ -173,8 +174,16 @@ def test_truncated_and_mutated_files_decode_or_give_a_message():
 
 
 def test_the_format_comes_from_the_bytes():
-    assert ALLOWED_FORMATS == ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+    assert ALLOWED_FORMATS == ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
     # an ICO or PCX file is something Pillow reads, but not on the list
     ico = _save(Image.fromarray(RGB), "ICO")
     with pytest.raises(ValueError, match="accepted formats"):
         decode_upload(ico)
+
+
+def test_a_multi_picture_jpeg_is_read_as_its_first_picture():
+    # what many cameras write; Pillow names it "MPO"
+    second = Image.fromarray(255 - RGB)
+    data = _save(Image.fromarray(RGB), "MPO", save_all=True, append_images=[second], quality=95)
+    assert sniff(data) == "JPEG"
+    assert np.abs(_arr(decode_upload(data)) - RGB).max() <= 24

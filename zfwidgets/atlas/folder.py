@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from ..base.decode import open_image
 from ..base.images import IMAGENET_MEAN, IMAGENET_STD
 from .mining import UnreadableImage
 
@@ -25,10 +26,11 @@ __all__ = ["ImageFolder", "IMAGENET_MEAN", "IMAGENET_STD", "EXTENSIONS"]
 
 #: File endings read as images (case-insensitive); anything else in the folder is ignored.
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm")
-#: Formats Pillow may decode (checked from the file's bytes, never from its name).
-_FORMATS = {"JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF", "PPM", "MPO"}
-#: Largest image decoded (pixels); larger ones are skipped as unreadable.
+#: Largest image decoded (pixels, after JPEG draft scaling); larger ones are skipped as
+#: unreadable. The formats read are :data:`zfwidgets.base.decode.ALLOWED_FORMATS`.
 MAX_PIXELS = 100_000_000
+#: Largest image file read (bytes).
+MAX_FILE_BYTES = 1 << 29
 
 
 def _scan(root: Path) -> list[tuple[str, int]]:
@@ -119,31 +121,21 @@ class ImageFolder(Dataset):
         return h.hexdigest()[:32]
 
     def load(self, index: int):
-        """The image at ``index`` as an RGB PIL image at about ``size`` (raises UnreadableImage)."""
-        from PIL import Image, ImageOps
+        """The image at ``index`` as an RGB PIL image at about ``size`` (raises UnreadableImage).
 
+        Read by :func:`zfwidgets.base.decode.open_image`, the decoder uploads use too (format
+        from the bytes, size checks before decoding, EXIF orientation, alpha on white)."""
         path = self.path(index)
         try:
-            with Image.open(path) as im:
-                if im.format not in _FORMATS:
-                    raise UnreadableImage(f"{path}: format {im.format} is not an allowed image")
-                if im.width * im.height > MAX_PIXELS:
-                    raise UnreadableImage(f"{path}: {im.width}x{im.height} pixels is too large")
-                if im.format == "JPEG":
-                    im.draft("RGB", (self.size, self.size))  # decode at a reduced scale
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                if im.mode in ("RGBA", "LA", "PA") or (
-                    im.mode == "P" and "transparency" in im.info
-                ):
-                    rgba = im.convert("RGBA")
-                    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                    im = Image.alpha_composite(white, rgba)
-                return im.convert("RGB")
-        except UnreadableImage:
-            raise
-        except Exception as e:  # any decoder failure of one file: skip it, keep the job alive
-            raise UnreadableImage(f"{path}: {type(e).__name__}: {e}") from None
+            return open_image(
+                path,
+                channels=3,
+                max_bytes=MAX_FILE_BYTES,
+                max_pixels=MAX_PIXELS,
+                min_size=(self.size, self.size),
+            )
+        except (ValueError, OSError) as e:  # one bad file: skip it, keep the job alive
+            raise UnreadableImage(f"{path}: {e}") from None
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         import numpy as np

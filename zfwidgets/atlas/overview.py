@@ -3,7 +3,8 @@
 docs/method.md Sec. 3.1, the paper's Fig. 2 laid out for a whole layer: each feature map shown
 by its strongest deconvnet reconstruction, or by its top-k mosaic (reconstructions or image
 patches). A page is one uint8 RGBA image (:func:`zfwidgets.base.images.tile`), so a front end draws
-it in one transfer and finds the unit under the pointer from the grid geometry.
+it in one transfer and finds the unit under the pointer from the grid geometry; a unit's
+top-k thumbnail is its Fig. 2 block (:func:`zfwidgets.base.images.mosaic`, as in the sprites).
 
 Thumbnails come from the atlas's stored tiles (:meth:`Atlas.render`): a page of a
 2,048-unit layer reads 64 small files and computes nothing. A layer without stored tiles is
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..base.images import GridLayout, contrast_normalize, tile
+from ..base.images import GridLayout, contrast_normalize, fit_channels, mosaic, tile, to_rgba
 
 __all__ = ["SHOWS", "SORTS", "OverviewPage", "overview_page", "unit_order"]
 
@@ -83,28 +84,12 @@ def _fit(x: torch.Tensor, side: int) -> torch.Tensor:
 
 def _rgba(x: torch.Tensor, side: int) -> torch.Tensor:
     """(C, h, w) in [0, 1] -> (side, side, 4) uint8, centred on transparent."""
-    if x.shape[0] not in (1, 3):
-        x = x.mean(0, keepdim=True)
-    if x.shape[0] == 1:
-        x = x.expand(3, -1, -1)
-    x = _fit(x.float().clamp(0, 1), side)
+    x = _fit(fit_channels(x[None].float())[0].clamp(0, 1), side)
     out = torch.zeros(side, side, 4, dtype=torch.uint8)
     h, w = x.shape[1:]
     top, left = (side - h) // 2, (side - w) // 2
-    out[top : top + h, left : left + w, :3] = (x * 255 + 0.5).to(torch.uint8).permute(1, 2, 0)
-    out[top : top + h, left : left + w, 3] = 255
+    out[top : top + h, left : left + w] = to_rgba(x[None])[0]
     return out
-
-
-def _mosaic(tiles: torch.Tensor) -> torch.Tensor:
-    """(k, C, h, w) -> (C, rows * h, cols * w), row-major in ceil(sqrt(k)) columns (the sprite's
-    block layout)."""
-    k, C, h, w = tiles.shape
-    cols = math.ceil(math.sqrt(k))
-    rows = math.ceil(k / cols)
-    pad = tiles.new_zeros((rows * cols - k, C, h, w))
-    grid = torch.cat([tiles, pad]).reshape(rows, cols, C, h, w)
-    return grid.permute(2, 0, 3, 1, 4).reshape(C, rows * h, cols * w)
 
 
 def _stored_thumb(atlas, layer: str, channel: int, show: str) -> torch.Tensor:
@@ -117,18 +102,16 @@ def _stored_thumb(atlas, layer: str, channel: int, show: str) -> torch.Tensor:
         x, y, w, h = u.layout.rect(block, 0)
     else:
         x, y = u.layout.rect(block, 0)[:2]
-        w, h = u.layout.columns * u.layout.tile[1], u.layout.rows * u.layout.tile[0]
+        w, h = u.layout.grid.width, u.layout.grid.height
     return px[y : y + h, x : x + w].permute(2, 0, 1).float() / 255
 
 
 def _computed_thumb(atlas, layer: str, channel: int, show: str) -> torch.Tensor:
     if show == "patches":
-        p = atlas.patches(layer, channel).float()
-        lo = p.flatten(1).amin(1).view(-1, 1, 1, 1)
-        hi = p.flatten(1).amax(1).view(-1, 1, 1, 1)
-        return _mosaic((p - lo) / (hi - lo).clamp_min(1e-12)).cpu()
-    r = contrast_normalize(atlas.reconstructions(layer, channel).float(), "symmetric").cpu()
-    return r[0] if show == "strongest" else _mosaic(r)
+        p = contrast_normalize(atlas.patches(layer, channel), "minmax").cpu()
+        return mosaic(p)[0]
+    r = contrast_normalize(atlas.reconstructions(layer, channel), "symmetric").cpu()
+    return r[0] if show == "strongest" else mosaic(r)[0]
 
 
 def overview_page(

@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..base.files import write_atomic
+
 __all__ = ["Checkpoint", "Part", "job_description", "model_description"]
 
 JOB_FORMAT = "zfwidgets.atlas.mining-job/1"
@@ -106,15 +108,6 @@ class Part:
     tops: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(repr=False)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(old) | set(new)):
@@ -173,7 +166,7 @@ class Checkpoint:
             return
         if write:
             self.path.mkdir(parents=True, exist_ok=True)
-            _atomic_write_bytes(job_file, json.dumps(self.job, indent=1).encode())
+            write_atomic(job_file, json.dumps(self.job, indent=1).encode())
 
     # -- parts --------------------------------------------------------------------------------
     def part_files(self) -> list[Path]:
@@ -274,4 +267,4 @@ class Checkpoint:
             "skipped": sorted(skipped),
         }
         data = save(tensors, metadata={"zfwidgets": json.dumps(meta)})
-        _atomic_write_bytes(self.path / name, data)
+        write_atomic(self.path / name, data)

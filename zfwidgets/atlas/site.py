@@ -27,7 +27,6 @@ import html
 import json
 import math
 import os
-import secrets
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..base.classes import as_labels, label_of_item
+from ..base.files import replace_dir, temporary_name
 
 __all__ = ["SiteReport", "export_site", "SITE_FORMAT"]
 
@@ -273,9 +273,7 @@ def export_site(
         An atlas with no directory, or a ``path`` that is a file or a non-empty folder that is
         not a site.
     """
-    from .core import Atlas
-
-    if not isinstance(atlas, Atlas):
+    if not all(hasattr(atlas, a) for a in ("layers", "has_images", "unit_images", "image_file")):
         raise TypeError(f"atlas: expected a zfwidgets.Atlas, got {type(atlas).__name__}")
     root = atlas.path
     if root is None or not Path(root).is_dir():
@@ -326,7 +324,7 @@ def export_site(
     ]
     slot = {y: j for j, y in enumerate(used)}
 
-    tmp = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
+    tmp = temporary_name(out)
     tmp.mkdir(parents=True)
     report = SiteReport(path=out, layers=list(atlas.layers), rendered=[])
     try:
@@ -369,18 +367,17 @@ def export_site(
                 if missing:
                     report.missing[n] = missing
                 report.rendered.append(n)
-                lay = first.layout
+                # the sprite's geometry as the atlas's manifest records it (js/site/route.js)
+                layout = first.layout.to_json()
                 entry["tiles"] = {
                     "dir": tile_dir,
                     "ext": suffix,
                     "digits": len(rel.stem),
                     "mime": first.mime,
-                    "k": lay.k,
-                    "columns": lay.columns,
-                    "rows": lay.rows,
-                    "tile": list(lay.tile),
-                    "width": lay.width,
-                    "height": lay.height,
+                    **{
+                        key: layout[key]
+                        for key in ("k", "columns", "rows", "tile", "width", "height")
+                    },
                     "missing": missing,
                 }
             vals, e = _scaled(values.reshape(-1).tolist())
@@ -414,9 +411,7 @@ def export_site(
             for p in tmp.rglob("*")
             if p.is_file() and not p.relative_to(tmp).as_posix().startswith("tiles/")
         )
-        if out.is_dir():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

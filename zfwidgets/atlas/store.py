@@ -40,6 +40,8 @@ from typing import Any
 import torch
 
 from ..base.codec import IMAGE_FORMATS
+from ..base.files import write_atomic
+from ..base.images import GridLayout, mosaic_columns
 from ..engine.backprop import RULES
 
 __all__ = [
@@ -69,57 +71,59 @@ MAX_SPRITE = 16_383  # WebP's limit per side
 _TILE_DIR = re.compile(r"^tiles/[0-9]{1,6}-[0-9a-f]{8,32}$")
 _TENSORS = re.compile(r"^tensors-[0-9a-f]{16,64}\.safetensors$")
 _HEX = re.compile(r"^[0-9a-f]{16,64}$")
-_FLOATS = {"F16", "BF16", "F32", "F64"}
-_INTS = {"I64", "I32"}
+#: safetensors dtypes accepted for the values (and float16 crops) and for indices/positions.
+FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+INT_DTYPES = {"I64", "I32"}
 
 
-def _bad(where: str, msg: str) -> ValueError:
+def invalid(where: str, msg: str) -> ValueError:
+    """The ``ValueError`` every check of a stored atlas raises: ``atlas: <where>: <msg>``."""
     return ValueError(f"atlas: {where}: {msg}")
 
 
 # -- JSON schema helpers ----------------------------------------------------------------------
 def _dict(v: Any, where: str, keys: tuple[str, ...] = ()) -> dict:
     if not isinstance(v, dict):
-        raise _bad(where, f"expected an object, got {type(v).__name__}")
+        raise invalid(where, f"expected an object, got {type(v).__name__}")
     missing = [k for k in keys if k not in v]
     if missing:
-        raise _bad(where, f"missing key {missing[0]!r}")
+        raise invalid(where, f"missing key {missing[0]!r}")
     return v
 
 
 def _list(v: Any, where: str, lo: int = 0, hi: int = MAX_LAYERS) -> list:
     if not isinstance(v, list):
-        raise _bad(where, f"expected a list, got {type(v).__name__}")
+        raise invalid(where, f"expected a list, got {type(v).__name__}")
     if not lo <= len(v) <= hi:
-        raise _bad(where, f"expected {lo} to {hi} entries, got {len(v)}")
+        raise invalid(where, f"expected {lo} to {hi} entries, got {len(v)}")
     return v
 
 
 def _int(v: Any, where: str, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise _bad(where, f"expected an int, got {type(v).__name__} {_short(v)}")
+        raise invalid(where, f"expected an int, got {type(v).__name__} {_short(v)}")
     if not lo <= v <= hi:
-        raise _bad(where, f"expected an int in [{lo}, {hi}], got {v}")
+        raise invalid(where, f"expected an int in [{lo}, {hi}], got {v}")
     return v
 
 
 def _bool(v: Any, where: str) -> bool:
     if not isinstance(v, bool):
-        raise _bad(where, f"expected true or false, got {type(v).__name__} {_short(v)}")
+        raise invalid(where, f"expected true or false, got {type(v).__name__} {_short(v)}")
     return v
 
 
 def _str(v: Any, where: str, hi: int = MAX_NAME, pattern: re.Pattern | None = None) -> str:
     if not isinstance(v, str) or not 1 <= len(v) <= hi:
-        raise _bad(where, f"expected a string of 1 to {hi} characters, got {_short(v)}")
+        raise invalid(where, f"expected a string of 1 to {hi} characters, got {_short(v)}")
     if pattern is not None and not pattern.match(v):
-        raise _bad(where, f"unexpected value {_short(v)} (expected {pattern.pattern})")
+        raise invalid(where, f"unexpected value {_short(v)} (expected {pattern.pattern})")
     return v
 
 
 def _float(v: Any, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise _bad(where, f"expected a finite number, got {_short(v)}")
+        raise invalid(where, f"expected a finite number, got {_short(v)}")
     return float(v)
 
 
@@ -139,14 +143,14 @@ def check_json(value: Any, where: str, *, max_bytes: int, max_depth: int = 16) -
 
     def walk(v: Any, depth: int, path: str) -> None:
         if depth > max_depth:
-            raise _bad(path, f"nested deeper than {max_depth} levels")
+            raise invalid(path, f"nested deeper than {max_depth} levels")
         if v is None or isinstance(v, (bool, str)):
             return
         if isinstance(v, int):
             return
         if isinstance(v, float):
             if not math.isfinite(v):
-                raise _bad(path, f"expected a finite number, got {v}")
+                raise invalid(path, f"expected a finite number, got {v}")
             return
         if isinstance(v, (list, tuple)):
             for i, x in enumerate(v):
@@ -155,15 +159,15 @@ def check_json(value: Any, where: str, *, max_bytes: int, max_depth: int = 16) -
         if isinstance(v, dict):
             for key, x in v.items():
                 if not isinstance(key, str):
-                    raise _bad(path, f"expected string keys, got {type(key).__name__}")
+                    raise invalid(path, f"expected string keys, got {type(key).__name__}")
                 walk(x, depth + 1, f"{path}.{key}")
             return
-        raise _bad(path, f"expected JSON types only, got {type(v).__name__}")
+        raise invalid(path, f"expected JSON types only, got {type(v).__name__}")
 
     walk(value, 0, where)
     size = len(json.dumps(value, allow_nan=False))
     if size > max_bytes:
-        raise _bad(where, f"{size} bytes once written; the limit is {max_bytes}")
+        raise invalid(where, f"{size} bytes once written; the limit is {max_bytes}")
     return value
 
 
@@ -201,10 +205,10 @@ def parse_field(d: Any, where: str, *, layer: str, input_size: tuple[int, int]):
         ("input_size", "output_size", "stride", "offset", "size", "is_global", "rows", "cols"),
     )
     if d.get("layer", layer) != layer:
-        raise _bad(f"{where}.layer", f"expected {layer!r}, got {_short(d.get('layer'))}")
+        raise invalid(f"{where}.layer", f"expected {layer!r}, got {_short(d.get('layer'))}")
     ins = _pair(d["input_size"], f"{where}.input_size", 1, MAX_SIDE)
     if ins != tuple(input_size):
-        raise _bad(f"{where}.input_size", f"expected {list(input_size)}, got {list(ins)}")
+        raise invalid(f"{where}.input_size", f"expected {list(input_size)}, got {list(ins)}")
     out = _pair(d["output_size"], f"{where}.output_size", 1, MAX_SIDE)
     stride = _pair(d["stride"], f"{where}.stride", 0, MAX_SIDE)
     offset = _pair(d["offset"], f"{where}.offset", -MAX_SIDE, MAX_SIDE)
@@ -221,7 +225,7 @@ def parse_field(d: Any, where: str, *, layer: str, input_size: tuple[int, int]):
         for i, p in enumerate(v):
             a, b = _pair(p, f"{where}.{name}[{i}]", 0, ins[axis])
             if a > b:
-                raise _bad(f"{where}.{name}[{i}]", f"start {a} after end {b}")
+                raise invalid(f"{where}.{name}[{i}]", f"start {a} after end {b}")
             pairs.append((a, b))
         bounds[name] = tuple(pairs)
     return ReceptiveField(
@@ -249,7 +253,9 @@ class SpriteLayout:
     """Where the k reconstructions and k patches of one unit lie in its sprite.
 
     Two blocks side by side, ``blocks[0]`` (reconstructions) left, ``blocks[1]`` (patches)
-    right, each ``columns`` x ``rows`` tiles of ``tile = (h, w)`` pixels, row-major, no padding.
+    right, each ``columns`` x ``rows`` tiles of ``tile = (h, w)`` pixels, row-major, no padding:
+    :func:`zfwidgets.base.images.pair_mosaic` with ``pad=0, gap=0``, each block on the
+    :class:`~zfwidgets.base.images.GridLayout` :attr:`grid`.
     Hit ``j`` of block ``b`` is at ``x = b * columns * w + (j % columns) * w``,
     ``y = (j // columns) * h``. ``width = 2 * columns * w``, ``height = rows * h``.
     """
@@ -260,28 +266,33 @@ class SpriteLayout:
     blocks: tuple[str, str] = ("reconstructions", "patches")
 
     @property
+    def grid(self) -> GridLayout:
+        """The geometry of one block (both alike)."""
+        return GridLayout(self.k, self.columns, self.tile[0], self.tile[1], pad=0)
+
+    @property
     def rows(self) -> int:
-        return math.ceil(self.k / self.columns)
+        return self.grid.rows
 
     @property
     def width(self) -> int:
-        return 2 * self.columns * self.tile[1]
+        return 2 * self.grid.width
 
     @property
     def height(self) -> int:
-        return self.rows * self.tile[0]
+        return self.grid.height
 
     def rect(self, block: str, j: int) -> tuple[int, int, int, int]:
         """``(x, y, w, h)`` of hit ``j`` of ``block`` ("reconstructions" or "patches")."""
         b = self.blocks.index(block)
         if not 0 <= j < self.k:
             raise IndexError(f"hit {j} out of range [0, {self.k})")
-        h, w = self.tile
-        return (b * self.columns * w + (j % self.columns) * w, (j // self.columns) * h, w, h)
+        x, y, w, h = self.grid.rect(j)
+        return (b * self.grid.width + x, y, w, h)
 
     @classmethod
     def for_tiles(cls, k: int, tile: tuple[int, int]) -> SpriteLayout:
-        return cls(k=k, columns=math.ceil(math.sqrt(k)), tile=(int(tile[0]), int(tile[1])))
+        return cls(k=k, columns=mosaic_columns(k), tile=(int(tile[0]), int(tile[1])))
 
     def to_json(self) -> dict:
         return {
@@ -299,14 +310,14 @@ class SpriteLayout:
     def from_json(cls, d: Any, where: str, *, k: int) -> SpriteLayout:
         d = _dict(d, where, ("kind", "blocks", "k", "columns", "rows", "tile", "width", "height"))
         if d["kind"] != "unit-sprite":
-            raise _bad(f"{where}.kind", f"expected 'unit-sprite', got {_short(d['kind'])}")
+            raise invalid(f"{where}.kind", f"expected 'unit-sprite', got {_short(d['kind'])}")
         if d["blocks"] != ["reconstructions", "patches"]:
-            raise _bad(
+            raise invalid(
                 f"{where}.blocks",
                 f"expected ['reconstructions', 'patches'], got {_short(d['blocks'])}",
             )
         if _int(d["k"], f"{where}.k", 1, MAX_K) != k:
-            raise _bad(f"{where}.k", f"expected the atlas's k = {k}, got {d['k']}")
+            raise invalid(f"{where}.k", f"expected the atlas's k = {k}, got {d['k']}")
         layout = cls(
             k=k,
             columns=_int(d["columns"], f"{where}.columns", 1, k),
@@ -314,18 +325,20 @@ class SpriteLayout:
         )
         for key in ("rows", "width", "height"):
             if _int(d[key], f"{where}.{key}", 1, 1 << 30) != getattr(layout, key):
-                raise _bad(f"{where}.{key}", f"expected {getattr(layout, key)}, got {d[key]}")
+                raise invalid(f"{where}.{key}", f"expected {getattr(layout, key)}, got {d[key]}")
         if max(layout.width, layout.height) > MAX_SPRITE:
-            raise _bad(where, f"a sprite of {layout.width}x{layout.height} is too large")
+            raise invalid(where, f"a sprite of {layout.width}x{layout.height} is too large")
         return layout
 
 
-def _display(d: Any, where: str) -> dict:
+def check_display(d: Any, where: str) -> dict:
+    """A block's display normalisation (``{"kind": "contrast" | "clip" | "minmax" |
+    "unnormalize", ...}``), validated and copied with only its known keys."""
     d = _dict(d, where, ("kind",))
     kind = d["kind"]
     if kind == "contrast":
         if d.get("mode") not in ("symmetric", "minmax"):
-            raise _bad(
+            raise invalid(
                 f"{where}.mode", f"expected 'symmetric' or 'minmax', got {_short(d.get('mode'))}"
             )
         return {"kind": kind, "mode": d["mode"]}
@@ -341,9 +354,9 @@ def _display(d: Any, where: str) -> dict:
             for i, v in enumerate(_list(d.get("std"), f"{where}.std", 1, 4))
         ]
         if any(s == 0 for s in std):
-            raise _bad(f"{where}.std", "expected non-zero values")
+            raise invalid(f"{where}.std", "expected non-zero values")
         return {"kind": kind, "mean": mean, "std": std}
-    raise _bad(
+    raise invalid(
         f"{where}.kind",
         f"expected 'contrast', 'clip', 'minmax' or 'unnormalize', got {_short(kind)}",
     )
@@ -399,28 +412,30 @@ class ImagesRecord:
         d = _dict(d, where, ("dir", "format", "rule", "hits", "crop", "mode", "layout", "display"))
         fmt = d["format"]
         if fmt not in IMAGE_FORMATS:
-            raise _bad(
+            raise invalid(
                 f"{where}.format", f"expected one of {list(IMAGE_FORMATS)}, got {_short(fmt)}"
             )
         quality = d.get("quality")
         if quality is not None:
             quality = _int(quality, f"{where}.quality", 1, 100)
         if d["rule"] not in RULES:
-            raise _bad(f"{where}.rule", f"expected one of {list(RULES)}, got {_short(d['rule'])}")
+            raise invalid(
+                f"{where}.rule", f"expected one of {list(RULES)}, got {_short(d['rule'])}"
+            )
         got_crop = _pair(d["crop"], f"{where}.crop", 1, MAX_SIDE)
         if got_crop != tuple(crop):
-            raise _bad(
+            raise invalid(
                 f"{where}.crop",
                 f"expected the receptive-field crop {list(crop)}, got {list(got_crop)}",
             )
         layout = SpriteLayout.from_json(d["layout"], f"{where}.layout", k=k)
         if layout.tile[0] > crop[0] or layout.tile[1] > crop[1]:
-            raise _bad(
+            raise invalid(
                 f"{where}.layout.tile",
                 f"tiles {list(layout.tile)} larger than the crop {list(crop)}",
             )
         if d["mode"] not in ("RGB", "L"):
-            raise _bad(f"{where}.mode", f"expected 'RGB' or 'L', got {_short(d['mode'])}")
+            raise invalid(f"{where}.mode", f"expected 'RGB' or 'L', got {_short(d['mode'])}")
         display = _dict(d["display"], f"{where}.display", ("reconstructions", "patches"))
         return cls(
             dir=_str(d["dir"], f"{where}.dir", 100, _TILE_DIR),
@@ -432,10 +447,10 @@ class ImagesRecord:
             layout=layout,
             mode=d["mode"],
             display={
-                "reconstructions": _display(
+                "reconstructions": check_display(
                     display["reconstructions"], f"{where}.display.reconstructions"
                 ),
-                "patches": _display(display["patches"], f"{where}.display.patches"),
+                "patches": check_display(display["patches"], f"{where}.display.patches"),
             },
         )
 
@@ -526,7 +541,7 @@ def parse_manifest(obj: Any) -> Manifest:
     first bad field."""
     obj = _dict(obj, "manifest", ("format", "k", "input_size", "tensors", "layers"))
     if obj["format"] != FORMAT_DIR:
-        raise _bad("manifest.format", f"expected {FORMAT_DIR!r}, got {_short(obj['format'])}")
+        raise invalid("manifest.format", f"expected {FORMAT_DIR!r}, got {_short(obj['format'])}")
     k = _int(obj["k"], "manifest.k", 1, MAX_K)
     input_size = _pair(obj["input_size"], "manifest.input_size", 1, MAX_SIDE)
     tensors = _str(obj["tensors"], "manifest.tensors", 100, _TENSORS)
@@ -538,7 +553,7 @@ def parse_manifest(obj: Any) -> Manifest:
         d = _dict(d, where, ("name", "channels", "spatial", "hits", "field"))
         name = _str(d["name"], f"{where}.name")
         if name in seen:
-            raise _bad(f"{where}.name", f"layer {name!r} listed twice")
+            raise invalid(f"{where}.name", f"layer {name!r} listed twice")
         seen.add(name)
         rf = parse_field(d["field"], f"{where}.field", layer=name, input_size=input_size)
         spatial = _bool(d["spatial"], f"{where}.spatial")
@@ -553,7 +568,7 @@ def parse_manifest(obj: Any) -> Manifest:
                 crop=crop_size(rf, input_size),
             )
             if images.hits != hits:
-                raise _bad(f"{where}.images.hits", "the tiles were rendered from other hits")
+                raise invalid(f"{where}.images.hits", "the tiles were rendered from other hits")
         layers.append(
             LayerRecord(
                 name=name,
@@ -574,13 +589,13 @@ def parse_file_meta(meta: Any) -> tuple[list[str], int, tuple[int, int], dict, d
     rule)``."""
     meta = _dict(meta, "metadata", ("format", "layers", "k", "input_size", "fields"))
     if meta["format"] != FORMAT_FILE:
-        raise _bad("metadata.format", f"expected {FORMAT_FILE!r}, got {_short(meta['format'])}")
+        raise invalid("metadata.format", f"expected {FORMAT_FILE!r}, got {_short(meta['format'])}")
     layers = [
         _str(v, f"metadata.layers[{i}]")
         for i, v in enumerate(_list(meta["layers"], "metadata.layers", 1, MAX_LAYERS))
     ]
     if len(set(layers)) != len(layers):
-        raise _bad("metadata.layers", "a layer is listed twice")
+        raise invalid("metadata.layers", "a layer is listed twice")
     k = _int(meta["k"], "metadata.k", 1, MAX_K)
     input_size = _pair(meta["input_size"], "metadata.input_size", 1, MAX_SIDE)
     fields_in = _dict(meta["fields"], "metadata.fields", tuple(layers))
@@ -592,7 +607,7 @@ def parse_file_meta(meta: Any) -> tuple[list[str], int, tuple[int, int], dict, d
     spatial = {n: _bool(spatial_in.get(n, True), f"metadata.spatial[{n!r}]") for n in layers}
     rule = meta.get("rule", "deconv")
     if rule not in RULES:
-        raise _bad("metadata.rule", f"expected one of {list(RULES)}, got {_short(rule)}")
+        raise invalid("metadata.rule", f"expected one of {list(RULES)}, got {_short(rule)}")
     return layers, k, input_size, fields, spatial, rule
 
 
@@ -602,11 +617,11 @@ def read_manifest(root: Path) -> Manifest:
         raise FileNotFoundError(f"atlas: no {MANIFEST} in {os.fspath(root)!r}")
     size = path.stat().st_size
     if size > MAX_MANIFEST_BYTES:
-        raise _bad(MANIFEST, f"{size} bytes; the limit is {MAX_MANIFEST_BYTES}")
+        raise invalid(MANIFEST, f"{size} bytes; the limit is {MAX_MANIFEST_BYTES}")
     try:
         obj = json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _bad(MANIFEST, f"not valid JSON ({e})") from e
+        raise invalid(MANIFEST, f"not valid JSON ({e})") from e
     return parse_manifest(obj)
 
 
@@ -627,16 +642,18 @@ def check_tensor_header(
             names = set(f.keys())
             for name, (shape, dtypes) in expected.items():
                 if name not in names:
-                    raise _bad(os.path.basename(path), f"missing tensor {name!r}")
+                    raise invalid(os.path.basename(path), f"missing tensor {name!r}")
                 s = f.get_slice(name)
                 got, dtype = tuple(s.get_shape()), s.get_dtype()
                 if dtype not in dtypes:
-                    raise _bad(f"tensor {name!r}", f"expected dtype {sorted(dtypes)}, got {dtype}")
+                    raise invalid(
+                        f"tensor {name!r}", f"expected dtype {sorted(dtypes)}, got {dtype}"
+                    )
                 if len(got) != len(shape) or any(
                     a is not None and a != b for a, b in zip(shape, got)
                 ):
                     want = "(" + ", ".join("*" if a is None else str(a) for a in shape) + ")"
-                    raise _bad(f"tensor {name!r}", f"expected shape {want}, got {got}")
+                    raise invalid(f"tensor {name!r}", f"expected shape {want}, got {got}")
     except (SafetensorError, OSError) as e:
         raise ValueError(
             f"atlas: {os.fspath(path)!r} is not a readable safetensors file ({e})"
@@ -646,9 +663,9 @@ def check_tensor_header(
 
 def hits_expectation(i: int, channels: int | None, k: int) -> dict[str, tuple[tuple, set]]:
     return {
-        f"{i}.values": ((channels, k), _FLOATS),
-        f"{i}.indices": ((channels, k), _INTS),
-        f"{i}.positions": ((channels, k, 2), _INTS),
+        f"{i}.values": ((channels, k), FLOAT_DTYPES),
+        f"{i}.indices": ((channels, k), INT_DTYPES),
+        f"{i}.positions": ((channels, k, 2), INT_DTYPES),
     }
 
 
@@ -663,11 +680,11 @@ def check_hits(
 ) -> None:
     """Values finite, indices in [0, n), positions inside the layer's output."""
     if not bool(torch.isfinite(values).all()):
-        raise _bad(f"layer {name!r} values", "expected finite numbers (found NaN or inf)")
+        raise invalid(f"layer {name!r} values", "expected finite numbers (found NaN or inf)")
     if indices.numel() and int(indices.min()) < 0:
-        raise _bad(f"layer {name!r} indices", f"negative image index {int(indices.min())}")
+        raise invalid(f"layer {name!r} indices", f"negative image index {int(indices.min())}")
     if n is not None and indices.numel() and int(indices.max()) >= n:
-        raise _bad(
+        raise invalid(
             f"layer {name!r} indices",
             f"image index {int(indices.max())} not below the data size {n}",
         )
@@ -675,7 +692,7 @@ def check_hits(
     if positions.numel():
         y, x = positions[..., 0], positions[..., 1]
         if int(y.min()) < 0 or int(x.min()) < 0 or int(y.max()) >= h or int(x.max()) >= w:
-            raise _bad(
+            raise invalid(
                 f"layer {name!r} positions", f"a position lies outside the layer's output {h}x{w}"
             )
 
@@ -692,21 +709,6 @@ def hits_digest(
 
 
 # -- files ------------------------------------------------------------------------------------
-def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
-    """Write ``data`` to ``path`` through ``path.tmp`` + ``os.replace``: never a half file."""
-    tmp = path.with_name(path.name + f".{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_manifest(root: Path, obj: dict) -> None:
     write_atomic(root / MANIFEST, json.dumps(obj, indent=1, allow_nan=False).encode())
 
@@ -719,7 +721,7 @@ def inside(root: Path, rel: str) -> Path:
     """``root / rel``, refusing anything that resolves outside ``root``."""
     path = (root / rel).resolve()
     if not path.is_relative_to(root.resolve()):
-        raise _bad("path", f"{rel!r} points outside the atlas directory")
+        raise invalid("path", f"{rel!r} points outside the atlas directory")
     return path
 
 
@@ -792,5 +794,5 @@ class Store:
                 "render the layer again with atlas.render([layer])"
             ) from e
         if size > MAX_TILE_FILE:
-            raise _bad(os.fspath(path), f"{size} bytes is more than a tile can hold")
+            raise invalid(os.fspath(path), f"{size} bytes is more than a tile can hold")
         return path.read_bytes()

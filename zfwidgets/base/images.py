@@ -5,8 +5,10 @@
   as the paper shows them (docs/method.md Sec. 2-3, Fig. 2: "contrast normalized" projections).
 - :func:`colormap` / :func:`normalize_maps`: feature maps (activations) as colours.
 - :func:`to_rgba`: [0, 1] images (grey or RGB) as uint8 RGBA.
-- :func:`tile` / :class:`GridLayout`: many tiles packed into one atlas image, so a whole layer
-  crosses to the browser as one transfer (``js/lib/grid.js`` has the same geometry).
+- :func:`mosaic` / :class:`GridLayout`: the one mosaic layout, many tiles packed into one
+  image, so a whole layer crosses to the browser as one transfer (``js/lib/grid.js`` has the
+  same geometry); :func:`tile` packs RGBA tiles with it, :func:`pair_mosaic` /
+  :func:`pair_atlas` the paper's Fig. 2 pair (the atlas's unit sprites are its ``pad=0`` form).
 - :func:`feature_atlas`, :func:`filter_atlas`: the two atlases the grids draw.
 
 Every function works on the device of its input and returns tensors there; nothing is moved
@@ -43,13 +45,18 @@ __all__ = [
     "fit_channels",
     "feature_atlas",
     "filter_atlas",
+    "find_normalize",
     "grid_columns",
     "mean_std_of",
+    "mosaic",
+    "mosaic_columns",
     "normalize_maps",
     "pair_atlas",
+    "pair_mosaic",
     "resize_to_fit",
     "tile",
     "to_rgba",
+    "to_uint8",
     "unnormalize",
 ]
 
@@ -258,27 +265,56 @@ def display_image(
     return contrast_normalize(x, mode="minmax")
 
 
+def find_normalize(obj: Any, *, depth: int = 4) -> tuple[Any, Any] | None:
+    """``(mean, std)`` of the first ``Normalize`` in ``obj`` or its nested ``transforms``
+    (a ``Normalize``, a ``Compose`` holding one, ``weights.transforms()``, or any object with
+    ``mean``/``std`` attributes, such as a dataset that normalises its images itself), as
+    given there; ``None`` when there is none. Only numbers count: ``mean`` and ``std`` must
+    be as many finite numbers, ``std`` non-zero (a tensor's ``mean`` method does not).
+
+    The one finder: :func:`mean_std_of` (the widgets' ``transform=``) and the atlas's
+    renderer (the data's own transform) both use it.
+    """
+    if obj is None or isinstance(obj, torch.Tensor):
+        return None
+    mean, std = getattr(obj, "mean", None), getattr(obj, "std", None)
+    if mean is not None and std is not None and not callable(mean) and not callable(std):
+        try:
+            m = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
+            s = torch.as_tensor(std, dtype=torch.float64).reshape(-1)
+        except (TypeError, ValueError, RuntimeError):
+            m = s = None
+        if (
+            m is not None
+            and m.numel() >= 1
+            and m.numel() == s.numel()
+            and bool(torch.isfinite(m).all() and torch.isfinite(s).all() and (s != 0).all())
+        ):
+            return mean, std
+    if depth > 0:
+        for inner in getattr(obj, "transforms", None) or []:
+            found = find_normalize(inner, depth=depth - 1)
+            if found is not None:
+                return found
+    return None
+
+
 def mean_std_of(transform: Any) -> tuple[Any, Any]:
     """``(mean, std)`` of the ``Normalize`` inside a torchvision transform (a ``Normalize``,
-    a ``Compose`` holding one, or ``weights.transforms()``).
+    a ``Compose`` holding one, or ``weights.transforms()``); see :func:`find_normalize`.
 
     Raises
     ------
     ValueError
         When the transform holds no ``Normalize``.
     """
-    mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
-    if mean is not None and std is not None:
-        return mean, std
-    for inner in getattr(transform, "transforms", None) or []:
-        try:
-            return mean_std_of(inner)
-        except ValueError:
-            continue
-    raise ValueError(
-        f"transform: found no Normalize(mean, std) in {type(transform).__name__}; "
-        "pass mean= and std= instead"
-    )
+    found = find_normalize(transform)
+    if found is None:
+        raise ValueError(
+            f"transform: found no Normalize(mean, std) in {type(transform).__name__}; "
+            "pass mean= and std= instead"
+        )
+    return found
 
 
 def display_stats(transform: Any, mean: Any, std: Any) -> tuple[Any, Any]:
@@ -299,6 +335,11 @@ def fit_channels(images: torch.Tensor) -> torch.Tensor:
     return images if images.shape[1] in (1, 3) else images.mean(1, keepdim=True)
 
 
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] values (clipped) as uint8, rounded half up: ``floor(x * 255 + 0.5)``."""
+    return torch.floor(images.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+
+
 def to_rgba(images: torch.Tensor) -> torch.Tensor:
     """[0, 1] images as uint8 RGBA (grey for one channel).
 
@@ -316,7 +357,7 @@ def to_rgba(images: torch.Tensor) -> torch.Tensor:
         )
     if images.shape[1] not in (1, 3):
         raise ValueError(f"images: expected 1 (grey) or 3 (RGB) channels, got {images.shape[1]}")
-    x = torch.floor(images.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+    x = to_uint8(images)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     alpha = torch.full_like(x[:, :1], 255)
@@ -436,19 +477,118 @@ def tile(
         columns = grid_columns(n, h, w)
     if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
         raise ValueError(f"columns: expected a positive int, got {columns!r}")
-    layout = GridLayout(n, columns, h, w, pad)
-    rows = layout.rows
-    bg = torch.tensor(background, dtype=torch.uint8, device=tiles.device)
-    cells = bg.expand(rows * columns, h + pad, w + pad, 4).clone()
-    cells[:n, :h, :w] = tiles
-    body = (
-        cells.reshape(rows, columns, h + pad, w + pad, 4)
-        .permute(0, 2, 1, 3, 4)
-        .reshape(rows * (h + pad), columns * (w + pad), 4)
+    return mosaic(
+        tiles.permute(0, 3, 1, 2), columns=columns, pad=pad, fill=background, channels_last=True
     )
-    atlas = bg.expand(layout.height, layout.width, 4).clone()
-    atlas[pad:, pad:] = body
-    return atlas, layout
+
+
+def mosaic_columns(count: int) -> int:
+    """Columns of a Fig. 2 block of ``count`` tiles: ``ceil(sqrt(count))`` (3 for nine)."""
+    return max(1, math.ceil(math.sqrt(count)))
+
+
+def mosaic(
+    tiles: torch.Tensor,
+    *,
+    columns: int | None = None,
+    pad: int = 0,
+    fill: float | Sequence[float] = 0,
+    channels_last: bool = False,
+) -> tuple[torch.Tensor, GridLayout]:
+    """Pack tiles into one channel-first image on the :class:`GridLayout` geometry: the one
+    mosaic layout of the package (:func:`tile`, :func:`pair_mosaic`, the atlas's unit
+    sprites, the layer overview).
+
+    Parameters
+    ----------
+    tiles : Tensor (..., N, C, h, w), any dtype
+        Leading dimensions, if any, make as many mosaics at once.
+    columns : int, optional
+        Default :func:`mosaic_columns` (the paper's Fig. 2 blocks: 3 x 3 for nine).
+    pad : int
+        Pixels between tiles and around the border, filled with ``fill``.
+    fill : number or C numbers
+        Value of padding and empty slots.
+    channels_last : bool
+        Return (..., H, W, C) (what image encoders and RGBA atlases want), written in place.
+
+    Returns
+    -------
+    (image, layout)
+        ``image`` (..., C, layout.height, layout.width), dtype and device of ``tiles``.
+    """
+    n, C, h, w = tiles.shape[-4:]
+    layout = GridLayout(n, mosaic_columns(n) if columns is None else columns, h, w, pad)
+    image = _filled(tiles, tiles.shape[:-4], C, layout.height, layout.width, fill, channels_last)
+    _place(image.movedim(-1, -3) if channels_last else image, tiles, layout)
+    return image, layout
+
+
+def _filled(like, lead, C, H, W, fill, channels_last: bool) -> torch.Tensor:
+    """A new (*lead, C, H, W) tensor, or (*lead, H, W, C), holding ``fill`` per channel."""
+    bg = torch.as_tensor(fill, dtype=like.dtype, device=like.device).reshape(-1)
+    if channels_last:
+        return bg.expand(*lead, H, W, C).clone()
+    return bg.reshape(-1, 1, 1).expand(*lead, C, H, W).clone()
+
+
+def _place(image: torch.Tensor, tiles: torch.Tensor, layout: GridLayout) -> None:
+    """Copy (..., N, C, h, w) ``tiles`` into (..., C, H, W) ``image`` (or a view of one) at
+    ``layout``'s rects: one strided copy for the full rows, one for the last row."""
+    nb = tiles.dim() - 4
+    lead = list(range(nb))
+    h, w, p, cols = layout.tile_h, layout.tile_w, layout.pad, layout.columns
+    full, rest = divmod(layout.count, cols)
+    if full:
+        dst = image[..., p : p + full * (h + p), p : p + cols * (w + p)]
+        dst = dst.unflatten(-2, (full, h + p)).unflatten(-1, (cols, w + p))[..., :h, :, :w]
+        src = tiles[..., : full * cols, :, :, :].unflatten(-4, (full, cols))
+        dst.copy_(src.permute(*lead, nb + 2, nb, nb + 3, nb + 1, nb + 4))
+    if rest:
+        y = p + full * (h + p)
+        dst = image[..., y : y + h, p : p + rest * (w + p)].unflatten(-1, (rest, w + p))
+        src = tiles[..., full * cols :, :, :, :]
+        dst[..., :w].copy_(src.permute(*lead, nb + 1, nb + 2, nb, nb + 3))
+
+
+def pair_mosaic(
+    left: torch.Tensor,
+    right: torch.Tensor,
+    *,
+    columns: int | None = None,
+    pad: int = 0,
+    gap: int = 0,
+    fill: float | Sequence[float] = 0,
+    channels_last: bool = False,
+) -> tuple[torch.Tensor, GridLayout]:
+    """The Fig. 2 pair (docs/method.md Sec. 3.1): two :func:`mosaic` blocks of the same
+    geometry side by side, ``gap`` pixels of ``fill`` between them.
+
+    Parameters
+    ----------
+    left, right : Tensor (..., k, C, h, w), the same shape
+        E.g. reconstructions (left) and image patches (right).
+    columns, pad, fill, channels_last
+        As :func:`mosaic`.
+
+    Returns
+    -------
+    (image, layout)
+        ``image`` (..., C, layout.height, 2 * layout.width + gap); ``layout`` the geometry of
+        each block, the right one starting ``layout.width + gap`` pixels from the left edge.
+    """
+    if left.shape != right.shape:
+        raise ValueError(
+            f"left, right: expected the same shape, got {tuple(left.shape)}, {tuple(right.shape)}"
+        )
+    k, C, h, w = left.shape[-4:]
+    layout = GridLayout(k, mosaic_columns(k) if columns is None else columns, h, w, pad)
+    W = layout.width
+    image = _filled(left, left.shape[:-4], C, layout.height, 2 * W + gap, fill, channels_last)
+    view = image.movedim(-1, -3) if channels_last else image
+    _place(view[..., :W], left, layout)
+    _place(view[..., W + gap :], right, layout)
+    return image, layout
 
 
 @dataclass
@@ -529,9 +669,7 @@ def filter_atlas(
         raise ValueError(
             f"weights: expected a (Cout, Cin, kh, kw) tensor, got {getattr(weights, 'shape', type(weights).__name__)}"
         )
-    w = weights.detach().float()
-    if w.shape[1] not in (1, 3):
-        w = w.mean(1, keepdim=True)
+    w = fit_channels(weights.detach().float())
     return tile(to_rgba(w), columns=columns, pad=pad)
 
 
@@ -578,16 +716,15 @@ def pair_atlas(
         raise ValueError(
             f"left, right: expected as many tiles, got {left.shape[0]}, {right.shape[0]}"
         )
-    k = left.shape[0]
-    columns = columns if columns is not None else max(1, math.ceil(math.sqrt(k)))
+    if columns is None:
+        columns = mosaic_columns(left.shape[0])
 
-    def block(x: torch.Tensor) -> tuple[torch.Tensor, GridLayout]:
+    def block(x: torch.Tensor) -> torch.Tensor:
         x = resize_to_fit(fit_channels(x.float()), max_tile)
-        return tile(to_rgba(x), columns=columns, pad=pad)
+        return to_rgba(x).permute(0, 3, 1, 2)
 
-    a, layout = block(left)
-    b, _ = block(right)
+    a, b = block(left), block(right)
     if gap is None:
-        gap = max(2, round(layout.tile_w / 6))
-    blank = a.new_zeros((a.shape[0], gap, 4))
-    return PairAtlas(torch.cat([a, blank, b], 1), layout, gap)
+        gap = max(2, round(a.shape[3] / 6))
+    image, layout = pair_mosaic(a, b, columns=columns, pad=pad, gap=gap, channels_last=True)
+    return PairAtlas(image, layout, gap)
