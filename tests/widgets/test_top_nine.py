@@ -257,9 +257,12 @@ def test_mining_reports_progress_and_newer_requests_supersede(model, images, fro
 
 def test_errors_in_the_worker_show_in_the_widget(model, images):
     w = TopNine(model, images, layer="4", channel=0).wait()
-    w._shadow[4].weight.data = torch.zeros(1)  # breaks the private copy only
-    w._atlases.clear()
-    w.channel = 1
+    w._shadow[4] = nn.Conv2d(1, 12, 3)  # breaks the private copy only
+    w.refresh()  # mining fails
+    with pytest.raises(RuntimeError, match="RuntimeError"):
+        w.wait()
+    assert w.status == "error" and w.error
+    w.channel = 1  # so does the next request
     with pytest.raises(RuntimeError, match="RuntimeError"):
         w.wait()
     assert w.status == "error" and w.error
@@ -313,3 +316,42 @@ def test_close_stops_the_worker(model, images):
     data.gate.set()
     w.wait(timeout=20)
     assert not w.frame
+
+
+def test_a_superseded_mining_is_handed_on_not_repeated(model, images, frontend, monkeypatch):
+    from zfwidgets.widgets import top_nine
+
+    calls = []
+
+    def counting_mine(*args, **kwargs):
+        calls.append(kwargs["layers"])
+        return zf.mine(*args, **kwargs)
+
+    monkeypatch.setattr(top_nine, "mine", counting_mine)
+    data = Gated(images, after=8)
+    w = TopNine(model, data, layer="4", channel=0, batch_size=4)
+    fe = frontend(w)
+    until(lambda: w._runner.flush() or w.progress > 0)
+    fe.set(channel=1)  # same weights: the mining under way goes on, for this request
+    data.gate.set()
+    w.wait()
+    assert w.frame["channel"] == 1 and calls == [["0", "4", "7"]]
+    assert set(w._atlases[None]) == {"0", "4", "7"}
+    w.show("7", 2)
+    w.wait()
+    assert len(calls) == 1  # every offered layer came from the one pass
+
+
+def test_traits_change_on_the_owner_thread_only_and_weights_are_shared(model, images):
+    threads = set()
+    w = TopNine(model, images, layer="4", channel=0)
+    w.observe(lambda change: threads.add(threading.current_thread()), names=traitlets.All)
+    w.wait()
+    w.channel = 3
+    w.show("7", 1)
+    w.refresh()
+    w.wait()
+    assert w.frame["layer"] == "7" and threads == {threading.current_thread()}
+    # the private copy: its own modules (hooks never reach the model), the model's weights
+    assert w._shadow is not model and w._shadow[4] is not model[4]
+    assert w._shadow[4].weight is model[4].weight
