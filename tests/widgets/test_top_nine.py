@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import traitlets
-from models import assert_unchanged, hook_count, snapshot
+from models import assert_unchanged, hook_count, snapshot, tiny_zf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -355,3 +355,26 @@ def test_traits_change_on_the_owner_thread_only_and_weights_are_shared(model, im
     # the private copy: its own modules (hooks never reach the model), the model's weights
     assert w._shadow is not model and w._shadow[4] is not model[4]
     assert w._shadow[4].weight is model[4].weight
+
+
+def test_checkpoint_weights_go_into_the_copy_as_the_model_holds_its_own(images):
+    model = tiny_zf().double()
+    x = images.double()
+    before = snapshot(model)
+    cp = {k: (v * 0.5).float() for k, v in model.state_dict().items()}  # float32, other values
+    kept = {k: v.clone() for k, v in cp.items()}
+    top = TopNine(model, x, layer="4", channel=1).wait()
+    top.set_checkpoints([cp], ["halved"])
+    top.checkpoint = 0
+    top.wait()
+    assert {v.dtype for v in top._shadow.state_dict().values()} == {torch.float64}
+    halved = tiny_zf().double()
+    halved.load_state_dict(cp)
+    ref = zf.mine(halved, x, layers=["4"], k=9, progress=False)
+    np.testing.assert_allclose(top.values, ref.values["4"][1].float().numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(top.indices, ref.indices["4"][1].numpy())
+    assert all(torch.equal(cp[k], kept[k]) and cp[k].dtype == torch.float32 for k in cp)
+    assert_unchanged(model, before)
+    top.checkpoint = None  # back to the model's own weights, shared again
+    top.wait()
+    assert top._shadow[4].weight is model[4].weight
