@@ -318,7 +318,9 @@ def test_close_stops_the_worker(model, images):
     assert not w.frame
 
 
-def test_a_superseded_mining_is_handed_on_not_repeated(model, images, frontend, monkeypatch):
+@pytest.fixture
+def mined(monkeypatch):
+    """The layers of each zf.mine call TopNine makes."""
     from zfwidgets.widgets import top_nine
 
     calls = []
@@ -328,6 +330,11 @@ def test_a_superseded_mining_is_handed_on_not_repeated(model, images, frontend, 
         return zf.mine(*args, **kwargs)
 
     monkeypatch.setattr(top_nine, "mine", counting_mine)
+    return calls
+
+
+def test_a_superseded_mining_is_handed_on_not_repeated(model, images, frontend, mined):
+    calls = mined
     data = Gated(images, after=8)
     w = TopNine(model, data, layer="4", channel=0, batch_size=4)
     fe = frontend(w)
@@ -378,3 +385,23 @@ def test_checkpoint_weights_go_into_the_copy_as_the_model_holds_its_own(images):
     top.checkpoint = None  # back to the model's own weights, shared again
     top.wait()
     assert top._shadow[4].weight is model[4].weight
+
+
+def test_new_checkpoints_keep_the_models_own_hits(model, images, mined):
+    w = TopNine(model, images, layer="4", channel=0).wait()
+    w.set_checkpoints([model.state_dict()], ["same"])  # still showing the model's own weights
+    w.channel = 2
+    w.wait()
+    assert len(mined) == 1 and w.frame["checkpoint"] is None
+    w.checkpoint = 0
+    w.wait()
+    assert len(mined) == 2
+    halved = {k: v * 0.5 for k, v in model.state_dict().items()}
+    w.set_checkpoints([halved], ["halved"])  # checkpoint 0 is another one now: mined again
+    w.wait()
+    assert len(mined) == 3 and w.frame["checkpoint_label"] == "halved"
+    ref = zf.mine(model, images, layers=["4"], k=9, progress=False)
+    w.checkpoint = None
+    w.wait()
+    assert len(mined) == 3
+    np.testing.assert_allclose(w.values, ref.values["4"][2].numpy(), rtol=1e-6)

@@ -69,7 +69,8 @@ class _Request:
     checkpoint: int | None
     layer: str
     channel: int
-    serial: int
+    #: which weights and data the hits depend on (``TopNine._weights``)
+    weights: tuple
     #: the checkpoint's state dict (None: the model's own weights)
     state: Mapping[str, Any] | None
     #: the hits of ``layer`` under these weights, when already mined
@@ -77,11 +78,6 @@ class _Request:
     #: the layers to mine in one pass when ``atlas`` is None
     layers: tuple[str, ...]
     checkpoint_label: str | None
-
-    @property
-    def weights(self) -> tuple[int | None, int]:
-        """Which weights and data the hits depend on."""
-        return self.checkpoint, self.serial
 
 
 def _check_arguments(
@@ -273,7 +269,8 @@ class TopNine(ZFWidget):
         )
         self._shown: tuple | None = None
         self._shown_status = "ready"
-        self._serial = 0
+        self._serial = 0  # bumped by refresh(): every hit is stale
+        self._checkpoint_set = 0  # bumped by set_checkpoints(): their hits are stale
         self._quiet = 0
         self._ready = False
         needs_mining = name not in self._atlases.get(None, {})
@@ -445,7 +442,7 @@ class TopNine(ZFWidget):
         self._checkpoints = states
         for key in [key for key in self._atlases if key is not None]:
             del self._atlases[key]
-        self._serial += 1  # hits mined under the old checkpoints are never handed on
+        self._checkpoint_set += 1  # hits of the old checkpoints are never handed on
         self._quiet += 1
         try:
             self.checkpoint_labels = names
@@ -560,8 +557,12 @@ class TopNine(ZFWidget):
         self._request()
 
     # -- the work, through the job runner ------------------------------------------------------
+    def _weights(self, checkpoint: int | None) -> tuple:
+        """Which weights and data the hits of ``checkpoint`` depend on now."""
+        return (checkpoint, self._serial, None if checkpoint is None else self._checkpoint_set)
+
     def _key(self) -> tuple:
-        return (self.checkpoint, self.layer, self.channel, self._serial)
+        return (self.layer, self.channel, self._weights(self.checkpoint))
 
     def _request(self) -> None:
         """Ask for the frame of the current (checkpoint, layer, channel); supersedes any
@@ -575,13 +576,14 @@ class TopNine(ZFWidget):
             if self.status != self._shown_status and self.frame:
                 self.status = self._shown_status
             return
-        checkpoint, layer, channel, serial = key
+        layer, channel, weights = key
+        checkpoint = weights[0]
         mined = self._atlases.get(checkpoint, {})
         request = _Request(
             checkpoint=checkpoint,
             layer=layer,
             channel=channel,
-            serial=serial,
+            weights=weights,
             state=None if checkpoint is None else self._checkpoints[checkpoint],
             atlas=mined.get(layer),
             layers=tuple(n for n in dict.fromkeys([*self.layers, layer]) if n not in mined),
@@ -593,7 +595,7 @@ class TopNine(ZFWidget):
 
         def apply(result: tuple[dict[str, Any], tuple[str, ...], Atlas | None]) -> None:
             frame, names, atlas = result
-            if atlas is not None and serial == self._serial:
+            if atlas is not None and weights == self._weights(checkpoint):
                 store = self._atlases.setdefault(checkpoint, {})
                 for n in names:
                     store.setdefault(n, atlas)
