@@ -90,9 +90,10 @@ def bundled(root: Path) -> dict:
 
 
 def main() -> None:
-    from zfwidgets.atlas.site import BUNDLES, STATIC
+    from zfwidgets.atlas.site import BUNDLES
+    from zfwidgets.base.static import bundle_path
 
-    bundles = sum((STATIC / b).stat().st_size for b in BUNDLES)
+    bundles = sum(bundle_path(f"site/{b}").stat().st_size for b in BUNDLES)
     with tempfile.TemporaryDirectory() as tmp:
         a = alexnet_sized(Path(tmp))
         b = bundled(Path(tmp))

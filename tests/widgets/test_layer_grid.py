@@ -13,9 +13,10 @@ from ipywidgets.widgets.widget import _remove_buffers
 from torch import nn
 
 import zfwidgets as zf
+from zfwidgets.base import static
 from zfwidgets.base.codec import decode
 from zfwidgets.base.images import GridLayout, colormap, display_image, normalize_maps, to_rgba
-from zfwidgets.widgets import LayerGrid, _base
+from zfwidgets.widgets import LayerGrid
 from zfwidgets.widgets.layer_grid import map_layers, mean_std_of
 
 
@@ -228,7 +229,7 @@ def test_alexnet_every_layer():
 
 
 def test_missing_bundle_says_how_to_build(model, image, monkeypatch, tmp_path):
-    monkeypatch.setattr(_base, "STATIC", tmp_path)
+    monkeypatch.setattr(static, "STATIC", tmp_path)
 
     class Fresh(LayerGrid):
         pass

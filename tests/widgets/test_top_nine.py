@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import traitlets
-from models import assert_unchanged, hook_count, snapshot
+from models import assert_unchanged, hook_count, snapshot, tiny_zf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -257,9 +257,12 @@ def test_mining_reports_progress_and_newer_requests_supersede(model, images, fro
 
 def test_errors_in_the_worker_show_in_the_widget(model, images):
     w = TopNine(model, images, layer="4", channel=0).wait()
-    w._shadow[4].weight.data = torch.zeros(1)  # breaks the private copy only
-    w._atlases.clear()
-    w.channel = 1
+    w._shadow[4] = nn.Conv2d(1, 12, 3)  # breaks the private copy only
+    w.refresh()  # mining fails
+    with pytest.raises(RuntimeError, match="RuntimeError"):
+        w.wait()
+    assert w.status == "error" and w.error
+    w.channel = 1  # so does the next request
     with pytest.raises(RuntimeError, match="RuntimeError"):
         w.wait()
     assert w.status == "error" and w.error
@@ -313,3 +316,92 @@ def test_close_stops_the_worker(model, images):
     data.gate.set()
     w.wait(timeout=20)
     assert not w.frame
+
+
+@pytest.fixture
+def mined(monkeypatch):
+    """The layers of each zf.mine call TopNine makes."""
+    from zfwidgets.widgets import top_nine
+
+    calls = []
+
+    def counting_mine(*args, **kwargs):
+        calls.append(kwargs["layers"])
+        return zf.mine(*args, **kwargs)
+
+    monkeypatch.setattr(top_nine, "mine", counting_mine)
+    return calls
+
+
+def test_a_superseded_mining_is_handed_on_not_repeated(model, images, frontend, mined):
+    calls = mined
+    data = Gated(images, after=8)
+    w = TopNine(model, data, layer="4", channel=0, batch_size=4)
+    fe = frontend(w)
+    until(lambda: w._runner.flush() or w.progress > 0)
+    fe.set(channel=1)  # same weights: the mining under way goes on, for this request
+    data.gate.set()
+    w.wait()
+    assert w.frame["channel"] == 1 and calls == [["0", "4", "7"]]
+    assert set(w._atlases[None]) == {"0", "4", "7"}
+    w.show("7", 2)
+    w.wait()
+    assert len(calls) == 1  # every offered layer came from the one pass
+
+
+def test_traits_change_on_the_owner_thread_only_and_weights_are_shared(model, images):
+    threads = set()
+    w = TopNine(model, images, layer="4", channel=0)
+    w.observe(lambda change: threads.add(threading.current_thread()), names=traitlets.All)
+    w.wait()
+    w.channel = 3
+    w.show("7", 1)
+    w.refresh()
+    w.wait()
+    assert w.frame["layer"] == "7" and threads == {threading.current_thread()}
+    # the private copy: its own modules (hooks never reach the model), the model's weights
+    assert w._shadow is not model and w._shadow[4] is not model[4]
+    assert w._shadow[4].weight is model[4].weight
+
+
+def test_checkpoint_weights_go_into_the_copy_as_the_model_holds_its_own(images):
+    model = tiny_zf().double()
+    x = images.double()
+    before = snapshot(model)
+    cp = {k: (v * 0.5).float() for k, v in model.state_dict().items()}  # float32, other values
+    kept = {k: v.clone() for k, v in cp.items()}
+    top = TopNine(model, x, layer="4", channel=1).wait()
+    top.set_checkpoints([cp], ["halved"])
+    top.checkpoint = 0
+    top.wait()
+    assert {v.dtype for v in top._shadow.state_dict().values()} == {torch.float64}
+    halved = tiny_zf().double()
+    halved.load_state_dict(cp)
+    ref = zf.mine(halved, x, layers=["4"], k=9, progress=False)
+    np.testing.assert_allclose(top.values, ref.values["4"][1].float().numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(top.indices, ref.indices["4"][1].numpy())
+    assert all(torch.equal(cp[k], kept[k]) and cp[k].dtype == torch.float32 for k in cp)
+    assert_unchanged(model, before)
+    top.checkpoint = None  # back to the model's own weights, shared again
+    top.wait()
+    assert top._shadow[4].weight is model[4].weight
+
+
+def test_new_checkpoints_keep_the_models_own_hits(model, images, mined):
+    w = TopNine(model, images, layer="4", channel=0).wait()
+    w.set_checkpoints([model.state_dict()], ["same"])  # still showing the model's own weights
+    w.channel = 2
+    w.wait()
+    assert len(mined) == 1 and w.frame["checkpoint"] is None
+    w.checkpoint = 0
+    w.wait()
+    assert len(mined) == 2
+    halved = {k: v * 0.5 for k, v in model.state_dict().items()}
+    w.set_checkpoints([halved], ["halved"])  # checkpoint 0 is another one now: mined again
+    w.wait()
+    assert len(mined) == 3 and w.frame["checkpoint_label"] == "halved"
+    ref = zf.mine(model, images, layers=["4"], k=9, progress=False)
+    w.checkpoint = None
+    w.wait()
+    assert len(mined) == 3
+    np.testing.assert_allclose(w.values, ref.values["4"][2].numpy(), rtol=1e-6)

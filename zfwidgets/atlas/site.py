@@ -33,15 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..base.classes import as_labels, label_of_item
+from ..base.classes import find_labels
 from ..base.files import replace_dir, temporary_name
+from ..base.static import bundle_path
 
 __all__ = ["SiteReport", "export_site", "SITE_FORMAT"]
 
 SITE_FORMAT = "zfwidgets.site/1"
 #: The bundles the page loads, built by ``npm run build`` into ``zfwidgets/static/site/``.
 BUNDLES = ("zfsite.js", "zfsite.css")
-STATIC = Path(__file__).resolve().parent.parent / "static" / "site"
 #: Written first in manifest.js: marks a folder this module may replace.
 _MARK = "/* zfwidgets atlas site */"
 #: Significant digits kept for activation values (shown as text).
@@ -111,43 +111,25 @@ def _text(v: Any, what: str, limit: int = 1000) -> str:
     return v[:limit]
 
 
-def _dataset(source: Any) -> Any:
-    """The user's collection behind an ImageSource (a Dataset, a tensor or a list)."""
-    return getattr(source, "items", None)
-
-
 def _labels_of(atlas: Any, labels: Any, wanted: list[int]) -> dict[int, int]:
-    """Image index -> integer label for the images in ``wanted``."""
+    """Image index -> integer label for the images in ``wanted`` (:func:`find_labels`; empty
+    when some image has no label)."""
     n = None
     data = atlas.provenance.get("data") if isinstance(atlas.provenance, dict) else None
     if isinstance(data, dict) and isinstance(data.get("n"), int):
         n = data["n"]
+    found = find_labels(atlas.source, labels=labels, n=n)
     if labels is not None:
-        seq = as_labels(labels, n)
+        seq = found.labels
         bad = [i for i in wanted if i >= len(seq)]
         if bad:
             raise ValueError(
                 f"labels: {len(seq)} labels, but the atlas names image {bad[0]} (one label per "
                 "image of the data the atlas was mined over)"
             )
-        return {i: int(seq[i]) for i in wanted}
-    if atlas.source is None:
-        return {}
-    items = _dataset(atlas.source)
-    for attr in ("labels", "targets"):
-        seq = getattr(items, attr, None)
-        if seq is None or isinstance(seq, (str, bytes)):
-            continue
-        try:
-            seq = as_labels(seq, len(atlas.source))
-        except (TypeError, ValueError):
-            continue
-        return {i: int(seq[i]) for i in wanted}
-    if items is None or not hasattr(items, "__getitem__") or hasattr(items, "dim"):
-        return {}
     out = {}
-    for i in wanted:
-        y = label_of_item(items[i])
+    for i in wanted:  # read one at a time: stop at the first image without a label
+        y = found.labels_of([i])[0]
         if y is None:
             return {}
         out[i] = y
@@ -155,21 +137,7 @@ def _labels_of(atlas: Any, labels: Any, wanted: list[int]) -> dict[int, int]:
 
 
 def _classes_of(atlas: Any, classes: Any) -> list[str] | None:
-    if classes is not None:
-        if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence):
-            raise TypeError(
-                f"classes: expected a list of class names, got {type(classes).__name__}"
-            )
-        return [str(c) for c in classes]
-    items = _dataset(atlas.source) if atlas.source is not None else None
-    found = getattr(items, "classes", None)
-    if (
-        isinstance(found, Sequence)
-        and not isinstance(found, (str, bytes))
-        and all(isinstance(c, str) for c in found)
-    ):
-        return list(found)
-    return None
+    return find_labels(atlas.source, classes=classes).classes
 
 
 def _place(src: Path, dst: Path, link: bool) -> bool:
@@ -214,13 +182,7 @@ def _index_html(title: str) -> str:
 
 
 def _bundle(name: str) -> Path:
-    path = STATIC / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"zfwidgets: the site bundle {path} is missing. Build it from the repository root "
-            "with `npm install && npm run build` (released wheels ship it)."
-        )
-    return path
+    return bundle_path(f"site/{name}")
 
 
 def _is_site(path: Path) -> bool:

@@ -1,24 +1,36 @@
-"""Class names and labels: one name per model output, the label of a dataset item, and the
-model's class scores for a batch.
+"""Class names and labels: one name per model output, the label of a dataset item, the class
+names and labels a collection of images carries (:func:`find_labels`), and the model's class
+scores for a batch.
 
-Used by the prediction, occlusion and top-9 widgets (docs/method.md Sec. 3.1 and 3.5: hits and
-occluded images are read with their classes). Names are plain text; the front end never
-renders them as HTML.
+Used by the prediction, occlusion and top-9 widgets and the atlas site (docs/method.md Sec. 3.1
+and 3.5: hits and occluded images are read with their classes). Names are plain text; the front
+end never renders them as HTML.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from .checks import check_logits
 from .layers import eval_mode
+from .source import ImageSource
 
-__all__ = ["as_labels", "class_names", "label_names", "label_of_item", "logits_of"]
+__all__ = [
+    "FoundLabels",
+    "as_labels",
+    "class_names",
+    "find_labels",
+    "label_names",
+    "label_of_item",
+    "logits_of",
+]
 
 
 def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -106,3 +118,118 @@ def label_names(labels: Sequence[int | None], classes: Sequence[str] | None) -> 
         else:
             out.append(f"class {y}")
     return out
+
+
+@dataclass(frozen=True)
+class FoundLabels:
+    """The class names and image labels of a collection of images (:func:`find_labels`).
+
+    Attributes
+    ----------
+    classes : list of str or None
+        Class names, indexed by label.
+    labels : list of int or None
+        One label per image, when known up front (given, or the data's ``labels`` /
+        ``targets``).
+    items : indexable or None
+        Where labels are read one item at a time when ``labels`` is None: a Dataset or list
+        whose items are ``(image, label, ...)`` or ``{"label": ...}``. None: no labels to read
+        (a tensor of images, nothing indexable).
+    """
+
+    classes: list[str] | None = None
+    labels: list[int] | None = None
+    items: Any = None
+
+    def labels_of(self, indices: Sequence[int]) -> list[int | None]:
+        """The label of each image in ``indices`` (None where the data has none); reads the
+        items themselves only when no label list is known."""
+        if self.labels is not None:
+            return [self.labels[int(i)] for i in indices]
+        if self.items is not None:
+            return [label_of_item(self.items[int(i)]) for i in indices]
+        return [None] * len(indices)
+
+    def names_of(self, indices: Sequence[int]) -> list[str]:
+        """The class name of each image in ``indices`` (:func:`label_names`: ``""`` for none)."""
+        return label_names(self.labels_of(indices), self.classes)
+
+
+def _items_of(data: Any) -> Any:
+    """The indexable collection behind ``data``: a DataLoader's dataset, an ImageSource's
+    items, else ``data`` itself."""
+    if isinstance(data, ImageSource):
+        return data.items
+    if isinstance(data, DataLoader):
+        return data.dataset
+    return data
+
+
+def find_labels(
+    data: Any,
+    *,
+    classes: Sequence[str] | None = None,
+    labels: Sequence[int] | torch.Tensor | np.ndarray | None = None,
+    n: int | None = None,
+) -> FoundLabels:
+    """The class names and image labels of ``data``: those given, else those the data carries.
+
+    One rule for every part that shows hits with their classes (docs/method.md Sec. 3.1: the
+    top-9 widget and the atlas site).
+
+    Parameters
+    ----------
+    data : Tensor (N, C, H, W), Dataset, DataLoader, list, ImageSource, or None
+        The images (a DataLoader stands for its dataset, an ImageSource for its items).
+    classes : list of str, optional
+        Class names by label. Default: the data's ``classes`` attribute when it is a list of
+        str.
+    labels : sequence, tensor or array of ints, optional
+        One label per image (``n`` of them when ``n`` is given). Default: the data's
+        ``labels`` or ``targets`` attribute when it holds one int per image, else the labels
+        of the items themselves, read when asked for (:meth:`FoundLabels.labels_of`). A
+        tensor of images has none.
+    n : int, optional
+        The number of images, to check the given ``labels`` against.
+
+    Raises
+    ------
+    TypeError
+        When ``classes`` is not a sequence of names, or ``labels`` not a sequence of ints.
+    ValueError
+        When ``labels`` does not hold ``n`` labels.
+    """
+    items = _items_of(data)
+    if classes is not None:
+        if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence):
+            raise TypeError(
+                f"classes: expected a list of class names, got {type(classes).__name__}"
+            )
+        names: list[str] | None = [str(c) for c in classes]
+    else:
+        found = getattr(items, "classes", None)
+        names = (
+            list(found)
+            if isinstance(found, Sequence)
+            and not isinstance(found, (str, bytes))
+            and all(isinstance(c, str) for c in found)
+            else None
+        )
+    if labels is not None:
+        return FoundLabels(names, as_labels(labels, n), None)
+    if items is None or isinstance(items, torch.Tensor):
+        return FoundLabels(names, None, None)
+    try:
+        count: int | None = len(items)
+    except TypeError:
+        count = None
+    for attr in ("labels", "targets"):
+        seq = getattr(items, attr, None)
+        if seq is None or isinstance(seq, (str, bytes)) or count is None:
+            continue
+        try:
+            return FoundLabels(names, as_labels(seq, count), None)
+        except (TypeError, ValueError):
+            continue
+    readable = hasattr(items, "__getitem__") and not hasattr(items, "dim")
+    return FoundLabels(names, None, items if readable else None)

@@ -5,13 +5,15 @@
 - :mod:`.backprop`: the deconvnet and its peers through autograd; :mod:`.literal`: the literal
   chain of Sec. 2.1, the fast path's reference.
 - :mod:`.receptive`: receptive fields and image patches.
-- :mod:`.occlusion` (+ :mod:`.incremental`), :mod:`.gradcam`, :mod:`.cam`: where the evidence is.
+- :mod:`.occlusion` (+ :mod:`.incremental`), :mod:`.gradcam`, :mod:`.cam`: where the evidence is;
+  :mod:`.attribution`: the maps of one image side by side (the Explorer's views).
 - :mod:`.filters`: first-layer filters, RMS renormalisation.
 - :mod:`.invariance`, :mod:`.correspondence`, :mod:`.embed`: Sec. 3.3, 4.2 and the codes.
 """
 
 from __future__ import annotations
 
+from .attribution import AttributionMaps, attribution_maps
 from .backprop import NoRuleError, NoRuleWarning, backprop, deconv, guided_backprop, saliency
 from .cam import Cam, cam
 from .capture import Capture, capture
@@ -31,6 +33,7 @@ from .occlusion import OcclusionResult, occlusion
 from .receptive import ReceptiveField, receptive_field
 
 __all__ = [
+    "AttributionMaps",
     "Cam",
     "Capture",
     "Correspondence",
@@ -42,6 +45,7 @@ __all__ = [
     "NoRuleWarning",
     "OcclusionResult",
     "ReceptiveField",
+    "attribution_maps",
     "backprop",
     "cam",
     "capture",

@@ -29,6 +29,7 @@ __all__ = [
     "check_input_size",
     "dry_run",
     "last_called_conv",
+    "layer_shapes",
     "one_image",
 ]
 
@@ -292,6 +293,37 @@ def last_called_conv(model: nn.Module, shape: Sequence[int]) -> tuple[str, nn.Mo
             "(a dotted named_modules() name or the module)"
         )
     return names[-1], dict(model.named_modules())[names[-1]]
+
+
+def layer_shapes(
+    model: nn.Module, x: torch.Tensor, layers: Sequence[str]
+) -> dict[str, tuple[int, ...]]:
+    """The output shape of each of ``layers`` (dotted names) for the batch ``x``, at its last
+    call: from a shape-only pass on the meta device (:func:`dry_run`, no data), or, for a model
+    that cannot run on meta, from one real forward pass of ``x`` on a copy of the module tree
+    (no grad, eval mode; the model untouched). A layer the forward never calls, or whose output
+    is not a tensor, is left out.
+    """
+    names = tuple(dict.fromkeys(layers))
+    if not names:
+        return {}
+    run = dry_run(model, tuple(x.shape), layers=names)
+    if run.ok:
+        return {n: run.shapes[n] for n in names if n in run.shapes}
+    from .capture import Capture
+
+    def shape(_: str, out: object) -> tuple[int, ...] | None:
+        return tuple(out.shape) if isinstance(out, torch.Tensor) else None
+
+    target = module_tree_copy(model)
+    with (
+        torch.no_grad(),
+        eval_mode(target),
+        Capture(target, list(names), switches=False, reduce=shape) as cap,
+    ):
+        target(x)
+    found = {n: cap.activations.get(n) for n in names}
+    return {n: s for n, s in found.items() if isinstance(s, tuple)}
 
 
 def check_images(

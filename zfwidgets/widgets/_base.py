@@ -1,47 +1,26 @@
 """The anywidget base class every zfwidgets widget derives from.
 
 Each widget class names its bundle (``_bundle = "layer_grid.js"``); the bundle is the esbuild
-output in ``zfwidgets/static/`` (built by ``make`` / ``npm run build`` in a checkout, shipped
-in the wheel). It becomes the class's ``_esm`` path (and ``style.css`` its ``_css``) as
-anywidget documents them; importing ``zfwidgets.widgets`` works without a build, and creating
-a widget then says how to build it.
+output in ``zfwidgets/static/`` (:mod:`zfwidgets.base.static`: built by ``make`` / ``npm run
+build`` in a checkout, shipped in the wheel). It becomes the class's ``_esm`` path (and
+``style.css`` its ``_css``) as anywidget documents them; importing ``zfwidgets.widgets`` works
+without a build, and creating a widget then says how to build it.
 ``ANYWIDGET_HMR=1`` (with ``watchfiles``) reloads the bundle live while ``npm run watch`` runs.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import anywidget
 
+from ..base.static import built, bundle_path
 from ._jobs import start_worker
 
-__all__ = ["STATIC", "ZFWidget", "bundle_path", "start_worker"]
-
-#: Where esbuild writes the front-end bundles.
-STATIC = Path(__file__).resolve().parent.parent / "static"
+__all__ = ["ZFWidget", "bundle_path", "start_worker"]
 
 #: One stylesheet for every widget (classes prefixed ``zf-``).
 _CSS = "style.css"
-
-
-def bundle_path(name: str) -> Path:
-    """The path of a built front-end file in ``zfwidgets/static/``.
-
-    Raises
-    ------
-    FileNotFoundError
-        When the file is missing, saying how to build it.
-    """
-    path = STATIC / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"zfwidgets: the front-end bundle {path} is missing. Build it from the repository "
-            "root with `make build-js` (or `npm install && npm run build`); `make test` and "
-            "`pip install .` build it too, and released wheels ship it."
-        )
-    return path
 
 
 class ZFWidget(anywidget.AnyWidget):
@@ -60,8 +39,8 @@ class ZFWidget(anywidget.AnyWidget):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         cls._built = False
         if cls._bundle and "_esm" not in cls.__dict__:
-            esm, css = STATIC / cls._bundle, STATIC / _CSS
-            if esm.is_file() and css.is_file():
+            esm, css = built(cls._bundle), built(_CSS)
+            if esm is not None and css is not None:
                 cls._esm = esm  # anywidget turns the paths into its file contents
                 cls._css = css
                 cls._built = True

@@ -32,8 +32,9 @@ from ..base.images import (  # noqa: I001
     fit_channels,
     mean_std_of,
 )
-from ..base.layers import eval_mode, first_conv, module_tree_copy, resolve_layer
+from ..base.layers import first_conv, module_tree_copy, resolve_layer
 from ..base.uploads import MAX_UPLOAD_BYTES, decode_upload
+from ..engine.attribution import VIEWS, AttributionMaps, attribution_maps
 from ..engine.backprop import backprop
 from ..engine.probe import called_convs, check_images
 from ._jobs import Job, Runner
@@ -43,8 +44,6 @@ from .layer_grid import LayerGrid
 __all__ = ["Explorer", "MAX_UPLOAD_BYTES"]
 
 
-#: The projection rules of the unit view and the heatmap views, by view name.
-_RULES = {"saliency": "saliency", "guided backprop": "guided", "deconvnet": "deconv"}
 _UNIT_HINT = "click a feature map above to project it to pixel space"
 
 
@@ -89,7 +88,7 @@ def _check_attributions(attributions: Any) -> dict[str, Any]:
         )
     from .occlusion_map import OCCLUSION_VIEWS
 
-    reserved = {"Grad-CAM", "saliency", "guided backprop", "deconvnet", *OCCLUSION_VIEWS}
+    reserved = {"Grad-CAM", *VIEWS, *OCCLUSION_VIEWS}
     for name, cls in attributions.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"attributions: expected non-empty str names, got {name!r}")
@@ -530,79 +529,31 @@ class Explorer(w.VBox):
         the selected feature map's strongest unit (or, with none selected, of the predicted
         class score) by that rule, ``|.|`` summed over channels. Then each method of
         ``attributions``. A method that fails is left out; its error is kept in
-        :attr:`attribution_errors`.
+        :attr:`attribution_errors`. Computed by
+        :func:`zfwidgets.engine.attribution.attribution_maps`.
         """
         x = self.current.unsqueeze(0)
-        out = self._compute_views(self.model, x, self.grid.layer, self.grid.channel, unit_only)
+        out = attribution_maps(
+            self.model,
+            x,
+            layer=self.grid.layer,
+            channel=self.grid.channel,
+            image_maps=not unit_only,
+            **self._view_options(),
+        )
         self._merge_errors(out, unit_only)
-        return out["maps"]
+        return out.maps
 
-    def _merge_errors(self, out: dict[str, Any], unit_only: bool) -> None:
+    def _view_options(self) -> dict[str, Any]:
+        """Which views :func:`attribution_maps` computes (read on the kernel thread)."""
+        return {"views": self.attribution_views, "methods": dict(self.attributions)}
+
+    def _merge_errors(self, out: AttributionMaps, unit_only: bool) -> None:
         if not unit_only:
             self.attribution_errors = {}
-        for name in out["tried"]:
+        for name in out.tried:
             self.attribution_errors.pop(name, None)
-        self.attribution_errors.update(out["errors"])
-
-    def _compute_views(
-        self, model: nn.Module, x: torch.Tensor, layer: str, c: int | None, unit_only: bool
-    ) -> dict[str, Any]:
-        """Every projection of the selected unit, each computed once, and the heatmaps.
-
-        Returns ``{"projections": {rule: (1, C, H, W)} (the unit's, empty with no unit),
-        "maps": {view: (H, W)}, "errors": {view: message}, "tried": [view, ...]}``.
-        """
-        maps: dict[str, torch.Tensor] = {}
-        errors: dict[str, str] = {}
-        tried: list[str] = []
-        projections: dict[str, torch.Tensor] = {}
-        with eval_mode(model), torch.no_grad():
-            predicted = int(model(x).argmax(1)[0])
-
-        def attempt(name: str, fn: Any) -> None:
-            tried.append(name)
-            try:
-                maps[name] = fn().detach().float()
-            except Exception as exc:  # one broken method must not break the Explorer
-                errors[name] = f"{type(exc).__name__}: {exc}"
-
-        if c is not None:
-            kw: dict[str, Any] = {"layer": layer, "channel": c}
-        else:
-            last = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-            kw = {"layer": last[-1], "units": [[0, predicted]]} if last else {}
-        rules = {"deconv", "guided"} if c is not None else set()
-        if self.attribution_views and kw:
-            rules |= set(_RULES.values())
-        for rule in sorted(rules):
-            try:
-                projections[rule] = backprop(model, x, rule=rule, **kw)
-            except Exception as exc:
-                name = next(n for n, r in _RULES.items() if r == rule)
-                errors[name] = f"{type(exc).__name__}: {exc}"
-        if self.attribution_views:
-            if not unit_only:
-                from ..engine.gradcam import grad_cam
-
-                attempt("Grad-CAM", lambda: grad_cam(model, x, target=predicted).upsampled[0])
-            for name, rule in _RULES.items():
-                if rule in projections:
-                    attempt(name, lambda rule=rule: projections[rule][0].abs().sum(0))
-        if not unit_only:
-            for name, cls in self.attributions.items():
-                attempt(name, lambda cls=cls: self._captum_map(model, cls, x, predicted))
-        unit = {r: p for r, p in projections.items() if c is not None}
-        return {"projections": unit, "maps": maps, "errors": errors, "tried": tried}
-
-    def _captum_map(self, model: nn.Module, cls: Any, x: torch.Tensor, target: int) -> torch.Tensor:
-        with eval_mode(model), torch.enable_grad():
-            attr = cls(model).attribute(x.detach().clone(), target=target)
-        if isinstance(attr, tuple):
-            attr = attr[0]
-        if not isinstance(attr, torch.Tensor) or attr.dim() != 4:
-            shape = tuple(attr.shape) if isinstance(attr, torch.Tensor) else type(attr).__name__
-            raise ValueError(f"expected an attribution of shape (1, C, H, W), got {shape}")
-        return attr[0].abs().sum(0)
+        self.attribution_errors.update(out.errors)
 
     def _request_views(self, *, keep_view: str | None = None) -> None:
         """The unit view and the heatmap views for the current image and unit, computed
@@ -611,29 +562,32 @@ class Explorer(w.VBox):
         layer, c = self.grid.layer, self.grid.channel
         full = self._need_full
         views = self.occlusion_map is not None and (self.attribution_views or self.attributions)
+        options = self._view_options()
         self._busy("computing…")
 
-        def work(job: Job) -> dict[str, Any]:
+        def work(job: Job) -> tuple[dict[str, torch.Tensor], AttributionMaps | None]:
             model = module_tree_copy(self.model)
-            if not views:
-                if c is None:
-                    return {"projections": {}, "maps": {}, "errors": {}, "tried": []}
-                out = {
-                    rule: backprop(model, x, rule=rule, layer=layer, channel=c)
-                    for rule in ("deconv", "guided")
-                }
-                return {"projections": out, "maps": {}, "errors": {}, "tried": []}
-            return self._compute_views(model, x, layer, c, not full)
+            if views:
+                out = attribution_maps(model, x, layer=layer, channel=c, image_maps=full, **options)
+                return out.projections, out
+            if c is None:
+                return {}, None
+            # the unit view only: its two projections, errors shown in the status line
+            return {
+                rule: backprop(model, x, rule=rule, layer=layer, channel=c)
+                for rule in ("deconv", "guided")
+            }, None
 
-        def apply(out: dict[str, Any]) -> None:
+        def apply(result: tuple[dict[str, torch.Tensor], AttributionMaps | None]) -> None:
+            projections, out = result
             if full:
                 self._need_full = False
-            self._show_unit(x, layer, c, out["projections"])
-            if views:
+            self._show_unit(x, layer, c, projections)
+            if out is not None:
                 self._merge_errors(out, not full)
                 occ = self.occlusion_map
                 with occ.hold_sync():
-                    for name, values in out["maps"].items():
+                    for name, values in out.maps.items():
                         occ.show_map(name, values, show=False)
                     if keep_view is not None and keep_view in [v["name"] for v in occ.views]:
                         occ.view = keep_view

@@ -8,19 +8,23 @@ checkpoint, for every offered layer in one pass over the data) or from a given
 values and dataset indices of the hits in one transfer (:func:`zfwidgets.base.codec.pack`).
 
 The model work goes through the widget's job runner (:mod:`zfwidgets.widgets._jobs`), on a
-private copy of the model, so the kernel stays free for the front end (which shows ``status``
-and ``progress``) and for the user's own cells; a newer request (layer, channel, checkpoint)
-supersedes an older one: its result is not sent, and mining for a checkpoint no longer wanted
-stops at the next batch (``zf.mine(..., progress=)`` raises ``Cancelled``). Where no event loop
-runs (scripts, tests), :meth:`TopNine.wait` applies the result.
+private copy of the model's module tree, so the kernel stays free for the front end (which
+shows ``status`` and ``progress``) and for the user's own cells; a newer request (layer,
+channel, checkpoint) supersedes an older one: its result is not sent, and mining for a
+checkpoint no longer wanted stops at the next batch (``zf.mine(..., progress=)`` raises
+``Cancelled``). Where no event loop runs (scripts, tests), :meth:`TopNine.wait` applies the
+result.
+
+Who owns what: the traits, the checkpoints and the mined atlases (``_atlases``) belong to the
+kernel thread; a request hands the worker what it needs (the atlas when mined, the checkpoint's
+weights), and the worker returns the frame and what it mined, which the callback on the kernel
+thread stores. The private module tree and the weights it holds belong to the worker. No lock.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,19 +32,17 @@ import numpy as np
 import torch
 import traitlets as t
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ..atlas.core import Atlas
 from ..atlas.mining import mine
 from ..base.checkpoints import check_state_dict, parse_checkpoints
 from ..base.checks import check_model, check_positive_int, model_device
-from ..base.classes import as_labels, label_names, label_of_item
+from ..base.classes import find_labels
 from ..base.codec import decode, pack
 from ..base.images import contrast_normalize, display_image, mean_std_of, pair_atlas
-from ..base.layers import eval_mode, resolve_layer
+from ..base.layers import module_tree_copy, resolve_layer
 from ..base.source import ImageSource
-from ..engine.capture import Capture
-from ..engine.probe import check_images
+from ..engine.probe import check_images, layer_shapes
 from ._base import ZFWidget
 from ._jobs import Job, Runner
 
@@ -60,6 +62,73 @@ class _LayerInfo:
     spatial: bool
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What one job needs, read on the kernel thread when it is asked for."""
+
+    checkpoint: int | None
+    layer: str
+    channel: int
+    #: which weights and data the hits depend on (``TopNine._weights``)
+    weights: tuple
+    #: the checkpoint's state dict (None: the model's own weights)
+    state: Mapping[str, Any] | None
+    #: the hits of ``layer`` under these weights, when already mined
+    atlas: Atlas | None
+    #: the layers to mine in one pass when ``atlas`` is None
+    layers: tuple[str, ...]
+    checkpoint_label: str | None
+
+
+def _check_arguments(
+    data: Any,
+    atlas: Atlas | None,
+    k: int | None,
+    transform: Callable | None,
+    mean: Sequence[float] | float | None,
+    std: Sequence[float] | float | None,
+) -> tuple[int, Any, Any]:
+    """Check what needs no model run; return ``k`` and the display ``mean``, ``std``."""
+    if data is None and atlas is None:
+        raise ValueError("give data= (images to mine) or atlas= (from zf.mine / Atlas.load)")
+    if atlas is not None and not isinstance(atlas, Atlas):
+        raise TypeError(f"atlas: expected a zfwidgets Atlas, got {type(atlas).__name__}")
+    if (mean is None) != (std is None):
+        raise ValueError("mean and std: give both or neither")
+    if mean is None and transform is not None:
+        # no Normalize: patches are shown as they are (or min-max per image)
+        with contextlib.suppress(ValueError):
+            mean, std = mean_std_of(transform)
+    if k is None:
+        k = atlas.k if atlas is not None else 9
+    k = check_positive_int(k, "k")
+    if atlas is not None and k != atlas.k:
+        raise ValueError(f"k: the atlas holds {atlas.k} hits per map, got k={k}")
+    return k, mean, std
+
+
+def _private_tree(model: nn.Module) -> nn.Module:
+    """The module tree every background computation runs on: copied modules sharing the
+    model's weights (:func:`~zfwidgets.base.layers.module_tree_copy`), so hooks and checkpoint
+    weights put on it never reach the model."""
+    tree = module_tree_copy(model)
+    if tree is model:
+        raise TypeError(
+            f"model: TopNine works on a private copy of the model's module tree, and "
+            f"copy.deepcopy({type(model).__name__}) failed"
+        )
+    return tree
+
+
+def _weights_like(state: Mapping[str, Any], reference: Mapping[str, torch.Tensor]) -> dict:
+    """``state`` on the device and in the dtype of the model's own tensors (no copy when they
+    already are)."""
+    return {
+        key: value.detach().to(device=reference[key].device, dtype=reference[key].dtype)
+        for key, value in state.items()
+    }
+
+
 class TopNine(ZFWidget):
     """The top-k hits of one feature map: deconvnet projections beside image patches.
 
@@ -72,8 +141,9 @@ class TopNine(ZFWidget):
     Parameters
     ----------
     model : nn.Module
-        Used through a private copy (``copy.deepcopy`` once), on the model's device; the
-        model itself is never run in the background nor modified.
+        Used through a private copy of its module tree (``module_tree_copy``: the modules
+        are copied, the weights shared), on the model's device; the model's own modules are
+        never run in the background, and checkpoint weights go into the copy only.
     data : Tensor (N, C, H, W), Dataset, DataLoader, or list of tensors / PIL images, optional
         The images to mine, normalised as the model expects (or made so by ``transform``).
         Datasets may return ``(image, label)``; a DataLoader must not shuffle.
@@ -173,120 +243,25 @@ class TopNine(ZFWidget):
         **kwargs: Any,
     ) -> None:
         check_model(model)
-        if data is None and atlas is None:
-            raise ValueError("give data= (images to mine) or atlas= (from zf.mine / Atlas.load)")
-        if atlas is not None and not isinstance(atlas, Atlas):
-            raise TypeError(f"atlas: expected a zfwidgets Atlas, got {type(atlas).__name__}")
-        if (mean is None) != (std is None):
-            raise ValueError("mean and std: give both or neither")
-        if mean is None and transform is not None:
-            # no Normalize: patches are shown as they are (or min-max per image)
-            with contextlib.suppress(ValueError):
-                mean, std = mean_std_of(transform)
-        if k is None:
-            k = atlas.k if atlas is not None else 9
-        k = check_positive_int(k, "k")
-        if atlas is not None and k != atlas.k:
-            raise ValueError(f"k: the atlas holds {atlas.k} hits per map, got k={k}")
+        k, mean, std = _check_arguments(data, atlas, k, transform, mean, std)
         self._batch_size = check_positive_int(batch_size, "batch_size")
         self._max_tile = check_positive_int(max_tile, "max_tile")
         self._model = model
         self._k = k
         self._mean, self._std = mean, std
+        self._open_data(data, atlas, transform)
+        self._found = find_labels(self._data, classes=classes, labels=labels, n=self._n)
+        name, offered = self._offer_layers(layer, layers, atlas)
+        channels = self._check_channel(name, channel)
 
-        # the images: checked now (empty, wrong type, wrong channel count), not in the thread
-        self._source: ImageSource | None = None
-        if data is not None:
-            self._source = ImageSource(data, transform=transform, batch_size=self._batch_size)
-        elif atlas.source is not None:
-            self._source = atlas.source
-            loader = atlas.source.loader
-            data = loader if loader is not None else atlas.source.items
-            transform = atlas.source.transform
-        self._data = data  # what mining reads (None: only the atlas)
-        self._transform = transform
-        self._n = len(self._source) if self._source is not None else None
-        if self._n is not None and k > self._n:
-            raise ValueError(f"k: expected at most the dataset size ({self._n} images), got k={k}")
-
-        self._order = {n: i for i, (n, _) in enumerate(model.named_modules())}
-        name, _ = resolve_layer(model, layer)
-        self._info: dict[str, _LayerInfo] = {}
-        if atlas is not None:
-            for n in atlas.layers:
-                v = atlas.values[n]
-                self._info[n] = _LayerInfo(int(v.shape[0]), bool(atlas.spatial.get(n, True)))
-        if layers is not None:
-            offered = [resolve_layer(model, m)[0] for m in layers]
-        elif atlas is not None:
-            offered = list(atlas.layers)
-        else:
-            offered = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-        if self._source is None:
-            missing = [n for n in dict.fromkeys([*offered, name]) if n not in self._info]
-            if missing:
-                raise ValueError(
-                    f"layer: {missing[0]!r} is not in the atlas, which holds {atlas.layers}; "
-                    "pass data= to mine other layers"
-                )
-        self._probe([n for n in dict.fromkeys([*offered, name]) if n not in self._info])
-        if name not in self._info:
-            raise ValueError(
-                f"layer: {name!r} ({type(dict(model.named_modules())[name]).__name__}) gives "
-                "no (N, C, H, W) or (N, C) output to mine"
-            )
-        offered = self._sorted([n for n in dict.fromkeys([*offered, name]) if n in self._info])
-        channels = self._info[name].channels
-        if isinstance(channel, bool) or not isinstance(channel, int):
-            raise TypeError(f"channel: expected an int, got {type(channel).__name__}")
-        if not 0 <= channel < channels:
-            raise ValueError(
-                f"channel: expected an int in [0, {channels}) for layer {name!r}, got {channel}"
-            )
-
-        # class names by label
-        dataset = data.dataset if isinstance(data, DataLoader) else data
-        if classes is None:
-            found = getattr(dataset, "classes", None)
-            classes = found if isinstance(found, Sequence) and not isinstance(found, str) else None
-        elif isinstance(classes, str) or not isinstance(classes, Sequence):
-            raise TypeError(f"classes: expected a list of str, got {type(classes).__name__}")
-        self._classes = [str(c) for c in classes] if classes is not None else None
-        if labels is None:
-            targets = getattr(dataset, "targets", None)
-            if targets is not None and self._n is not None:
-                try:
-                    labels = as_labels(targets, self._n)
-                except (TypeError, ValueError):
-                    labels = None
-        else:
-            labels = as_labels(labels, self._n)
-        self._labels: list[int] | None = labels
-
-        # the private copy every background computation runs on
-        try:
-            self._shadow = copy.deepcopy(model)
-        except Exception as exc:
-            raise TypeError(
-                f"model: TopNine works on a private copy of the model, and "
-                f"copy.deepcopy({type(model).__name__}) failed: {exc}"
-            ) from exc
-        self._lock = threading.RLock()  # the copy's weights and the mined atlases
-        self._loaded: int | None = None  # checkpoint whose weights the copy holds
+        self._shadow = _private_tree(model)  # the worker's; see the module docstring
+        self._loaded: Mapping[str, Any] | None = None  # weights the copy holds (None: own)
+        # the worker's too: the last hits it mined, for the job that superseded theirs
+        self._handoff: tuple[tuple, tuple[str, ...], Atlas] | None = None
         self._checkpoints: list[Any] = []
         self._atlases: dict[int | None, dict[str, Atlas]] = {}
         if atlas is not None:
-            private = atlas.attached(self._shadow, self._source)
-            self._atlases[None] = {n: private for n in atlas.layers}
-            if self._source is None:
-                try:
-                    private.patches(name, channel)
-                except RuntimeError as exc:
-                    raise ValueError(
-                        "atlas: it has no images to crop patches from; pass data= or load it "
-                        "with Atlas.load(path, model=model, data=data)"
-                    ) from exc
-
+            self._adopt(atlas, name, channel)
         self._runner = Runner(
             f"zfwidgets.TopNine-{id(self):x}",
             on_progress=self._on_progress,
@@ -294,7 +269,8 @@ class TopNine(ZFWidget):
         )
         self._shown: tuple | None = None
         self._shown_status = "ready"
-        self._serial = 0
+        self._serial = 0  # bumped by refresh(): every hit is stale
+        self._checkpoint_set = 0  # bumped by set_checkpoints(): their hits are stale
         self._quiet = 0
         self._ready = False
         needs_mining = name not in self._atlases.get(None, {})
@@ -313,31 +289,103 @@ class TopNine(ZFWidget):
         self._ready = True
         self._request()
 
+    # -- construction: each step checks its arguments before any work --------------------------
+    def _open_data(self, data: Any, atlas: Atlas | None, transform: Callable | None) -> None:
+        """The images to mine and crop: ``data``, else the atlas's own (checked now: empty,
+        wrong type; not in the thread)."""
+        self._source: ImageSource | None = None
+        if data is not None:
+            self._source = ImageSource(data, transform=transform, batch_size=self._batch_size)
+        elif atlas.source is not None:
+            self._source = atlas.source
+            loader = atlas.source.loader
+            data = loader if loader is not None else atlas.source.items
+            transform = atlas.source.transform
+        self._data = data  # what mining reads (None: only the atlas)
+        self._transform = transform
+        self._n = len(self._source) if self._source is not None else None
+        if self._n is not None and self._k > self._n:
+            raise ValueError(
+                f"k: expected at most the dataset size ({self._n} images), got k={self._k}"
+            )
+
+    def _offer_layers(
+        self,
+        layer: str | nn.Module,
+        layers: Sequence[str | nn.Module] | None,
+        atlas: Atlas | None,
+    ) -> tuple[str, list[str]]:
+        """The layer shown first and the layers offered (each with a channel count, from the
+        atlas or probed), in ``named_modules()`` order."""
+        model = self._model
+        self._order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+        name, _ = resolve_layer(model, layer)
+        self._info: dict[str, _LayerInfo] = {}
+        if atlas is not None:
+            for n in atlas.layers:
+                v = atlas.values[n]
+                self._info[n] = _LayerInfo(int(v.shape[0]), bool(atlas.spatial.get(n, True)))
+        if layers is not None:
+            offered = [resolve_layer(model, m)[0] for m in layers]
+        elif atlas is not None:
+            offered = list(atlas.layers)
+        else:
+            offered = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        wanted = list(dict.fromkeys([*offered, name]))
+        if self._source is None:
+            missing = [n for n in wanted if n not in self._info]
+            if missing:
+                raise ValueError(
+                    f"layer: {missing[0]!r} is not in the atlas, which holds {atlas.layers}; "
+                    "pass data= to mine other layers"
+                )
+        self._probe([n for n in wanted if n not in self._info])
+        if name not in self._info:
+            raise ValueError(
+                f"layer: {name!r} ({type(dict(model.named_modules())[name]).__name__}) gives "
+                "no (N, C, H, W) or (N, C) output to mine"
+            )
+        return name, self._sorted([n for n in wanted if n in self._info])
+
+    def _check_channel(self, name: str, channel: object) -> int:
+        """``channel`` checked against the layer's channel count; the count."""
+        channels = self._info[name].channels
+        if isinstance(channel, bool) or not isinstance(channel, int):
+            raise TypeError(f"channel: expected an int, got {type(channel).__name__}")
+        if not 0 <= channel < channels:
+            raise ValueError(
+                f"channel: expected an int in [0, {channels}) for layer {name!r}, got {channel}"
+            )
+        return channels
+
+    def _adopt(self, atlas: Atlas, name: str, channel: int) -> None:
+        """Use the hits of a given atlas for the model's own weights, on the private copy."""
+        private = atlas.attached(self._shadow, self._source)
+        self._atlases[None] = {n: private for n in atlas.layers}
+        if self._source is None:
+            try:
+                private.patches(name, channel)
+            except RuntimeError as exc:
+                raise ValueError(
+                    "atlas: it has no images to crop patches from; pass data= or load it "
+                    "with Atlas.load(path, model=model, data=data)"
+                ) from exc
+
     # -- layers --------------------------------------------------------------------------------
     def _sorted(self, names: Sequence[str]) -> list[str]:
         return sorted(names, key=lambda n: self._order.get(n, len(self._order)))
 
     def _probe(self, names: Sequence[str]) -> None:
-        """Channel count of each layer from one forward pass of the first image (on the
-        calling thread, with the user's model, as any cell would run it)."""
+        """Channel count of each layer from the output shapes for the first image
+        (:func:`~zfwidgets.engine.probe.layer_shapes`: a shape-only pass, on the calling
+        thread)."""
         if not names or self._source is None:
             return
         x = self._source.first().unsqueeze(0).to(model_device(self._model))
         x = check_images(self._model, x, name="data[0]")
-
-        def shape(_: str, out: torch.Tensor) -> tuple[int, ...]:
-            return tuple(out.shape)
-
-        with (
-            torch.no_grad(),
-            eval_mode(self._model),
-            Capture(self._model, list(names), switches=False, reduce=shape) as cap,
-        ):
-            self._model(x)
-        for n in names:
-            s = cap.activations.get(n)
-            if isinstance(s, tuple) and len(s) in (2, 4) and s[1] > 0:
-                self._info[n] = _LayerInfo(int(s[1]), len(s) == 4)
+        for n, shape in layer_shapes(self._model, x, names).items():
+            if len(shape) in (2, 4) and shape[1] > 0:
+                self._info[n] = _LayerInfo(int(shape[1]), len(shape) == 4)
 
     def _layer_info(self, name: object) -> _LayerInfo:
         if not isinstance(name, str):
@@ -391,12 +439,10 @@ class TopNine(ZFWidget):
                 "checkpoints: each checkpoint is mined over the data, and this TopNine has "
                 "none; build it with data="
             )
-        with self._lock:
-            self._checkpoints = states
-            for key in [key for key in self._atlases if key is not None]:
-                del self._atlases[key]
-            if self._loaded is not None:
-                self._loaded = -1  # unknown: reload before the next computation
+        self._checkpoints = states
+        for key in [key for key in self._atlases if key is not None]:
+            del self._atlases[key]
+        self._checkpoint_set += 1  # hits of the old checkpoints are never handed on
         self._quiet += 1
         try:
             self.checkpoint_labels = names
@@ -405,15 +451,12 @@ class TopNine(ZFWidget):
         finally:
             self._quiet -= 1
         if self.checkpoint is not None:  # what is shown came from the old checkpoints
-            self._serial += 1
             self._request()
 
     def refresh(self) -> None:
         """Forget every mined hit and crop (e.g. after training the model further) and mine
         again."""
-        with self._lock:
-            self._atlases = {}
-            self._loaded = -1
+        self._atlases = {}
         self._serial += 1
         self._request()
 
@@ -514,8 +557,12 @@ class TopNine(ZFWidget):
         self._request()
 
     # -- the work, through the job runner ------------------------------------------------------
+    def _weights(self, checkpoint: int | None) -> tuple:
+        """Which weights and data the hits of ``checkpoint`` depend on now."""
+        return (checkpoint, self._serial, None if checkpoint is None else self._checkpoint_set)
+
     def _key(self) -> tuple:
-        return (self.checkpoint, self.layer, self.channel, self._serial)
+        return (self.layer, self.channel, self._weights(self.checkpoint))
 
     def _request(self) -> None:
         """Ask for the frame of the current (checkpoint, layer, channel); supersedes any
@@ -529,13 +576,29 @@ class TopNine(ZFWidget):
             if self.status != self._shown_status and self.frame:
                 self.status = self._shown_status
             return
-        checkpoint, layer, _, serial = key
-        mined = layer in self._atlases.get(checkpoint, {})
-        self.status = "computing" if mined else "mining"
-        if not mined:
+        layer, channel, weights = key
+        checkpoint = weights[0]
+        mined = self._atlases.get(checkpoint, {})
+        request = _Request(
+            checkpoint=checkpoint,
+            layer=layer,
+            channel=channel,
+            weights=weights,
+            state=None if checkpoint is None else self._checkpoints[checkpoint],
+            atlas=mined.get(layer),
+            layers=tuple(n for n in dict.fromkeys([*self.layers, layer]) if n not in mined),
+            checkpoint_label=None if checkpoint is None else self.checkpoint_labels[checkpoint],
+        )
+        self.status = "computing" if request.atlas is not None else "mining"
+        if request.atlas is None:
             self.progress = 0.0
 
-        def apply(frame: dict[str, Any]) -> None:
+        def apply(result: tuple[dict[str, Any], tuple[str, ...], Atlas | None]) -> None:
+            frame, names, atlas = result
+            if atlas is not None and weights == self._weights(checkpoint):
+                store = self._atlases.setdefault(checkpoint, {})
+                for n in names:
+                    store.setdefault(n, atlas)
             self._shown, self._shown_status = key, "ready"
             with self.hold_sync():
                 self.frame = frame
@@ -551,7 +614,7 @@ class TopNine(ZFWidget):
                 self.status = "error"
 
         self._runner.submit(
-            lambda job: self._frame(key, job), apply, error=error, key=(checkpoint, serial)
+            lambda job: self._work(request, job), apply, error=error, key=request.weights
         )
 
     def _on_progress(self, fraction: float) -> None:
@@ -561,55 +624,60 @@ class TopNine(ZFWidget):
     def _set_status(self, status: str) -> None:
         self.status = status
 
-    def _load_weights(self, checkpoint: int | None) -> None:
-        """Give the private copy the weights of ``checkpoint`` (None: the model's own)."""
-        with self._lock:
-            if self._loaded == checkpoint:
-                return
-            sd = self._model.state_dict() if checkpoint is None else self._checkpoints[checkpoint]
-            self._shadow.load_state_dict(sd, strict=True)
-            self._loaded = checkpoint
+    # -- the worker's side: nothing here sets a trait or touches the kernel's state -----------
+    def _work(
+        self, request: _Request, job: Job
+    ) -> tuple[dict[str, Any], tuple[str, ...], Atlas | None]:
+        """The frame of ``request``, and the hits mined for it (layer names and the atlas;
+        ``()`` and None when it came with its atlas)."""
+        names: tuple[str, ...] = ()
+        atlas = request.atlas
+        if atlas is None:
+            names, atlas = self._mined(request, job)
+        job.check()
+        job.post(self._set_status, "computing")
+        return self._frame(request, atlas), names, atlas
 
-    def _atlas_for(self, checkpoint: int | None, layer: str, job: Job) -> Atlas:
-        store = self._atlases.setdefault(checkpoint, {})
-        if layer in store:
-            return store[layer]
+    def _load_weights(self, state: Mapping[str, Any] | None) -> None:
+        """Give the private copy the weights of a checkpoint's ``state`` (None: the model's
+        own, shared). Checkpoint tensors replace the copy's parameters (``assign``): nothing
+        is written into the model's."""
+        if state is self._loaded:
+            return
+        if state is None:
+            weights = self._model.state_dict(keep_vars=True)
+        else:
+            weights = _weights_like(state, self._model.state_dict())
+        self._shadow.load_state_dict(weights, strict=True, assign=True)
+        self._loaded = state
+
+    def _mined(self, request: _Request, job: Job) -> tuple[tuple[str, ...], Atlas]:
+        """Mine ``request.layers`` in one pass over the data, or take the hits that a job
+        superseded by this one (same weights, see ``Runner.submit(key=)``) mined to the end."""
+        handoff = self._handoff
+        if handoff is not None and handoff[0] == request.weights and request.layer in handoff[1]:
+            return handoff[1], handoff[2]
         if self._source is None:
-            raise RuntimeError(f"layer {layer!r}: no data to mine")
-        names = [n for n in dict.fromkeys([*self.layers, layer]) if n not in store]
-        self._load_weights(checkpoint)
+            raise RuntimeError(f"layer {request.layer!r}: no data to mine")
+        self._load_weights(request.state)
         data = self._data
         tensor = isinstance(data, torch.Tensor)
         atlas = mine(
             self._shadow,
             data,
-            layers=names,
-            k=self.k,
+            layers=list(request.layers),
+            k=self._k,
             batch_size=self._batch_size,
             transform=None if tensor else self._transform,
             progress=job.progress,
         )
         atlas.source = self._source  # one reader of the data for every crop
-        for n in names:
-            store[n] = atlas
-        return atlas
+        self._handoff = (request.weights, request.layers, atlas)
+        return request.layers, atlas
 
-    def _class_names(self, indices: list[int]) -> list[str]:
-        if self._labels is not None:
-            labels: list[int | None] = [self._labels[i] for i in indices]
-        elif self._data is not None and not isinstance(self._data, torch.Tensor):
-            dataset = self._data.dataset if isinstance(self._data, DataLoader) else self._data
-            labels = [label_of_item(dataset[i]) for i in indices]
-        else:
-            return [""] * len(indices)
-        return label_names(labels, self._classes)
-
-    def _frame(self, key: tuple, job: Job) -> dict[str, Any]:
-        checkpoint, layer, channel, _ = key
-        atlas = self._atlas_for(checkpoint, layer, job)
-        job.check()
-        job.post(self._set_status, "computing")
-        self._load_weights(checkpoint)
+    def _frame(self, request: _Request, atlas: Atlas) -> dict[str, Any]:
+        layer, channel = request.layer, request.channel
+        self._load_weights(request.state)
         recon = atlas.reconstructions(layer, channel)  # (k, C, h, w), ZF deconvnet
         atlas.forget_reconstructions(keep=_KEEP_RECONSTRUCTIONS)
         patches = atlas.patches(layer, channel)
@@ -630,12 +698,11 @@ class TopNine(ZFWidget):
             }
         )
         crop = list(atlas.crop_size(layer))
-        label = None if checkpoint is None else self.checkpoint_labels[checkpoint]
         return {
             "layer": layer,
             "channel": channel,
-            "checkpoint": checkpoint,
-            "checkpoint_label": label,
+            "checkpoint": request.checkpoint,
+            "checkpoint_label": request.checkpoint_label,
             "k": k,
             "grid": {
                 "count": k,
@@ -648,7 +715,7 @@ class TopNine(ZFWidget):
                 "height": int(image.shape[0]),
             },
             "crop": crop,
-            "classes": self._class_names([int(i) for i in indices.tolist()]),
+            "classes": self._found.names_of([int(i) for i in indices.tolist()]),
             **payloads,
         }
 
