@@ -46,6 +46,23 @@ from zfwidgets.engine.occlusion import occlusion  # noqa: E402
 from zfwidgets.models import zfnet  # noqa: E402
 
 
+def interleaved(
+    methods: dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None]
+) -> tuple[dict[str, list[float]], dict[str, object]]:
+    """Run the methods in turn (a, b, c, ... then again) ``repeats`` times, so that drift in the
+    machine's speed favours none of them; each method's times and its last output."""
+    times: dict[str, list[float]] = {key: [] for key in methods}
+    outputs: dict[str, object] = {}
+    for _ in range(repeats):
+        for key, fn in methods.items():
+            sync()
+            start = time.perf_counter()
+            outputs[key] = fn()
+            sync()
+            times[key].append(time.perf_counter() - start)
+    return times, outputs
+
+
 def occluded_images(x: torch.Tensor, rows: list[int], cols: list[int], window: int) -> torch.Tensor:
     """Every occluded copy of x[0], rows-major, filled with the per-channel mean: (P, C, H, W)."""
     fill = x[0].mean(dim=(1, 2)).reshape(-1, 1, 1)
@@ -141,15 +158,7 @@ def main() -> None:
     # does not favour whichever method runs first; the median of each.
     methods: dict[str, Callable[[], object]] = {"a": floor, "b": ours}
     methods.update({f"c{ppe}": captum(ppe) for ppe in captum_ppe})
-    times: dict[str, list[float]] = {key: [] for key in methods}
-    outputs: dict[str, object] = {}
-    for _ in range(repeats):
-        for key, fn in methods.items():
-            sync()
-            start = time.perf_counter()
-            outputs[key] = fn()
-            sync()
-            times[key].append(time.perf_counter() - start)
+    times, outputs = interleaved(methods, repeats, sync)
     t = {key: statistics.median(v) for key, v in times.items()}
     results = [
         ("(a) floor: batched forward of the occluded images", t["a"], ""),
@@ -222,15 +231,7 @@ def widget_vs_call(
         return widget.result
 
     methods: dict[str, Callable[[], object]] = {"call": call, "widget": widget_sweep}
-    times: dict[str, list[float]] = {key: [] for key in methods}
-    outputs: dict[str, object] = {}
-    for _ in range(repeats):
-        for key, fn in methods.items():
-            sync()
-            start = time.perf_counter()
-            outputs[key] = fn()
-            sync()
-            times[key].append(time.perf_counter() - start)
+    times, outputs = interleaved(methods, repeats, sync)
     widget.close()
     t = {key: statistics.median(v) for key, v in times.items()}
     ours, shown = outputs["call"], outputs["widget"]
