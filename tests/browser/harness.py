@@ -1,13 +1,14 @@
 """Voila / JupyterLab + Chromium harness for the browser tests (imported by conftest and the
 tests): the servers (own process groups, ended by PID), notebooks, and the page helpers every
 browser test shares (:class:`App` with Playwright's waits, ``PIXELS``, ``TILE_CENTRE``,
-``NOISE``)."""
+``NOISE``, and :func:`starts` / :func:`expect_some_text` for ``expect``)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -148,6 +149,9 @@ class ServerProcess:
 
 class VoilaServer(ServerProcess):
     """``voila NB.ipynb`` in its own process group; ``url`` serves the notebook."""
+
+    #: which of a test module's ``NOTEBOOKS`` it serves (None: the module's ``NOTEBOOK``)
+    key: str | None = None
 
     def __init__(self, directory: Path, name: str, startup_timeout: float = 90.0):
         port = _free_port()
@@ -301,6 +305,22 @@ TILE_CENTRE = """([sel, i]) => {
   return { x: r.left + x * s, y: r.top + y * s };
 }"""
 
+
+def starts(text: str) -> re.Pattern:
+    """A pattern for ``expect(locator).to_have_text``: the text begins with ``text``."""
+    return re.compile("^" + re.escape(text))
+
+
+def expect_some_text(locator: Any, text: str, exact: bool = True, timeout_s: float = 30.0) -> None:
+    """Wait until one of the elements ``locator`` matches shows ``text`` (all of its text,
+    or, with ``exact=False``, somewhere in it): ``text in [e.textContent for e in ...]`` as
+    a waiting assertion."""
+    from playwright.sync_api import expect
+
+    pattern = re.compile(re.escape(text) if not exact else f"^{re.escape(text)}$")
+    expect(locator.filter(has_text=pattern).first).to_be_attached(timeout=timeout_s * 1000)
+
+
 NOISE = ("federation", "fontawesome", "jquery", "favicon", "failed to load resource", "cdn")
 
 
@@ -337,6 +357,10 @@ class App:
 
     def text(self, sel: str) -> str:
         return self.page.locator(sel).first.inner_text()
+
+    def at(self, sel: str) -> Any:
+        """The first element ``sel`` matches (what :meth:`text` reads), for ``expect``."""
+        return self.page.locator(sel).first
 
     def shot(self, artifacts: Path, name: str, sel: str | None = None) -> Path:
         path = artifacts / name

@@ -12,7 +12,8 @@ from __future__ import annotations
 import io
 
 import pytest
-from harness import REPO, App, open_app, serve
+from harness import REPO, App, open_app
+from playwright.sync_api import expect
 from test_explorer_browser import (
     GRID,
     GRID_READY,
@@ -73,19 +74,16 @@ def view(app: App, name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, browser_context):
-    server = serve(tmp_path_factory.mktemp("voila-convnext"), "explorer.ipynb", NOTEBOOK)
-    try:
-        with open_app(
-            browser_context,
-            server,
-            GRID_READY + " && document.querySelector(arg[2])?.dataset.status === 'ready'",
-            [GRID, LAYER, TOP],
-            timeout_s=240,
-        ) as application:
-            yield application
-    finally:
-        server.stop()
+def app(voila_server, browser_context):
+    """One page for the module (its one test)."""
+    with open_app(
+        browser_context,
+        voila_server,
+        GRID_READY + " && document.querySelector(arg[2])?.dataset.status === 'ready'",
+        [GRID, LAYER, TOP],
+        timeout_s=240,
+    ) as application:
+        yield application
 
 
 def test_convnext_deconvnet_view(app, artifacts):
@@ -97,7 +95,7 @@ def test_convnext_deconvnet_view(app, artifacts):
         [UNIT, unit_before["draws"]],
         timeout_s=90,
     )
-    assert f"{LAYER} · channel 5" in app.text(".zf-test-unit .zf-caption")
+    expect(app.at(".zf-test-unit .zf-caption")).to_contain_text(f"{LAYER} · channel 5")
     unit = app.pixels(UNIT)
     assert unit["colours"] > 10, unit
     app.wait(OCC_IDLE, HEAT, timeout_s=240)

@@ -17,6 +17,7 @@ import time
 
 import pytest
 from harness import REPO, ServerProcess, _free_port, open_app
+from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -73,7 +74,7 @@ def test_demo_serves_the_explorer(tmp_path, browser_context, artifacts):
             for name, s in sel.items():
                 px = app.pixels(s)
                 assert px and px["opaque"] > 0 and px["colours"] > 2, (name, px)
-            assert " maps of " in app.text(f"{EXPLORER} .zf-layer-grid .zf-caption")
+            expect(app.at(f"{EXPLORER} .zf-layer-grid .zf-caption")).to_contain_text(" maps of ")
             app.page.mouse.move(1, 1)
             app.shot(artifacts, "demo.png")
             print(

@@ -5,10 +5,13 @@ Explorer mines instead."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
-from harness import REPO, open_app, serve
+from harness import REPO, open_app
 from models import tiny_zf
+from playwright.sync_api import expect
 
 import zfwidgets as zf
 
@@ -23,41 +26,37 @@ TOP_READY = (
 )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("explorer-atlas-browser")
+NOTEBOOK = [
+    "import sys, torch\n"
+    f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
+    "from models import tiny_zf, tiny_2x2\n"
+    "from zfwidgets import Explorer\n"
+    "data = torch.load('data.pt')\n"
+    "ex = Explorer(tiny_zf(), data[:4], dataset=data, atlas='atlas', occlusion=False)\n"
+    "ex.add_class('zf-test-good')\n"
+    "other = Explorer(tiny_2x2(), data[:4], dataset=data, atlas='atlas', occlusion=False)\n"
+    "other.add_class('zf-test-other')\n"
+    "display(ex, other)\n"
+]
+
+
+def voila_files(directory: Path) -> None:
+    """The notebook's data (data.pt) and the tiny model's stored atlas (atlas/), rendered."""
     torch.manual_seed(0)
     data = torch.rand(23, 3, 32, 32)
-    torch.save(data, root / "data.pt")
+    torch.save(data, directory / "data.pt")
     atlas = zf.mine(tiny_zf(), data, layers=["4", "7"], k=4, progress=False)
-    atlas.save(root / "atlas")
+    atlas.save(directory / "atlas")
     atlas.render(layers=["4", "7"], progress=False)
-    cells = [
-        "import sys, torch\n"
-        f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
-        "from models import tiny_zf, tiny_2x2\n"
-        "from zfwidgets import Explorer\n"
-        "data = torch.load('data.pt')\n"
-        "ex = Explorer(tiny_zf(), data[:4], dataset=data, atlas='atlas', occlusion=False)\n"
-        "ex.add_class('zf-test-good')\n"
-        "other = Explorer(tiny_2x2(), data[:4], dataset=data, atlas='atlas', occlusion=False)\n"
-        "other.add_class('zf-test-other')\n"
-        "display(ex, other)\n"
-    ]
-    s = serve(root, "atlas.ipynb", cells)
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
-def test_overview_click_opens_the_unit_in_the_top_nine(browser_context, server):
+def test_overview_click_opens_the_unit_in_the_top_nine(browser_context, voila_server):
     good = ".zf-test-good"
     ready = (
         f"const c = document.querySelector('{good} .zf-layer-overview canvas.zf-atlas');"
         "return !!c && !!c.dataset.draws"
     )
-    with open_app(browser_context, server, ready, timeout_s=180) as app:
+    with open_app(browser_context, voila_server, ready, timeout_s=180) as app:
         units = app.page.eval_on_selector(
             f"{good} .zf-layer-overview canvas.zf-atlas", "c => c.dataset.units"
         )
@@ -78,15 +77,16 @@ def test_overview_click_opens_the_unit_in_the_top_nine(browser_context, server):
             f"{good} .zf-layer-overview canvas.zf-atlas",
         )
         app.wait(TOP_READY, [f"{good} .zf-top-nine canvas.zf-atlas", "7", "9"], timeout_s=60)
-        assert "channel 9" in app.text(f"{good} .zf-layer-grid .zf-caption")
-        assert "Not in the atlas: 0" in app.text(f"{good} .zf-atlas-note")
+        expect(app.at(f"{good} .zf-layer-grid .zf-caption")).to_contain_text("channel 9")
+        expect(app.at(f"{good} .zf-atlas-note")).to_contain_text("Not in the atlas: 0")
         # the other model's Explorer says why it did not use the folder, and mined instead
-        other = app.text(".zf-test-other .zf-atlas-note")
-        assert "not from this model" in other and "mining the top-9 instead" in other
+        other = app.at(".zf-test-other .zf-atlas-note")
+        expect(other).to_contain_text("not from this model")
+        expect(other).to_contain_text("mining the top-9 instead")
         app.wait(
             "const c = document.querySelector(arg); return !!c && !!c.dataset.draws",
             ".zf-test-other .zf-top-nine canvas.zf-atlas",
             timeout_s=120,
         )
-        assert app.page.locator(".zf-test-other .zf-layer-overview").count() == 0
+        expect(app.page.locator(".zf-test-other .zf-layer-overview")).to_have_count(0)
         assert not app.errors, app.errors

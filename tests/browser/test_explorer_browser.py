@@ -26,7 +26,8 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from harness import REPO, TILE_CENTRE, App, open_app, serve
+from harness import REPO, TILE_CENTRE, App, expect_some_text, open_app, starts
+from playwright.sync_api import expect
 
 from zfwidgets.data import CLASSES
 
@@ -120,6 +121,12 @@ OCC_IDLE = (
     "return !!c && !!c.dataset.draws && !c.hidden"
     " && !c.closest('.zf-widget').classList.contains('zf-pending')"
 )
+# The strip's selection box is around tile arg[2] (TILE_CENTRE's geometry).
+STRIP_MARKS = (
+    "const b = document.querySelector(arg[0]).getBoundingClientRect();"
+    f"const c = ({TILE_CENTRE})([arg[1], arg[2]]);"
+    "return b.width > 0 && b.left < c.x && c.x < b.right"
+)
 # A hash of a canvas's pixels.
 HASH = """(sel) => {
   const c = document.querySelector(sel);
@@ -130,28 +137,15 @@ HASH = """(sel) => {
 }"""
 
 
-@pytest.fixture(scope="module", params=list(CASES))
-def server(request, tmp_path_factory):
-    case = CASES[request.param]
-    srv = serve(
-        tmp_path_factory.mktemp(f"voila-{case.name}"), "explorer.ipynb", NOTEBOOKS[case.name]
-    )
-    srv.case = case
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
 @pytest.fixture
-def app(server, browser_context):
+def app(voila_server, browser_context):
     """A fresh page per test (Voila runs the notebook in a new kernel): the Explorer as it
     opens, image 0, the first layer, no map selected, whatever ran before; so the tests pass
-    in any order."""
-    case = server.case
+    in any order. One server per notebook of ``NOTEBOOKS``, so every test runs for each."""
+    case = CASES[voila_server.key]
     with open_app(
         browser_context,
-        server,
+        voila_server,
         GRID_READY + " && document.querySelector(arg[2])?.dataset.status === 'ready'",
         [GRID, case.layer, TOP],
         timeout_s=150,
@@ -212,20 +206,20 @@ def test_loads_and_draws_every_part(app, artifacts):
     px = app.pixels(GRID)
     assert px["count"] == case.maps, px
     assert px["opaque"] > 0.5 * px["width"] * px["height"] and px["colours"] > 20, px
-    assert app.text(f"{ROOT} .zf-layer-grid .zf-caption").startswith(
-        f"{case.layer} · {case.maps} maps of "
+    expect(app.at(f"{ROOT} .zf-layer-grid .zf-caption")).to_have_text(
+        starts(f"{case.layer} · {case.maps} maps of ")
     )
     options = app.page.locator(f"{ROOT} .zf-layer-grid select.zf-layer-select option")
-    assert case.other in options.all_text_contents()
+    expect_some_text(options, case.other)
     strip = app.pixels(STRIP)
     assert strip["count"] == case.strip and strip["colours"] > 10, strip
-    assert app.page.locator(".zf-test-strip .zf-select-box").is_visible()  # image 0
+    expect(app.page.locator(".zf-test-strip .zf-select-box")).to_be_visible()  # image 0
     unit = app.pixels(UNIT)
     assert unit["count"] == 1, unit  # just the image until a map is clicked
     top = app.pixels(TOP_CANVAS)
     assert top["opaque"] > 0 and top["colours"] > 10, top
-    assert app.page.locator(f"{TOP} .zf-hit-label").count() == case.hits
-    assert app.page.locator(f"{PREDS} .zf-pred-name").count() == 5
+    expect(app.page.locator(f"{TOP} .zf-hit-label")).to_have_count(case.hits)
+    expect(app.page.locator(f"{PREDS} .zf-pred-name")).to_have_count(5)
     still(app)
     page_shot(app, artifacts, f"explorer-{case.name}-loaded.png")
     print(f"[{case.name}] page + kernel + Explorer + first draws {app.load_s:.1f} s")
@@ -250,14 +244,14 @@ def test_click_on_a_map_updates_top_nine_and_unit(app, artifacts):
     top_s = time.monotonic() - t0
     top = app.pixels(TOP_CANVAS)
     assert top["draws"] > top_before["draws"] and top["hash"] != top_before["hash"], top
-    assert app.text(f"{TOP} .zf-caption").startswith(
-        f"{case.layer} · feature map {channel} / {case.maps}"
+    expect(app.at(f"{TOP} .zf-caption")).to_have_text(
+        starts(f"{case.layer} · feature map {channel} / {case.maps}")
     )
     unit = app.pixels(UNIT)
     assert unit["colours"] > 10, unit
-    assert f"{case.layer} · channel {channel}" in app.text(".zf-test-unit .zf-caption")
-    assert f"channel {channel}" in app.text(f"{ROOT} .zf-layer-grid .zf-caption")
-    assert app.page.locator(f"{ROOT} .zf-layer-grid .zf-select-box").is_visible()
+    expect(app.at(".zf-test-unit .zf-caption")).to_contain_text(f"{case.layer} · channel {channel}")
+    expect(app.at(f"{ROOT} .zf-layer-grid .zf-caption")).to_contain_text(f"channel {channel}")
+    expect(app.page.locator(f"{ROOT} .zf-layer-grid .zf-select-box")).to_be_visible()
     still(app)
     app.wait(OCC_IDLE, HEAT, timeout_s=120)
     page_shot(app, artifacts, f"explorer-{case.name}-channel{channel}.png")
@@ -303,14 +297,14 @@ def test_layer_menu_redraws_grid_and_top_nine_follows(app, artifacts):
     assert after["count"] == case.other_maps, after
     assert after["draws"] > before["draws"] and after["hash"] != before["hash"]
     assert after["colours"] > 20, after
-    assert app.text(f"{ROOT} .zf-layer-grid .zf-caption").startswith(
-        f"{case.other} · {case.other_maps} maps of "
+    expect(app.at(f"{ROOT} .zf-layer-grid .zf-caption")).to_have_text(
+        starts(f"{case.other} · {case.other_maps} maps of ")
     )
     # the TopNine follows the layer (keeping channel 5, which the new layer has)
     app.wait(TOP_READY, [TOP_CANVAS, case.other, "5"], timeout_s=90)
     top_s = time.monotonic() - t0
-    assert app.text(f"{TOP} .zf-caption").startswith(f"{case.other} · feature map 5 / ")
-    assert app.page.locator(f"{TOP} select.zf-layer-select").input_value() == case.other
+    expect(app.at(f"{TOP} .zf-caption")).to_have_text(starts(f"{case.other} · feature map 5 / "))
+    expect(app.page.locator(f"{TOP} select.zf-layer-select")).to_have_value(case.other)
     # the selection was cleared with the layer: the unit view is back to the image alone
     app.wait("return document.querySelector(arg).dataset.count === '1'", UNIT, timeout_s=15)
     # and a click on a map of the new layer projects it
@@ -330,26 +324,24 @@ def test_occlusion_heatmap_appears(app, artifacts):
     assert px["opaque"] == px["width"] * px["height"] > 0 and px["colours"] > 5, px
     image = app.pixels(f"{ROOT} canvas.zf-occ-image")
     assert image["opaque"] > 0 and image["colours"] > 10, image
-    assert "square" in app.text(f"{ROOT} .zf-occlusion .zf-caption")
+    expect(app.at(f"{ROOT} .zf-occlusion .zf-caption")).to_contain_text("square")
     app.shot(artifacts, f"explorer-{app.case.name}-occlusion.png", f"{ROOT} .zf-occlusion")
 
 
 def test_class_names_show_as_text(app, artifacts):
     case = app.case
     app.wait(OCC_IDLE, HEAT, timeout_s=120)  # the occlusion caption names the target once swept
+    expect(app.page.locator(f"{PREDS} .zf-pred-name")).to_have_count(5)
     names = app.page.locator(f"{PREDS} .zf-pred-name").all_text_contents()
-    assert len(names) == 5, names
-    occ_caption = app.text(f"{ROOT} .zf-occlusion .zf-caption")
     if case.name == "default":
         assert set(names) <= set(FASHION), names
     else:
         # the predicted class (of the first image, still shown) is the HTML-looking name
-        assert names[0] == EVIL, names
-        assert EVIL in occ_caption, occ_caption
+        expect(app.page.locator(f"{PREDS} .zf-pred-name").first).to_have_text(EVIL)
+        expect(app.at(f"{ROOT} .zf-occlusion .zf-caption")).to_contain_text(EVIL)
         app.page.click(f"{ROOT} button.zf-occ-view[data-view=top_class]")
         app.wait("return document.querySelector(arg).dataset.view === 'top_class'", HEAT)
-        legend = app.page.locator(f"{ROOT} .zf-occ-legend .zf-occ-class").all_text_contents()
-        assert EVIL in legend, legend
+        expect_some_text(app.page.locator(f"{ROOT} .zf-occ-legend .zf-occ-class"), EVIL)
         app.page.locator(f"{ROOT} .zf-occ-stage").scroll_into_view_if_needed()
         box = app.page.locator(f"{ROOT} .zf-occ-stage").bounding_box()
         app.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
@@ -362,7 +354,7 @@ def test_class_names_show_as_text(app, artifacts):
         app.shot(artifacts, f"explorer-{case.name}-evil.png", f"{ROOT} .zf-occlusion")
         still(app)
         app.page.click(f"{ROOT} button.zf-occ-view[data-view=probability]")
-    assert app.page.locator(f"{ROOT} img").count() == 0
+    expect(app.page.locator(f"{ROOT} img")).to_have_count(0)
     assert app.page.evaluate("() => typeof window.zfXSS") == "undefined"
     assert not app.errors, app.errors
 
@@ -399,7 +391,7 @@ def test_picking_an_image_in_the_strip_redraws(app, artifacts):
     all_s = time.monotonic() - t0
     after = app.pixels(GRID)
     assert after["hash"] != grid["hash"] and after["count"] == case.maps, after
-    assert app.page.evaluate(HASH, THUMB) != thumb
+    app.wait(f"return ({HASH})(arg[0]) !== arg[1]", [THUMB, thumb])  # the thumbnail too
     # the unit view (channel 2 still selected) projects it in image 2
     unit_after = app.pixels(UNIT)
     assert unit_after["count"] == 3 and unit_after["hash"] != unit["hash"], unit_after
@@ -413,9 +405,7 @@ def test_picking_an_image_in_the_strip_redraws(app, artifacts):
             timeout_s=15,
         )
     # the strip marks image 2
-    box = app.page.locator(".zf-test-strip .zf-select-box").bounding_box()
-    centre = app.page.evaluate(TILE_CENTRE, [STRIP, 2])
-    assert box["x"] < centre["x"] < box["x"] + box["width"]
+    app.wait(STRIP_MARKS, [".zf-test-strip .zf-select-box", STRIP, 2])
     still(app)
     page_shot(app, artifacts, f"explorer-{case.name}-image2.png")
     print(
@@ -475,9 +465,8 @@ def test_upload_a_png_grows_the_strip(app, artifacts, tmp_path):
         [GRID, grid["draws"]],
         timeout_s=30,
     )
-    box = app.page.locator(".zf-test-strip .zf-select-box").bounding_box()
-    centre = app.page.evaluate(TILE_CENTRE, [STRIP, case.strip])
-    assert box["x"] < centre["x"] < box["x"] + box["width"]
+    # the strip marks the upload
+    app.wait(STRIP_MARKS, [".zf-test-strip .zf-select-box", STRIP, case.strip])
     app.wait(OCC_IDLE, HEAT, timeout_s=120)
     still(app)
     page_shot(app, artifacts, f"explorer-{case.name}-upload.png")

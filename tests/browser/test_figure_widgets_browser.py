@@ -8,13 +8,14 @@ Screenshots go to tests/artifacts/figures-*.png.
 from __future__ import annotations
 
 import pytest
-from harness import open_app, serve
+from harness import expect_some_text, open_app
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
 EVIL = '<img src=x onerror="window.__zf_pwned=1">top'
 
-CELLS = [
+NOTEBOOK = [
     f"""\
 import torch
 import zfwidgets as zf
@@ -59,15 +60,6 @@ EMB_CANVAS = f"{EMB} canvas.zf-atlas"
 PART = f"{TABLE} td.zf-part"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = serve(tmp_path_factory.mktemp("voila-figures"), "figures.ipynb", CELLS)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
 def _ds(app, sel):
     return app.page.evaluate(
         "(sel) => [...document.querySelectorAll(sel)].map((e) => e.getAttribute('d') || '')",
@@ -75,39 +67,36 @@ def _ds(app, sel):
     )
 
 
-def test_figure_widgets_render(server, browser_context, artifacts):
+def test_figure_widgets_render(voila_server, browser_context, artifacts):
     ready = (
         "return arg.every((s) => document.querySelector(s)) && "
         "[arg[0], arg[2]].every((s) => Number(document.querySelector(s).dataset.draws || 0) > 0)"
     )
     sels = [INV_CANVAS, INV_LINE, EMB_CANVAS, EMB_POINT, PART]
-    with open_app(browser_context, server, ready, sels, timeout_s=120) as app:
+    with open_app(browser_context, voila_server, ready, sels, timeout_s=120) as app:
         print(f"page ready in {app.load_s:.1f} s")
         # invariance: 3 panels (2 layers + probability) x (4 images + mean) lines, non-empty d
+        expect(app.page.locator(INV_LINE)).to_have_count(15)
         lines = _ds(app, INV_LINE)
-        assert len(lines) == 15 and all(len(d) > 10 for d in lines), lines
-        titles = app.page.evaluate(
-            "(sel) => [...document.querySelectorAll(sel)].map((e) => e.textContent)",
-            f"{INV} .zf-invariance-curves .annotation-text",
-        )
-        assert "probability of the class" in titles, titles
+        assert all(len(d) > 10 for d in lines), lines
+        titles = app.page.locator(f"{INV} .zf-invariance-curves .annotation-text")
+        expect_some_text(titles, "probability of the class")
         strip = app.pixels(INV_CANVAS)
         assert strip["count"] == 12 and strip["opaque"] > 0 and strip["colours"] > 10, strip
         app.shot(artifacts, "figures-invariance.png", INV)
         # correspondence: the HTML-looking name is text, no element was injected
-        assert app.text(PART) == EVIL
-        assert app.page.evaluate(f"document.querySelectorAll('{TABLE} img').length") == 0
+        expect(app.at(PART)).to_have_text(EVIL)
+        expect(app.page.locator(f"{TABLE} tbody tr")).to_have_count(2)
+        expect(app.page.locator(f"{TABLE} img")).to_have_count(0)
         assert not app.page.evaluate("window.__zf_pwned === 1")
-        assert app.page.evaluate(f"document.querySelectorAll('{TABLE} tbody tr').length") == 2
         app.shot(artifacts, "figures-correspondence.png", TABLE)
         # embedding: 200 scatter points with paths, a legend of class names, the preview image
+        expect(app.page.locator(EMB_POINT)).to_have_count(200)
         points = _ds(app, EMB_POINT)
-        assert len(points) == 200 and all(points), len(points)
-        legend = app.page.evaluate(
-            "(sel) => [...document.querySelectorAll(sel)].map((e) => e.textContent)",
-            f"{EMB} .legendtext",
-        )
-        assert "Ankle boot" in legend and "T-shirt/top" in legend, legend
+        assert all(points), points
+        legend = app.page.locator(f"{EMB} .legendtext")
+        expect_some_text(legend, "Ankle boot")
+        expect_some_text(legend, "T-shirt/top")
         preview = app.pixels(EMB_CANVAS)
         assert preview["count"] == 1 and preview["opaque"] > 0 and preview["colours"] > 10
         app.shot(artifacts, "figures-embedding.png", EMB)

@@ -13,7 +13,8 @@ import json
 import time
 
 import pytest
-from harness import JupyterLabServer, notebook, open_app
+from harness import JupyterLabServer, notebook, open_app, starts
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
@@ -68,8 +69,9 @@ def test_explorer_renders_in_jupyterlab(lab, browser_context, artifacts):
         # Explorer(): the bundled model's last conv layer, 32 maps, every one drawn
         assert px["count"] == 32, px
         assert px["opaque"] > 0.5 * px["width"] * px["height"] and px["colours"] > 20, px
-        caption = app.text(".jp-OutputArea .zf-explorer .zf-layer-grid .zf-caption")
-        assert caption.startswith("features.12 · 32 maps of "), caption
+        expect(app.at(".jp-OutputArea .zf-explorer .zf-layer-grid .zf-caption")).to_have_text(
+            starts("features.12 · 32 maps of ")
+        )
         app.page.locator(GRID).scroll_into_view_if_needed()
         app.page.mouse.move(2, 2)
         app.shot(artifacts, "jupyterlab-explorer.png")

@@ -6,14 +6,16 @@ Screenshots go to tests/artifacts/monitor*.png.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
-from harness import open_app, serve
+from harness import expect_some_text, open_app
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
-CELLS = [
+NOTEBOOK = [
     """\
 import threading
 import time
@@ -78,22 +80,13 @@ STATE = f"""() => {{
 }}"""
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = serve(tmp_path_factory.mktemp("voila-monitor"), "monitor.ipynb", CELLS)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-def test_curves_and_filters_update_while_training(server, browser_context, artifacts):
+def test_curves_and_filters_update_while_training(voila_server, browser_context, artifacts):
     ready = (
         "const s = document.querySelector(arg[0]); const c = document.querySelector(arg[1]);"
         "const l = document.querySelector(arg[2]);"
         "return s && Number(s.textContent) > 0 && c && Number(c.dataset.draws || 0) > 0 && !!l"
     )
-    with open_app(browser_context, server, ready, [STEP, FILTERS, LINE], timeout_s=90) as app:
+    with open_app(browser_context, voila_server, ready, [STEP, FILTERS, LINE], timeout_s=90) as app:
         t0 = time.monotonic()
         first = app.page.evaluate(STATE)
         app.shot(artifacts, "monitor_start.png", ROOT)
@@ -110,13 +103,9 @@ def test_curves_and_filters_update_while_training(server, browser_context, artif
         )
         assert later["step"] > first["step"] and later["d"] != first["d"]
         # the plotly figure has the smoothed curves and the validation points
-        legend = app.page.evaluate(
-            "(sel) => [...document.querySelectorAll(sel)].map((e) => e.textContent)",
-            f"{ROOT} .zf-monitor-curves .legendtext",
-        )
-        assert "loss" in legend and "acc" in legend, legend
-        assert "filters" in app.text(f"{ROOT} .zf-caption") or "features.0" in app.text(
-            f"{ROOT} .zf-caption"
-        )
+        legend = app.page.locator(f"{ROOT} .zf-monitor-curves .legendtext")
+        expect_some_text(legend, "loss")
+        expect_some_text(legend, "acc")
+        expect(app.at(f"{ROOT} .zf-caption")).to_contain_text(re.compile(r"filters|features\.0"))
         app.shot(artifacts, "monitor_training.png", ROOT)
         assert not app.errors, app.errors

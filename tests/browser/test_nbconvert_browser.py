@@ -11,7 +11,10 @@ its folder.
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
@@ -59,9 +62,9 @@ def test_exported_notebook_draws_no_widget_offline(browser_context, tmp_path):
         assert any("require" in u and "cdnjs" in u for u in outside), outside
         assert any("unpkg.com/@jupyter-widgets/html-manager" in u for u in outside), outside
         cells = page.locator(".jupyter-widgets.jp-OutputArea-output")
-        assert cells.count() == 1
-        assert cells.first.locator("canvas").count() == 0
-        assert page.locator("[class*='zf-']").count() == 0
-        assert cells.first.inner_text().strip() == ""
+        expect(cells).to_have_count(1)
+        expect(cells.first.locator("canvas")).to_have_count(0)
+        expect(page.locator("[class*='zf-']")).to_have_count(0)
+        expect(cells.first).to_have_text(re.compile(r"^\s*$"), use_inner_text=True)
     finally:
         page.close()

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import TILE_CENTRE, JupyterLabServer, notebook, open_app
+from harness import TILE_CENTRE, JupyterLabServer, expect_some_text, notebook, open_app, starts
+from playwright.sync_api import expect
 from test_jupyterlab import CELLS, KERNEL_IDLE, OURS
 
 pytestmark = pytest.mark.browser
@@ -55,8 +56,9 @@ def test_explorer_renders_in_notebook7(nb7, browser_context, artifacts):
         px = app.pixels(GRID)
         assert px["count"] == 32, px  # the bundled model's last conv layer
         assert px["opaque"] > 0.5 * px["width"] * px["height"] and px["colours"] > 20, px
-        caption = app.text(f"{ROOT} .zf-layer-grid .zf-caption")
-        assert caption.startswith("features.12 · 32 maps of "), caption
+        expect(app.at(f"{ROOT} .zf-layer-grid .zf-caption")).to_have_text(
+            starts("features.12 · 32 maps of ")
+        )
         # a click on map 3: the kernel projects it (off its thread) and the unit view follows
         app.page.locator(GRID).scroll_into_view_if_needed()
         point = app.page.evaluate(TILE_CENTRE, [GRID, 3])
@@ -67,8 +69,8 @@ def test_explorer_renders_in_notebook7(nb7, browser_context, artifacts):
             UNIT,
             timeout_s=60,
         )
-        captions = app.page.locator(f"{ROOT} .zf-gallery .zf-caption").all_inner_texts()
-        assert any("features.12 · channel 3" in c for c in captions), captions
+        captions = app.page.locator(f"{ROOT} .zf-gallery .zf-caption")
+        expect_some_text(captions, "features.12 · channel 3", exact=False)
         app.page.mouse.move(2, 2)
         app.settle()
         app.shot(artifacts, "notebook7-explorer.png")

@@ -13,13 +13,14 @@ from __future__ import annotations
 import time
 
 import pytest
-from harness import open_app, serve
+from harness import expect_some_text, open_app, starts
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
 EVIL = "<img src=x onerror=zfXSS=1>"
 
-CELLS = [
+NOTEBOOK = [
     f"""\
 import ipywidgets as W
 import numpy as np
@@ -75,20 +76,11 @@ IDLE = (
 )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = serve(tmp_path_factory.mktemp("voila"), "occlusion.ipynb", CELLS)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
 @pytest.fixture
-def app(server, browser_context):
+def app(voila_server, browser_context):
     """A fresh page per test (Voila runs the notebook in a new kernel): the first sweep drawn
     in the probability view, whatever ran before."""
-    with open_app(browser_context, server, IDLE, HEAT, timeout_s=120) as application:
+    with open_app(browser_context, voila_server, IDLE, HEAT, timeout_s=120) as application:
         yield application
 
 
@@ -98,12 +90,16 @@ def test_heatmap_draws_over_the_image(app, artifacts):
     assert px["opaque"] == 128 * 128 and px["colours"] > 20, px
     image = app.pixels(f"{OCC} canvas.zf-occ-image")
     assert image["opaque"] == 128 * 128 and image["colours"] > 1000, image
-    assert app.page.locator(f"{HEAT}").get_attribute("data-view") == "probability"
-    caption = app.text(f"{OCC} .zf-caption")
-    assert "square 18×18, stride 4 · 29×29 positions" in caption, caption
-    assert EVIL in caption  # the target (the predicted class) by name, as text
-    assert app.text(f"{OCC} .zf-occ-scale-title").startswith(f"probability of {EVIL}")
-    lo, hi = app.text(f"{OCC} .zf-occ-lo"), app.text(f"{OCC} .zf-occ-hi")
+    expect(app.page.locator(HEAT)).to_have_attribute("data-view", "probability")
+    caption = app.at(f"{OCC} .zf-caption")
+    expect(caption).to_contain_text("square 18×18, stride 4 · 29×29 positions")
+    expect(caption).to_contain_text(EVIL)  # the target (the predicted class) by name, as text
+    expect(app.at(f"{OCC} .zf-occ-scale-title")).to_have_text(starts(f"probability of {EVIL}"))
+    lo, hi = app.wait(
+        "const [lo, hi] = arg.map((s) => document.querySelector(s).textContent);"
+        "return Number(lo) < Number(hi) && [lo, hi]",
+        [f"{OCC} .zf-occ-lo", f"{OCC} .zf-occ-hi"],
+    )
     assert float(lo) < float(hi), (lo, hi)
     app.page.mouse.move(1, 1)
     app.shot(artifacts, "occlusion_probability.png", OCC)
@@ -117,7 +113,9 @@ def test_toggling_the_view_changes_pixels(app, artifacts):
     app.wait("return document.querySelector(arg).dataset.view === 'activation'", HEAT)
     activation = app.pixels(HEAT)
     assert activation["hash"] != before["hash"] and activation["opaque"] == 128 * 128
-    assert app.text(f"{OCC} .zf-occ-scale-title").startswith("total activation of features.10")
+    expect(app.at(f"{OCC} .zf-occ-scale-title")).to_have_text(
+        starts("total activation of features.10")
+    )
     app.wait(
         "return document.querySelector('.zf-test-seen').textContent"
         ".includes('python saw view activation')",
@@ -128,10 +126,8 @@ def test_toggling_the_view_changes_pixels(app, artifacts):
     app.wait("return document.querySelector(arg).dataset.view === 'top_class'", HEAT)
     top = app.pixels(HEAT)
     assert top["hash"] not in (before["hash"], activation["hash"])
-    legend = app.page.locator(f"{OCC} .zf-occ-legend .zf-occ-class")
-    names = legend.all_text_contents()
-    assert EVIL in names, names
-    assert app.page.locator(f"{OCC} img").count() == 0
+    expect_some_text(app.page.locator(f"{OCC} .zf-occ-legend .zf-occ-class"), EVIL)
+    expect(app.page.locator(f"{OCC} img")).to_have_count(0)
     app.shot(artifacts, "occlusion_top_class.png", OCC)
     assert not app.errors, app.errors
 
@@ -145,15 +141,16 @@ def test_hover_shows_the_square_and_class_name_as_text(app, artifacts):
         "return t && !t.hidden && t.textContent",
         timeout_s=5,
     )
+    expect(app.page.locator(f"{OCC} .zf-tooltip > div")).to_have_count(4)
     lines = app.page.locator(f"{OCC} .zf-tooltip > div").all_text_contents()
-    assert len(lines) == 4, lines
     assert lines[0].startswith("most probable: ") and lines[0].endswith("%"), lines
     assert lines[1].startswith(f"target {EVIL}: ") and lines[1].endswith("%"), lines
     assert lines[2].startswith("activation ") and "features.10 map" in lines[2]
     assert lines[3].startswith("square at x ")
     assert EVIL in tip
-    assert app.page.locator(f"{OCC} img").count() == 0
+    expect(app.page.locator(f"{OCC} img")).to_have_count(0)
     assert app.page.evaluate("() => typeof window.zfXSS") == "undefined"
+    expect(app.page.locator(f"{OCC} .zf-occ-square")).to_be_visible()
     square = app.page.locator(f"{OCC} .zf-occ-square").bounding_box()
     scale = box["width"] / 128
     assert square["width"] == pytest.approx(18 * scale, abs=1.5)  # the 18 px square
@@ -161,8 +158,8 @@ def test_hover_shows_the_square_and_class_name_as_text(app, artifacts):
 
 
 def test_prediction_bars_show(app, artifacts):
-    names = app.page.locator(".zf-test-preds .zf-pred-name").all_text_contents()
-    assert len(names) == 5 and names[0] == EVIL, names
+    expect(app.page.locator(".zf-test-preds .zf-pred-name")).to_have_count(5)
+    expect(app.page.locator(".zf-test-preds .zf-pred-name").first).to_have_text(EVIL)
     widths = app.page.evaluate(
         "() => [...document.querySelectorAll('.zf-test-preds .zf-pred-bar')]"
         ".map((b) => b.getBoundingClientRect().width)"
@@ -170,7 +167,7 @@ def test_prediction_bars_show(app, artifacts):
     assert widths[0] > 1 and widths == sorted(widths, reverse=True), widths
     values = app.page.locator(".zf-test-preds .zf-pred-value").all_text_contents()
     assert all(v.endswith("%") for v in values), values
-    assert app.page.locator(".zf-test-preds img").count() == 0
+    expect(app.page.locator(".zf-test-preds img")).to_have_count(0)
     app.shot(artifacts, "predictions.png", ".zf-test-preds")
 
 
@@ -189,17 +186,20 @@ def test_replacing_the_image_recomputes_in_the_background(app, artifacts):
     # the page stays live meanwhile: the view buttons answer, the new image shows
     app.page.click(f"{OCC} button.zf-occ-view[data-view=activation]")
     pressed = app.page.locator(f"{OCC} button.zf-occ-view[data-view=activation]")
-    assert pressed.get_attribute("aria-pressed") == "true"
+    expect(pressed).to_have_attribute("aria-pressed", "true")
     app.shot(artifacts, "occlusion_busy.png", OCC)
     app.wait(IDLE, HEAT, timeout_s=90)
     sweep_s = time.monotonic() - t0
-    assert app.page.locator(HEAT).get_attribute("data-view") == "activation"
+    expect(app.page.locator(HEAT)).to_have_attribute("data-view", "activation")
     app.page.click(f"{OCC} button.zf-occ-view[data-view=probability]")
-    app.wait("return document.querySelector(arg).dataset.view === 'probability'", HEAT)
+    app.wait(
+        "const c = document.querySelector(arg[0]);"
+        "return c.dataset.view === 'probability' && Number(c.dataset.draws) > arg[1]",
+        [HEAT, draws],
+    )
     after = app.pixels(HEAT)
-    assert int(app.page.locator(HEAT).get_attribute("data-draws")) > draws
     assert after["hash"] != before["hash"] and after["opaque"] == 128 * 128
-    assert app.text(f"{OCC} .zf-busy") == ""
+    expect(app.at(f"{OCC} .zf-busy")).to_have_text("")
     app.shot(artifacts, "occlusion_flipped.png", OCC)
     app.shot(artifacts, "occlusion_page.png")
     print(f"image replaced: new maps drawn after {sweep_s:.1f} s")

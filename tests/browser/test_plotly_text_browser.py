@@ -5,7 +5,8 @@ in stock Voila and headless Chromium."""
 from __future__ import annotations
 
 import pytest
-from harness import open_app, serve
+from harness import expect_some_text, open_app
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
@@ -22,7 +23,7 @@ EVIL = {EVIL!r}
 """
 
 # One page per figure: each one alone on its page (one Voila kernel each).
-CELLS = {
+FIGURES = {
     "monitor": """\
 m = zf.TrainingMonitor(None, name=EVIL)
 for i in range(6):
@@ -59,6 +60,8 @@ display(inv)
 """,
 }
 
+NOTEBOOKS = {name: [HEAD, cells] for name, cells in FIGURES.items()}
+
 FIGS = {
     "monitor": ".zf-test-monitor .zf-monitor-curves",
     "compare": ".zf-test-compare",
@@ -66,33 +69,16 @@ FIGS = {
 }
 
 
-@pytest.fixture(scope="module", params=list(CELLS))
-def page(request, tmp_path_factory):
-    name = request.param
-    srv = serve(tmp_path_factory.mktemp(f"voila-text-{name}"), f"{name}.ipynb", [HEAD, CELLS[name]])
-    try:
-        yield name, srv
-    finally:
-        srv.stop()
-
-
-def test_user_strings_in_plotly_figures_stay_text(page, browser_context, artifacts):
-    name, server = page
+def test_user_strings_in_plotly_figures_stay_text(voila_server, browser_context, artifacts):
+    name = voila_server.key
     sel = FIGS[name]
     ready = "return document.querySelector(arg + ' .legendtext')"
-    with open_app(browser_context, server, ready, sel, timeout_s=120) as app:
-        texts = app.page.evaluate(
-            "(sel) => [...document.querySelectorAll(sel + ' .legendtext, ' + sel + "
-            "' .annotation-text')].map((e) => e.textContent)",
-            sel,
-        )
+    with open_app(browser_context, voila_server, ready, sel, timeout_s=120) as app:
+        texts = app.page.locator(f"{sel} .legendtext, {sel} .annotation-text")
         shown = "<i>L</i>: distance" if name == "invariance" else "click</a>"
-        assert any(shown in t for t in texts), texts
-        injected = app.page.evaluate(
-            "(sel) => document.querySelectorAll(sel + ' svg.main-svg a, ' + sel + ' img').length",
-            sel,
-        )
-        assert injected == 0, "markup from a user string became elements"
+        expect_some_text(texts, shown, exact=False)
+        # markup from a user string never became elements
+        expect(app.page.locator(f"{sel} svg.main-svg a, {sel} img")).to_have_count(0)
         assert not app.page.evaluate("window.__zf_pwned === 1")
         app.shot(artifacts, f"plotly-text-{name}.png", sel)
         assert not app.errors, app.errors

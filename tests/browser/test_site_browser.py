@@ -19,6 +19,7 @@ import torch
 from harness import REPO
 from models import tiny_zf
 from PIL import Image
+from playwright.sync_api import expect
 from torch import nn
 
 import zfwidgets as zf
@@ -30,6 +31,8 @@ HOSTILE = '<img src=x onerror="window.__zfxss=1">'
 CLASSES = ["cat", HOSTILE, "dog"]
 DOCS_SCREENSHOT = REPO / "docs" / "screenshot-site.png"
 DRAWN = "([sel, n]) => document.querySelectorAll(sel + '[data-drawn]').length >= n"
+# The units of the overview's cells, in page order.
+UNITS = "() => [...document.querySelectorAll('.zf-site-cell')].map((c) => Number(c.dataset.unit))"
 
 
 def wide_model() -> nn.Sequential:
@@ -105,6 +108,18 @@ def drawn_as(page, locator, want: np.ndarray, tol: int = 2) -> bool:
     return False
 
 
+def wait_units(page, want: list[int]) -> None:
+    """Wait until the overview shows the cells of ``want``, in that order. The site renders a
+    new route after its data promise settles, so until then the previous grid (already drawn)
+    is still in the page."""
+    try:
+        page.wait_for_function(
+            f"(want) => JSON.stringify(({UNITS})()) === JSON.stringify(want)", arg=want
+        )
+    except Exception as exc:
+        raise AssertionError(f"{exc}\nwanted {want}, shown {page.evaluate(UNITS)}") from None
+
+
 def enlarge(tile: np.ndarray, side: int = 96) -> np.ndarray:
     """What the page draws: a tile enlarged by the whole factor that fits ``side``."""
     f = side // max(tile.shape[:2])
@@ -117,7 +132,7 @@ def test_file_url_click_to_pixels_no_request_outside(page, sites, artifacts):
     site, atlas = sites["site"], sites["atlas"]
     page.goto(url_of(site, "#/4"))
     page.wait_for_function(DRAWN, arg=[".zf-site-cell canvas", 12])
-    assert page.locator(".zf-site-cell").count() == 12
+    expect(page.locator(".zf-site-cell")).to_have_count(12)
     # each cell: the unit's strongest reconstruction, pixel for pixel
     for c in (0, 7):
         want = enlarge(atlas.unit_images("4", c).reconstructions[0], 72)
@@ -135,13 +150,13 @@ def test_file_url_click_to_pixels_no_request_outside(page, sites, artifacts):
     # values and class names as text; the HTML-looking class name is never parsed
     values = atlas.values["4"][3].tolist()
     rows = page.locator(".zf-site-hits tr")
-    assert rows.count() == 5
+    expect(rows).to_have_count(5)  # built with the canvases waited on above
     for j in range(4):
         cells = rows.nth(j + 1).locator("td").all_text_contents()
         y = sites["labels"][int(atlas.indices["4"][3, j])]
         assert cells[0] == str(j + 1) and float(cells[1]) == pytest.approx(values[j], rel=1e-3)
         assert cells[2] == CLASSES[y]
-    assert page.evaluate("() => document.querySelectorAll('img').length") == 0
+    expect(page.locator("img")).to_have_count(0)
     assert page.evaluate("() => window.__zfxss") is None
     page.goto(url_of(site, "#/0"))  # layer 0 holds a hit of the hostile class too
     page.wait_for_function(DRAWN, arg=[".zf-site-cell canvas", 8])
@@ -177,12 +192,12 @@ def test_web_server_no_request_outside(page, sites):
         page.goto(base + "#/4/2")
         page.wait_for_function(DRAWN, arg=[".zf-site-unit canvas", 8])
         page.click('.zf-site-layer-link[href="#/8"]')
-        page.wait_for_selector(".zf-site-note")
-        assert "not rendered" in page.inner_text(".zf-site-note")
-        assert page.locator(".zf-site-cell").count() == 16  # values only, still browsable
+        expect(page.locator(".zf-site-note")).to_contain_text("not rendered")
+        expect(page.locator(".zf-site-cell")).to_have_count(16)  # values only, still browsable
         page.click('.zf-site-cell[data-unit="5"]')
         page.wait_for_function("() => location.hash === '#/8/5'")
-        assert page.locator(".zf-site-hits tr").count() == 5
+        expect(page.locator(".zf-site-hits tr")).to_have_count(5)
+        expect(page.locator(".zf-site-heading")).to_have_text("8 \u00b7 unit 5")
     finally:
         page.unroute("**/*")
         server.shutdown()
@@ -194,7 +209,7 @@ def test_deep_link_and_keys(page, sites):
     site = sites["site"]
     page.goto(url_of(site, "#/4/3"))
     page.wait_for_function(DRAWN, arg=[".zf-site-unit canvas", 8])
-    assert page.inner_text(".zf-site-heading") == "4 \u00b7 unit 3"
+    expect(page.locator(".zf-site-heading")).to_have_text("4 \u00b7 unit 3")
     page.keyboard.press("ArrowRight")
     page.wait_for_function("() => location.hash === '#/4/4'")
     page.wait_for_function(
@@ -202,7 +217,7 @@ def test_deep_link_and_keys(page, sites):
     )
     page.keyboard.press("Escape")
     page.wait_for_function("() => document.activeElement?.dataset?.unit === '4'")
-    assert page.evaluate("() => location.hash") == "#/4"
+    page.wait_for_function("() => location.hash === '#/4'")
     page.keyboard.press("ArrowRight")
     page.wait_for_function("() => document.activeElement?.dataset?.unit === '5'")
     page.keyboard.press("Enter")
@@ -212,9 +227,8 @@ def test_deep_link_and_keys(page, sites):
     page.go_back()
     page.wait_for_function("() => location.hash === '#/4/5'")
     page.goto(url_of(site, "#/no-such-layer/3"))
-    page.wait_for_selector(".zf-site-status")
-    assert "no layer named" in page.inner_text(".zf-site-status")
-    assert page.locator(".zf-site-table tr").count() == 4  # the list of layers instead
+    expect(page.locator(".zf-site-status")).to_contain_text("no layer named")
+    expect(page.locator(".zf-site-table tr")).to_have_count(4)  # the list of layers instead
     assert not page.errors
 
 
@@ -222,24 +236,28 @@ def test_wide_layer_pages_and_sorts(page, sites):
     site, atlas = sites["wide"], sites["wide_atlas"]
     page.goto(url_of(site, "#/0"))
     page.wait_for_function(DRAWN, arg=[".zf-site-cell canvas", 64])
-    assert "page 1 of 3" in page.inner_text(".zf-site-pager")
+    expect(page.locator(".zf-site-pager")).to_contain_text("page 1 of 3")
     page.keyboard.press("PageDown")
     page.wait_for_function("() => location.hash === '#/0?page=2'")
+    expect(page.locator(".zf-site-pager")).to_contain_text("page 2 of 3")
+    wait_units(page, list(range(64, 128)))
     page.wait_for_function(DRAWN, arg=[".zf-site-cell canvas", 64])
-    units = page.eval_on_selector_all(".zf-site-cell", "cs => cs.map(c => Number(c.dataset.unit))")
-    assert units == list(range(64, 128))
     page.click("text=strength")
     page.wait_for_function("() => location.hash === '#/0?sort=strength'")
-    page.wait_for_function(DRAWN, arg=[".zf-site-cell canvas", 64])
-    units = page.eval_on_selector_all(".zf-site-cell", "cs => cs.map(c => Number(c.dataset.unit))")
     from zfwidgets.atlas.site import _scaled
 
     top = _scaled(atlas.values["0"].reshape(-1).tolist())[0][::2]  # as the page has them, k=2
     want = sorted(range(130), key=lambda c: (-top[c], c))
-    assert units == want[:64]
-    page.click("text=top-k patches")
+    wait_units(page, want[:64])
     page.wait_for_function(DRAWN, arg=[".zf-site-cell canvas", 64])
-    c = units[0]
+    page.click("text=top-k patches")
+    # the new grid is in the page once its "show" choice is the current one
+    expect(page.locator(".zf-site-choice", has_text="top-k patches")).to_have_attribute(
+        "aria-current", "true"
+    )
+    wait_units(page, want[:64])
+    page.wait_for_function(DRAWN, arg=[".zf-site-cell canvas", 64])
+    c = want[0]
     u = atlas.unit_images("0", c)
     block = u.sprite[:, u.layout.width // 2 :]  # the patches, right half of the sprite
     assert drawn_as(page, page.locator(f'.zf-site-cell[data-unit="{c}"] canvas'), enlarge(block))
@@ -258,6 +276,7 @@ def test_bundled_model_site_screenshot(page, tmp_path):
     page.set_viewport_size({"width": 1000, "height": 720})
     page.goto(url_of(tmp_path / "site", "#/features.10/5"))
     page.wait_for_function(DRAWN, arg=[".zf-site-unit canvas", 18])
+    expect(page.locator(".zf-site-hits td.zf-site-label")).to_have_count(9)
     labels = page.locator(".zf-site-hits td.zf-site-label").all_text_contents()
     assert all(label in d.classes for label in labels) and len(labels) == 9
     DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)

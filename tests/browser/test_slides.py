@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from harness import REPO, TILE_CENTRE, ServerProcess, _free_port, open_app
+from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -184,14 +185,14 @@ def test_fig6_slider_marks_the_grown_filter(deck, artifacts):
         f"{fig6} .zf-slider-label",
         timeout_s=15,
     )
-    assert page.locator(f"{fig6} .zf-mark.zf-mark-dominating").count() == 0
+    expect(page.locator(f"{fig6} .zf-mark.zf-mark-dominating")).to_have_count(0)
     page.locator(f"{fig6} input.zf-slider").fill("1")
     deck.wait(
         "return document.querySelectorAll(arg).length === 1",
         f"{fig6} .zf-mark.zf-mark-dominating",
         timeout_s=15,
     )
-    assert "grown to RMS 0.6" in deck.text(f"{fig6} .zf-slider-label")
+    expect(deck.at(f"{fig6} .zf-slider-label")).to_contain_text("grown to RMS 0.6")
     page.screenshot(path=str(artifacts / "slides-fig6-grown.png"))
     page.locator(f"{fig6} input.zf-slider").fill("2")
     deck.wait(
@@ -199,7 +200,7 @@ def test_fig6_slider_marks_the_grown_filter(deck, artifacts):
         f"{fig6} .zf-mark.zf-mark-dominating",
         timeout_s=15,
     )
-    assert "renormalize_filters_" in deck.text(f"{fig6} .zf-slider-label")
+    expect(deck.at(f"{fig6} .zf-slider-label")).to_contain_text("renormalize_filters_")
     assert not deck.errors, deck.errors
 
 

@@ -8,10 +8,12 @@ HTML and a Python observer of ``selected``. Screenshots go to tests/artifacts/.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
-from harness import App, open_app, serve
+from harness import App, open_app, starts
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
@@ -20,7 +22,7 @@ TOP = ".zf-test-top"
 CANVAS = f"{TOP} canvas.zf-atlas"
 SLIDER = ".zf-test-slider"
 
-CELLS = [
+NOTEBOOK = [
     f"""\
 import ipywidgets as W
 import numpy as np
@@ -109,20 +111,13 @@ READY = (
 )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = serve(tmp_path_factory.mktemp("voila"), "top_nine.ipynb", CELLS)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
 @pytest.fixture
-def app(server, browser_context):
+def app(voila_server, browser_context):
     """A fresh page per test (Voila runs the notebook in a new kernel): checkpoint 0, channel
     0, whatever ran before, so the tests pass in any order."""
-    with open_app(browser_context, server, READY, [CANVAS, "0", "0"], timeout_s=120) as application:
+    with open_app(
+        browser_context, voila_server, READY, [CANVAS, "0", "0"], timeout_s=120
+    ) as application:
         yield application
 
 
@@ -136,13 +131,14 @@ def test_draws_reconstructions_and_patches(app, artifacts):
     assert px["width"] == 2 * (1 + 3 * 97) + 16 and px["height"] == 1 + 3 * 97, px
     for b in px["blocks"]:
         assert b["opaque"] == 9 * 96 * 96 and b["colours"] > 500, px
-    assert app.text(f"{TOP} .zf-caption").startswith(
-        "features.6 · feature map 0 / 384 · top 9 of 24 images · epoch 1"
+    expect(app.at(f"{TOP} .zf-caption")).to_have_text(
+        starts("features.6 · feature map 0 / 384 · top 9 of 24 images · epoch 1")
     )
-    heads = app.page.locator(f"{TOP} .zf-head").all_text_contents()
-    assert heads == ["deconvnet projections", "image patches"]
-    assert app.page.locator(f"{TOP} .zf-hit-label").count() == 9
-    assert app.text(f"{SLIDER} .zf-slider-label") == "epoch 1"
+    expect(app.page.locator(f"{TOP} .zf-head")).to_have_text(
+        ["deconvnet projections", "image patches"]
+    )
+    expect(app.page.locator(f"{TOP} .zf-hit-label")).to_have_count(9)
+    expect(app.at(f"{SLIDER} .zf-slider-label")).to_have_text("epoch 1")
     app.page.mouse.move(1, 1)
     app.shot(artifacts, "top_nine.png", TOP)
     print(f"page + kernel + mining + first draw {app.load_s:.1f} s")
@@ -150,10 +146,11 @@ def test_draws_reconstructions_and_patches(app, artifacts):
 
 
 def test_class_names_show_as_text(app):
+    expect(app.page.locator(f"{TOP} .zf-hit-label")).to_have_count(9)
     labels = app.page.locator(f"{TOP} .zf-hit-label").all_text_contents()
     assert any(text.endswith(f" · {EVIL}") for text in labels), labels
     assert any(text.endswith(" · <b>bold</b>") for text in labels), labels
-    assert app.page.locator(f"{TOP} img, {TOP} b").count() == 0
+    expect(app.page.locator(f"{TOP} img, {TOP} b")).to_have_count(0)
     assert app.page.evaluate("() => typeof window.zfXSS") == "undefined"
 
 
@@ -167,8 +164,8 @@ def test_next_channel_redraws(app, artifacts):
     assert after["draws"] > before["draws"]
     for b0, b1 in zip(before["blocks"], after["blocks"]):
         assert b1["hash"] != b0["hash"] and b1["colours"] > 500
-    assert "feature map 1 / 384" in app.text(f"{TOP} .zf-caption")
-    assert app.page.locator(f"{TOP} input.zf-channel-input").input_value() == "1"
+    expect(app.at(f"{TOP} .zf-caption")).to_contain_text("feature map 1 / 384")
+    expect(app.page.locator(f"{TOP} input.zf-channel-input")).to_have_value("1")
     app.page.mouse.move(1, 1)
     app.shot(artifacts, "top_nine_channel1.png", TOP)
     print(f"channel switch (deconv of 9 hits + crops) {took * 1000:.0f} ms")
@@ -184,7 +181,7 @@ def test_hover_and_click_a_patch_selects_its_image(app, artifacts):
     )
     assert tip.startswith("#5 · image "), tip
     image = int(tip.split(" · ")[1].removeprefix("image "))
-    assert app.page.locator(f"{TOP} .zf-twin-box").is_visible()
+    expect(app.page.locator(f"{TOP} .zf-twin-box")).to_be_visible()
     app.page.mouse.click(c["x"], c["y"])
     app.wait(
         "return document.querySelector('.zf-test-seen').textContent === arg",
@@ -192,7 +189,8 @@ def test_hover_and_click_a_patch_selects_its_image(app, artifacts):
         timeout_s=15,
     )
     boxes = app.page.locator(f"{TOP} .zf-select-box")
-    assert boxes.nth(0).is_visible() and boxes.nth(1).is_visible()
+    expect(boxes.nth(0)).to_be_visible()
+    expect(boxes.nth(1)).to_be_visible()
     app.shot(artifacts, "top_nine_selected.png", TOP)
 
 
@@ -206,9 +204,9 @@ def test_slider_swaps_checkpoint_and_redraws(app, artifacts):
     assert after["draws"] > before["draws"]
     for b0, b1 in zip(before["blocks"], after["blocks"]):
         assert b1["hash"] != b0["hash"] and b1["colours"] > 500
-    assert app.text(f"{SLIDER} .zf-slider-label") == "epoch 20"
-    assert app.text(f"{TOP} .zf-checkpoint-label") == "epoch 20"
-    assert app.text(f"{TOP} .zf-caption").endswith("· epoch 20")
+    expect(app.at(f"{SLIDER} .zf-slider-label")).to_have_text("epoch 20")
+    expect(app.at(f"{TOP} .zf-checkpoint-label")).to_have_text("epoch 20")
+    expect(app.at(f"{TOP} .zf-caption")).to_have_text(re.compile(r"· epoch 20$"))
     app.page.mouse.move(1, 1)
     app.shot(artifacts, "top_nine_epoch20.png", TOP)
     app.shot(artifacts, "top_nine_page.png")
@@ -226,14 +224,15 @@ def test_layer_menu_switches_to_small_receptive_fields(app, artifacts):
     px = blocks(app)
     # conv1's receptive field: 11 x 11 crops, blown up by an integer factor to fit
     assert px["width"] == 2 * (1 + 3 * 12) + 2 and px["height"] == 1 + 3 * 12, px
-    css = app.page.evaluate(
-        "(sel) => document.querySelector(sel).getBoundingClientRect().width", CANVAS
+    # shown 8 times larger (the CSS size follows the draw)
+    app.wait(
+        "return document.querySelector(arg[0]).getBoundingClientRect().width === arg[1]",
+        [CANVAS, px["width"] * 8],
     )
-    assert css == px["width"] * 8, css
     for b in px["blocks"]:
         assert b["opaque"] == 9 * 11 * 11 and b["colours"] > 50, px
-    assert app.page.locator(f"{TOP} .zf-hit-label").count() == 9
-    assert app.text(f"{TOP} .zf-caption").startswith("features.0 · feature map 0 / 64")
+    expect(app.page.locator(f"{TOP} .zf-hit-label")).to_have_count(9)
+    expect(app.at(f"{TOP} .zf-caption")).to_have_text(starts("features.0 · feature map 0 / 64"))
     app.page.mouse.move(1, 1)
     app.shot(artifacts, "top_nine_features0.png", TOP)
     assert not app.errors, app.errors

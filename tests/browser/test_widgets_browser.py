@@ -11,13 +11,14 @@ from __future__ import annotations
 import time
 
 import pytest
-from harness import TILE_CENTRE, open_app, serve
+from harness import TILE_CENTRE, open_app
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
 EVIL = "<img src=x onerror=zfXSS=1>"
 
-CELLS = [
+NOTEBOOK = [
     """\
 import copy
 
@@ -87,22 +88,13 @@ FILTERS = ".zf-test-filters canvas.zf-atlas"
 EVIL_ROOT = ".zf-test-evil"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = serve(tmp_path_factory.mktemp("voila"), "widgets.ipynb", CELLS)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
 @pytest.fixture
-def app(server, browser_context):
+def app(voila_server, browser_context):
     """A fresh page per test (Voila runs the notebook in a new kernel): no test sees the state
     another left, so the tests pass in any order."""
     with open_app(
         browser_context,
-        server,
+        voila_server,
         "return document.querySelectorAll('canvas.zf-atlas[data-draws]').length >= 3",
         timeout_s=120,
     ) as application:
@@ -122,7 +114,7 @@ def test_layer_grid_draws_pixels(app, artifacts):
                    return { w: c.width, h: c.height, mean: s / (3 * c.width * c.height) }; }"""
     )
     assert thumb["w"] == 224 and thumb["h"] == 224 and 20 < thumb["mean"] < 235
-    assert "features.1 · 64 maps of 55×55" in app.text(".zf-test-main .zf-caption")
+    expect(app.at(".zf-test-main .zf-caption")).to_contain_text("features.1 · 64 maps of 55×55")
     app.shot(artifacts, "layer_grid.png", ".zf-test-main")
     assert not app.errors, app.errors
 
@@ -154,8 +146,7 @@ def test_click_selects_channel_in_python(app, artifacts):
         ".includes('python saw channel 12')",
         timeout_s=15,
     )
-    box = app.page.locator(".zf-test-main .zf-select-box")
-    assert box.is_visible()
+    expect(app.page.locator(".zf-test-main .zf-select-box")).to_be_visible()
     app.page.mouse.move(5, 5)
     app.shot(artifacts, "layer_grid_channel12.png", ".zf-test-main")
 
@@ -176,9 +167,9 @@ def test_layer_change_redraws(app, artifacts):
     assert after["hash"] != before["hash"]
     assert (after["width"], after["height"]) != (before["width"], before["height"])
     assert after["opaque"] == 192 * 27 * 27 and after["colours"] > 50, after
-    assert "features.3 · 192 maps of 27×27" in app.text(".zf-test-main .zf-caption")
+    expect(app.at(".zf-test-main .zf-caption")).to_contain_text("features.3 · 192 maps of 27×27")
     # the selection was cleared by Python (another layer's channels)
-    assert app.page.locator(".zf-test-main .zf-select-box").is_hidden()
+    expect(app.page.locator(".zf-test-main .zf-select-box")).to_be_hidden()
     app.shot(artifacts, "layer_grid_features3.png", ".zf-test-main")
     print(f"page + kernel + first draw {app.load_s:.1f} s; layer switch {switch_s * 1000:.0f} ms")
     assert not app.errors, app.errors
@@ -188,20 +179,20 @@ def test_filter_grid_marks_and_checkpoints(app, artifacts):
     root = ".zf-test-filters"
     px = app.pixels(FILTERS)
     assert px["count"] == 64 and px["opaque"] == 64 * 11 * 11 and px["colours"] > 100, px
-    assert app.page.locator(f"{root} .zf-mark").count() == 0
-    assert "dominating, RMS > 0.1: 0" in app.text(f"{root} .zf-legend")
-    assert app.text(f"{root} .zf-slider-label") == "epoch 0 (init)"
+    expect(app.page.locator(f"{root} .zf-mark")).to_have_count(0)
+    expect(app.at(f"{root} .zf-legend")).to_contain_text("dominating, RMS > 0.1: 0")
+    expect(app.at(f"{root} .zf-slider-label")).to_have_text("epoch 0 (init)")
     app.shot(artifacts, "filter_grid_init.png", root)
     # move the checkpoint slider: Python sends the other checkpoint's filters and marks
     app.page.locator(f"{root} input.zf-slider").fill("1")
     app.wait("return document.querySelector(arg).dataset.draws === '2'", FILTERS, timeout_s=15)
     after = app.pixels(FILTERS)
     assert after["hash"] != px["hash"] and after["opaque"] == px["opaque"]
-    assert app.page.locator(f"{root} .zf-mark.zf-mark-dominating").count() == 2
-    assert app.page.locator(f"{root} .zf-mark.zf-mark-dead").count() == 1
-    legend = app.text(f"{root} .zf-legend")
-    assert "dominating, RMS > 0.1: 2" in legend and "dead on the images: 1" in legend
-    assert app.text(f"{root} .zf-slider-label") == "epoch 5"
+    expect(app.page.locator(f"{root} .zf-mark.zf-mark-dominating")).to_have_count(2)
+    expect(app.page.locator(f"{root} .zf-mark.zf-mark-dead")).to_have_count(1)
+    expect(app.at(f"{root} .zf-legend")).to_contain_text("dominating, RMS > 0.1: 2")
+    expect(app.at(f"{root} .zf-legend")).to_contain_text("dead on the images: 1")
+    expect(app.at(f"{root} .zf-slider-label")).to_have_text("epoch 5")
     c = app.page.evaluate(TILE_CENTRE, [FILTERS, 17])
     app.page.mouse.move(c["x"], c["y"])
     tip = app.wait(
@@ -221,9 +212,9 @@ def test_filter_grid_marks_and_checkpoints(app, artifacts):
 
 def test_python_text_is_rendered_as_text(app, artifacts):
     options = app.page.locator(f"{EVIL_ROOT} select.zf-layer-select option")
-    assert options.first.text_content() == EVIL
-    assert EVIL in app.text(f"{EVIL_ROOT} .zf-caption")
-    assert app.page.locator(f"{EVIL_ROOT} img").count() == 0
+    expect(options.first).to_have_text(EVIL)
+    expect(app.at(f"{EVIL_ROOT} .zf-caption")).to_contain_text(EVIL)
+    expect(app.page.locator(f"{EVIL_ROOT} img")).to_have_count(0)
     assert app.page.evaluate("() => typeof window.zfXSS") == "undefined"
     app.page.mouse.move(1, 1)
     app.shot(artifacts, "page.png")
