@@ -132,7 +132,8 @@ class FashionMNISTImages(Dataset):
     source_indices : Tensor (N,), optional
         Index of each image in the original split (the bundled ones: the 10,000 test images).
 
-    ``dataset[i]`` is ``(Tensor (1, H, W) float32 normalised by :func:`normalize`, int label)``.
+    ``dataset[i]`` is ``(Tensor (1, H, W) float32 normalised by :func:`normalize`, int label)``;
+    ``mean`` and ``std`` are :data:`MEAN` and :data:`STD` (``pixel = x * std + mean``).
     """
 
     def __init__(
@@ -153,6 +154,8 @@ class FashionMNISTImages(Dataset):
         self.labels = labels.long()
         self.source_indices = source_indices
         self.classes = list(CLASSES)
+        # what normalize() applies: an atlas renders its patches back through it
+        self.mean, self.std = MEAN, STD
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
