@@ -41,7 +41,7 @@ def read_script(path):
 
 
 def test_site_files_manifest_and_hits(tmp_path, stored, data):
-    atlas = Atlas.load(stored, model=tiny_zf(), data=data)
+    atlas = Atlas.load(stored, data=data)  # no model: layer 8 stays unrendered
     labels = [i % 3 for i in range(23)]
     report = atlas.export_site(tmp_path / "site", classes=["cat", HOSTILE, "dog"], labels=labels)
     site = tmp_path / "site"
@@ -145,17 +145,162 @@ def test_rewrites_its_own_site_and_refuses_other_folders(tmp_path, stored):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_needs_a_directory_atlas(tmp_path, data):
+def tiles_of(site):
+    """``{(layer, channel): path}`` of every tile a site's manifest names."""
+    m = read_script(site / "manifest.js")
+    out = {}
+    for L in m["layers"]:
+        t = L["tiles"]
+        if t is not None:
+            for c in range(L["channels"]):
+                out[L["name"], c] = site / f"{t['dir']}/{c:0{t['digits']}d}{t['ext']}"
+    return out
+
+
+def test_one_call_from_a_mined_atlas(tmp_path, data):
+    """Mine, then export: the site stores the atlas in site/atlas/ and renders it there, the
+    same tiles as save + render; a rerun renders nothing again."""
+    atlas = zf.mine(tiny_zf(), data, layers=LAYERS, k=3, progress=False)
+    calls = []
+    report = atlas.export_site(tmp_path / "site", progress=lambda d, t: calls.append((d, t)))
+    site = tmp_path / "site"
+    units = sum(atlas.values[n].shape[0] for n in LAYERS)
+    assert calls[-1] == (units, units) and report.rendered == LAYERS and not report.missing
+    assert report.atlas == site / "atlas" and atlas.path is None  # the caller's atlas as it was
+    assert {p.name for p in site.iterdir()} == {"index.html", "manifest.js", "layers", "atlas"} | {
+        *BUNDLES
+    }
+    assert "site's atlas" in report.summary() and "site/atlas" in report.summary()
+    tiles = tiles_of(site)
+    assert len(tiles) == units and report.tile_bytes == sum(
+        p.stat().st_size for p in tiles.values()
+    )
+    stored = Atlas.load(site / "atlas")  # a complete atlas folder
+    assert stored.layers == LAYERS and all(stored.has_images(n) for n in LAYERS)
+    assert torch.equal(stored.indices["4"], atlas.indices["4"])
+    # a rerun over the same hits takes the tiles over (the same files) and renders nothing
+    inodes = {key: p.stat().st_ino for key, p in tiles.items()}
+    calls.clear()
+    atlas.export_site(site, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [] and {key: p.stat().st_ino for key, p in tiles_of(site).items()} == inodes
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    # the same tiles as the three calls it replaces
+    other = atlas.attached(atlas.model)
+    other.save(tmp_path / "atlas")
+    other.render(progress=False)
+    for (n, c), path in tiles.items():
+        assert path.is_relative_to(site / "atlas" / "tiles")
+        assert path.read_bytes() == other.image_file(n, c).read_bytes()
+    assert not (site / ".atlas.partial").exists()
+
+
+def test_single_file_atlas_needs_the_model(tmp_path, data):
     atlas = zf.mine(tiny_zf(), data, layers=["4"], k=2, progress=False)
-    with pytest.raises(ValueError, match=r"atlas\.save\('atlas/'\)"):
-        atlas.export_site(tmp_path / "site")
     atlas.save(tmp_path / "single.safetensors")
-    with pytest.raises(ValueError, match="atlas directory"):
-        Atlas.load(tmp_path / "single.safetensors").export_site(tmp_path / "site")
+    bare = Atlas.load(tmp_path / "single.safetensors")
+    with pytest.raises(ValueError, match=r"model and data .*model=model, data=data"):
+        bare.export_site(tmp_path / "site")
+    with pytest.raises(ValueError, match=r"needs the data .*render=False"):
+        Atlas.load(tmp_path / "single.safetensors", model=tiny_zf()).export_site(tmp_path / "site")
+    assert not (tmp_path / "site").exists()
+    # values only, when asked for
+    report = bare.export_site(tmp_path / "site", render=False)
+    assert report.rendered == [] and report.atlas is None
+    m = read_script(tmp_path / "site" / "manifest.js")
+    assert m["layers"][0]["tiles"] is None and m["title"] == "Sequential atlas (single)"
+    # attached: rendered into the site
+    full = Atlas.load(tmp_path / "single.safetensors", model=tiny_zf(), data=data)
+    report = full.export_site(tmp_path / "site", progress=False)
+    assert report.rendered == ["4"] and len(tiles_of(tmp_path / "site")) == 12
+    with pytest.raises(ValueError, match="mean and std"):
+        full.export_site(tmp_path / "other", mean=[0.5])
+    with pytest.raises(TypeError, match="progress"):
+        full.export_site(tmp_path / "other", progress="yes")
+    assert not (tmp_path / "other").exists()
     from zfwidgets.atlas.site import export_site
 
     with pytest.raises(TypeError, match="zfwidgets.Atlas"):
         export_site(object(), tmp_path / "site")
+
+
+def test_partly_rendered_folder_is_completed_in_the_site(tmp_path, stored, data):
+    """Layers "0" and "4" are rendered in the atlas folder, "8" is not: the site links the
+    two and renders the third in its own atlas/; the atlas folder is left as it was."""
+    before = {p: p.stat().st_mtime_ns for p in stored.rglob("*")}
+    atlas = Atlas.load(stored, model=tiny_zf(), data=data)
+    calls = []
+    report = atlas.export_site(tmp_path / "site", progress=lambda d, t: calls.append((d, t)))
+    assert report.rendered == LAYERS and report.atlas == tmp_path / "site" / "atlas"
+    assert calls[-1] == (16, 16)  # only layer 8's units
+    tiles = tiles_of(tmp_path / "site")
+    for c in range(12):
+        assert os.path.samefile(tiles["4", c], atlas.image_file("4", c))
+    assert report.linked
+    assert Atlas.load(tmp_path / "site" / "atlas").has_images("8")
+    assert {p: p.stat().st_mtime_ns for p in stored.rglob("*")} == before
+    assert not atlas.has_images("8")
+    # link=False copies the folder's tiles
+    report = atlas.export_site(tmp_path / "copied", progress=False, link=False)
+    assert not report.linked
+    src, dst = atlas.image_file("0", 1), tiles_of(tmp_path / "copied")["0", 1]
+    assert dst.read_bytes() == src.read_bytes() and not os.path.samefile(src, dst)
+
+
+def test_cancel_keeps_the_old_site_and_resumes(tmp_path, data):
+    from zfwidgets.base.progress import Cancelled
+
+    atlas = zf.mine(tiny_zf(), data, layers=LAYERS, k=3, progress=False)
+    site = tmp_path / "site"
+
+    def cancel_at(n):
+        def progress(done, total):
+            if done >= n:
+                raise Cancelled
+
+        return progress
+
+    # a first export cancelled: the folder holds the rendering only, and counts as a site
+    with pytest.raises(Cancelled):
+        atlas.export_site(site, progress=cancel_at(10))
+    assert [p.name for p in site.iterdir()] == [".atlas.partial"]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    # an older site in the folder stays as it was while another atlas is cancelled
+    old = zf.mine(tiny_zf(), data[:12], layers=["4"], k=2, progress=False)
+    old.export_site(site, progress=False)
+    page = {p.relative_to(site): p.read_bytes() for p in site.rglob("*") if p.is_file()}
+    with pytest.raises(Cancelled):
+        atlas.export_site(site, progress=cancel_at(20))  # layer 0 done, 4 under way
+    still = {
+        p.relative_to(site): p.read_bytes()
+        for p in site.rglob("*")
+        if p.is_file() and ".atlas.partial" not in p.parts
+    }
+    assert still == page
+    # the next export continues: layer 0 and the units of 4 already on disk are not redone
+    calls = []
+    atlas.export_site(site, progress=lambda d, t: calls.append((d, t)))
+    assert calls[0][1] == 12 + 16 and calls[0][0] > 1 and calls[-1] == (28, 28)
+    fresh = tmp_path / "fresh"
+    atlas.export_site(fresh, progress=False)
+    a, b = tiles_of(site), tiles_of(fresh)
+    assert a.keys() == b.keys() and all(a[key].read_bytes() == b[key].read_bytes() for key in a)
+    assert not (site / ".atlas.partial").exists()
+
+
+def test_the_sites_own_atlas_can_be_exported_again(tmp_path, data, stored):
+    atlas = zf.mine(tiny_zf(), data, layers=["4"], k=2, progress=False)
+    site = tmp_path / "site"
+    atlas.export_site(site, progress=False)
+    again = Atlas.load(site / "atlas")  # no model: its tiles are all there
+    report = again.export_site(site, title="again")
+    assert report.rendered == ["4"] and read_script(site / "manifest.js")["title"] == "again"
+    assert again.unit_images("4", 0).data == tiles_of(site)["4", 0].read_bytes()
+    # an atlas folder elsewhere inside a site would be deleted with it: refused
+    import shutil
+
+    shutil.copytree(stored, site / "layers" / "mine")
+    with pytest.raises(ValueError, match="inside the site folder"):
+        Atlas.load(site / "layers" / "mine").export_site(site)
 
 
 def test_missing_tile_files_are_reported_and_marked(tmp_path, stored):

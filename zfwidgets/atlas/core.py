@@ -433,14 +433,42 @@ class Atlas:
         )
 
     # -- sharing outside Python -----------------------------------------------------------------
-    def export_site(self, path: str | os.PathLike, **kwargs: Any):
-        """Write a static site of this atlas (a directory atlas, rendered) to ``path``: it opens
-        in any browser, from ``file://`` or a web server, with no kernel. Keyword arguments
-        (``classes``, ``labels``, ``title``, ``link``) and the returned report as
-        :func:`zfwidgets.atlas.site.export_site`."""
+    def export_site(
+        self,
+        path: str | os.PathLike,
+        *,
+        classes: list[str] | None = None,
+        labels: list[int] | None = None,
+        title: str | None = None,
+        link: bool = True,
+        render: bool = True,
+        progress: ProgressArg = True,
+        mean=None,
+        std=None,
+    ):
+        """Write a static site of this atlas to ``path``: it opens in any browser, from
+        ``file://`` or a web server, with no kernel.
+
+        Works on any atlas: a folder whose layers are all rendered is linked as it is; any
+        other atlas (just mined, loaded from a single file, not rendered) is stored in the
+        site's ``atlas/`` and rendered there with the attached model and data
+        (``progress``, ``mean``, ``std`` as :meth:`render`). Keyword arguments and the
+        returned report as :func:`zfwidgets.atlas.site.export_site`.
+        """
         from .site import export_site
 
-        return export_site(self, path, **kwargs)
+        return export_site(
+            self,
+            path,
+            classes=classes,
+            labels=labels,
+            title=title,
+            link=link,
+            render=render,
+            progress=progress,
+            mean=mean,
+            std=std,
+        )
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{n}: {tuple(self.values[n].shape[:1])}" for n in self.layers)
