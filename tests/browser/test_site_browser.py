@@ -7,6 +7,7 @@ Writes docs/screenshot-site.png (the bundled model's site) for the README.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import io
@@ -57,7 +58,8 @@ def sites(tmp_path_factory):
     atlas = zf.mine(tiny_zf(), data, layers=["0", "4", "8"], k=4, progress=False)
     atlas.save(root / "atlas")
     atlas.render(layers=["0", "4"], progress=False, format="png")
-    atlas.export_site(root / "site", classes=CLASSES, labels=labels)
+    # render=False: layer "8" stays values only (its tiles are not rendered for the site)
+    atlas.export_site(root / "site", classes=CLASSES, labels=labels, render=False)
     wide = zf.mine(wide_model(), torch.rand(6, 3, 16, 16), layers=["0"], k=2, progress=False)
     wide.save(root / "wide-atlas")
     wide.render(progress=False, format="png")
@@ -166,8 +168,9 @@ def test_file_url_click_to_pixels_no_request_outside(page, sites, artifacts):
     assert outside == [] and not page.errors
 
 
-def test_web_server_no_request_outside(page, sites):
-    site = sites["site"]
+@contextlib.contextmanager
+def serve(site: Path):
+    """A plain static web server of ``site`` on 127.0.0.1; its base URL."""
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
@@ -177,7 +180,16 @@ def test_web_server_no_request_outside(page, sites):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def only_inside(page, base: str):
+    """Abort (and list) every request of ``page`` outside ``base``."""
     outside = []
 
     def gate(route):
@@ -187,8 +199,15 @@ def test_web_server_no_request_outside(page, sites):
             outside.append(route.request.url)
             route.abort()
 
+    page.route("**/*", gate)
     try:
-        page.route("**/*", gate)
+        yield outside
+    finally:
+        page.unroute("**/*")
+
+
+def test_web_server_no_request_outside(page, sites):
+    with serve(sites["site"]) as base, only_inside(page, base) as outside:
         page.goto(base + "#/4/2")
         page.wait_for_function(DRAWN, arg=[".zf-site-unit canvas", 8])
         page.click('.zf-site-layer-link[href="#/8"]')
@@ -198,10 +217,6 @@ def test_web_server_no_request_outside(page, sites):
         page.wait_for_function("() => location.hash === '#/8/5'")
         expect(page.locator(".zf-site-hits tr")).to_have_count(5)
         expect(page.locator(".zf-site-heading")).to_have_text("8 \u00b7 unit 5")
-    finally:
-        page.unroute("**/*")
-        server.shutdown()
-        server.server_close()
     assert outside == [] and not page.errors
 
 
@@ -264,22 +279,48 @@ def test_wide_layer_pages_and_sorts(page, sites):
     assert not page.errors
 
 
-def test_bundled_model_site_screenshot(page, tmp_path):
-    """The bundled model's atlas as a site (one layer rendered): the README's screenshot."""
+def test_bundled_model_site_in_one_call(page, tmp_path, artifacts):
+    """``zf.load_default_atlas().export_site(...)``, nothing before it: the site stores and
+    renders the bundled atlas, a plain web server shows every layer's hits and tiles (the
+    README's screenshot)."""
     from zfwidgets.data import load_default, load_default_atlas
 
     d = load_default()
-    atlas = load_default_atlas(d)
-    atlas.save(tmp_path / "atlas")
-    atlas.render(layers=["features.10"], progress=False, mean=d.mean, std=d.std)
-    atlas.export_site(tmp_path / "site", classes=d.classes, title="Bundled model: top-9 atlas")
+    site = tmp_path / "site"
+    report = load_default_atlas(d).export_site(
+        site, progress=False, title="Bundled model: top-9 atlas"
+    )
+    stored = Atlas.load(site / "atlas")  # what the site shows: its own atlas's tiles
+    assert report.rendered == stored.layers and not report.missing
     page.set_viewport_size({"width": 1000, "height": 720})
-    page.goto(url_of(tmp_path / "site", "#/features.10/5"))
-    page.wait_for_function(DRAWN, arg=[".zf-site-unit canvas", 18])
-    expect(page.locator(".zf-site-hits td.zf-site-label")).to_have_count(9)
-    labels = page.locator(".zf-site-hits td.zf-site-label").all_text_contents()
-    assert all(label in d.classes for label in labels) and len(labels) == 9
-    DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(DOCS_SCREENSHOT), clip={"x": 0, "y": 0, "width": 1000, "height": 540})
+    with serve(site) as base, only_inside(page, base) as outside:
+        for name in stored.layers:  # every layer's overview draws all its units
+            C = stored.values[name].shape[0]
+            page.goto(base + f"#/{name}")
+            page.wait_for_function(DRAWN, arg=[".zf-site-cell canvas", min(C, 64)])
+        page.goto(base + "#/features.10/5")
+        page.wait_for_function(DRAWN, arg=[".zf-site-unit canvas", 18])
+        rows = page.locator(".zf-site-hits tr")
+        expect(rows).to_have_count(10)
+        # the hits: activations and class names, as the atlas holds them
+        values = stored.values["features.10"][5].tolist()
+        for j in range(9):
+            cells = rows.nth(j + 1).locator("td").all_text_contents()
+            y = d.images.labels[int(stored.indices["features.10"][5, j])]
+            assert float(cells[1]) == pytest.approx(values[j], rel=1e-3)
+            assert cells[2] == d.classes[y]
+        # the tiles: the stored sprite's pixels (WebP decoded by Chromium and by Pillow)
+        u = stored.unit_images("features.10", 5)
+        for block, tiles in (("reconstructions", u.reconstructions), ("patches", u.patches)):
+            for j in (0, 8):
+                canvas = page.locator(f".zf-site-{block} .zf-site-hit canvas").nth(j)
+                want = enlarge(tiles[j])
+                assert want.std() > 1, f"{block} {j} is flat"
+                assert drawn_as(page, canvas, want, tol=4), f"{block} {j} differs"
+        page.screenshot(path=str(artifacts / "site-bundled.png"))
+        DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(
+            path=str(DOCS_SCREENSHOT), clip={"x": 0, "y": 0, "width": 1000, "height": 540}
+        )
     assert DOCS_SCREENSHOT.stat().st_size < 300_000
-    assert not page.errors
+    assert outside == [] and not page.errors
