@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from models import FixedHead, assert_unchanged, hook_count, snapshot
+from models import FixedHead, assert_unchanged, hook_count, snapshot, tiny_zf
 from torch import nn
 
 import zfwidgets as zf
@@ -93,3 +93,77 @@ def test_projection_of_a_conv_unit_stops_after_its_layer(fn, strategy):
         torch.testing.assert_close(got, want)
     assert hook_count(model) == 0
     assert_unchanged(model, before)
+
+
+def test_a_channel_count_that_differs_is_named():
+    model = FixedHead().eval()
+    with _Forwards(model) as fw:
+        for call in (
+            lambda: zf.occlusion(model, torch.randn(1, 1, 20, 20), window=8, stride=8),
+            lambda: zf.deconv(model, torch.randn(1, 4, 24, 24), layer="features.0", channel=0),
+            lambda: zf.grad_cam(model, torch.randn(1, 2, 20, 20)),
+        ):
+            with pytest.raises(ValueError, match=r"^x: the model's first convolution 'features.0'"):
+                call()
+        with pytest.raises(ValueError, match=r"^in_channels: .*failed before reaching layer"):
+            zf.receptive_field(model, "features.1", 20, in_channels=1)
+    assert fw.n == 0
+
+
+def test_receptive_field_argument_errors_come_before_a_forward():
+    model = tiny_zf()
+    with _Forwards(model) as fw:
+        for size in (2, 32, 224, (1, 64)):
+            for channels in (1, 2, 4):
+                with pytest.raises(ValueError, match=r"^in_channels: .*takes 3 channels, got"):
+                    zf.receptive_field(
+                        model, "11" if size == 2 else "4", size, in_channels=channels
+                    )
+    assert fw.n == 0
+
+
+@pytest.mark.parametrize(
+    "fill",
+    [1e308, -1e39, [0.0, 1e308, 0.0], torch.tensor([1e300] * 3, dtype=torch.float64), 10**400],
+)
+def test_occlusion_fill_beyond_the_dtype_names_fill(fill):
+    model = tiny_zf()
+    with _Forwards(model) as fw, pytest.raises((ValueError, TypeError), match=r"^fill: "):
+        zf.occlusion(model, _images(32), window=16, stride=16, fill=fill)
+    assert fw.n == 0
+    # within float64 the same value is a fill like any other
+    r = zf.occlusion(model.double(), _images(32).double(), window=16, stride=16, fill=1e300)
+    assert bool(torch.isfinite(r.probability).all())
+
+
+def test_mine_transform_not_callable_names_transform():
+    model = tiny_zf()
+    with (
+        _Forwards(model) as fw,
+        pytest.raises(TypeError, match=r"^transform: expected a callable or None, got int"),
+    ):
+        zf.mine(model, _images(32, 4), layers=["4"], k=2, transform=5, progress=False)
+    assert fw.n == 0
+
+
+def test_embed_of_images_of_mixed_sizes_names_data():
+    model = tiny_zf()
+    mixed = [torch.rand(3, 32, 32), torch.rand(3, 28, 28), torch.rand(3, 32, 32)]
+    with _Forwards(model) as fw:
+        with pytest.raises(ValueError, match=r"^data: images must share one size; .*image 1"):
+            zf.embed(model, mixed, layer="4", method="pca")
+        # with labels, and in a later batch than the first
+        labelled = [(t, i) for i, t in enumerate(reversed(mixed))]
+        with pytest.raises(ValueError, match=r"^data: images must share one size"):
+            zf.embed(model, labelled, layer="4", method="pca", batch_size=1)
+
+    class Mixed(torch.utils.data.Dataset):  # a dataset: each batch is checked as it is stacked
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return mixed[i]
+
+    with pytest.raises(ValueError, match=r"^data: images must share one size"):
+        zf.embed(model, Mixed(), layer="4", method="pca")
+    assert fw.n == 0
