@@ -159,7 +159,7 @@ def check_call(fn, model_key, *args, allow_nan=(), **kwargs):
     except (ValueError, TypeError) as exc:
         msg = str(exc)
         head = msg.split(":", 1)[0]
-        clear = head in params or head in EXTRA_NAMES or head.startswith("parts[")
+        clear = head.split("[")[0] in params or head in EXTRA_NAMES or head.startswith("parts[")
         STATS["clear errors" if clear else "unclear errors"] += 1
         if forwards:
             STATS["errors after a forward"] += 1

@@ -167,3 +167,14 @@ def test_embed_of_images_of_mixed_sizes_names_data():
     with pytest.raises(ValueError, match=r"^data: images must share one size"):
         zf.embed(model, Mixed(), layer="4", method="pca")
     assert fw.n == 0
+
+
+def test_embed_of_a_meta_tensor_names_data():
+    with pytest.raises(ValueError, match=r"^data: .*meta device"):
+        zf.embed(tiny_zf(), torch.empty(3, 3, 32, 32, device="meta"), layer="4", method="pca")
+
+
+@pytest.mark.parametrize("threshold", [float("inf"), -float("inf"), float("nan")])
+def test_dead_filters_threshold_must_be_finite(threshold):
+    with pytest.raises(ValueError, match=r"^threshold: expected a finite number"):
+        zf.dead_filters(torch.rand(4, 6, 5, 5), threshold=threshold)

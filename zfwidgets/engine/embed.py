@@ -254,6 +254,8 @@ def embed(
             raise ValueError(
                 f"labels: expected {n} integer labels (one per item), got {labels!r}"[:300]
             )
+    if src.is_tensor and src.items.device.type == "meta":
+        raise ValueError("data: expected images with values, got a tensor on the meta device")
     indices = _subset(n, max_points, seed)
     if not src.is_tensor and isinstance(src.items, (list, tuple)) and transform is None:
         _check_one_size(src, indices.tolist())  # in memory: every size known before the work
