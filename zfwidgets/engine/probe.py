@@ -260,7 +260,9 @@ def check_input_size(model: nn.Module, shape: tuple[int, ...], *, name: str = "x
 
     A failing meta pass at ``shape`` is compared with square sizes: when some size works,
     the ``ValueError`` names the smallest size the network accepts and, for a classifier that
-    takes one fixed size, that size. When no size works on meta (a model that cannot run on
+    takes one fixed size, that size. A fixed size that none of the tried squares hits (a head
+    that wants 20x20) is found from the features fed to the first ``nn.Linear`` the pass did
+    not reach (:func:`_fixed_size`). When no size works on meta (a model that cannot run on
     the meta device), nothing is said here and the real forward reports.
     """
     n, c, h, w = shape
