@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from models import assert_unchanged, snapshot, tiny_zf
+from models import FixedHead, assert_unchanged, snapshot, tiny_zf
 from torch import nn
 
 import zfwidgets as zf
@@ -62,7 +62,14 @@ class GapNet(nn.Module):
         return self.fc(self.avgpool(self.features(x)).flatten(1))
 
 
-MODELS = {"zf": tiny_zf(), "gap": GapNet().eval(), "zf64": tiny_zf().double()}
+# "head": a classifier that takes 20x20 images only (a size no square ladder tries): every
+# size error names x and 20x20 before the work; projections of its conv units still run
+MODELS = {
+    "zf": tiny_zf(),
+    "gap": GapNet().eval(),
+    "zf64": tiny_zf().double(),
+    "head": FixedHead().eval(),
+}
 
 
 def _images():
@@ -86,6 +93,7 @@ def _images():
         "meta": torch.empty(2, 3, 32, 32, device="meta"),
         "numpy": x.numpy().copy(),
         "list": [[1.0, 2.0]],
+        "mixed": [x[0].clone(), x[1, :, :28, :28].clone(), x[2].clone()],
         "none": None,
     }
 
@@ -151,7 +159,7 @@ def check_call(fn, model_key, *args, allow_nan=(), **kwargs):
     except (ValueError, TypeError) as exc:
         msg = str(exc)
         head = msg.split(":", 1)[0]
-        clear = head in params or head in EXTRA_NAMES or head.startswith("parts[")
+        clear = head.split("[")[0] in params or head in EXTRA_NAMES or head.startswith("parts[")
         STATS["clear errors" if clear else "unclear errors"] += 1
         if forwards:
             STATS["errors after a forward"] += 1
@@ -214,7 +222,9 @@ def test_backprop(model_key, image_key, kw):
             "target": opt(INTS + [[0, 1, 2], torch.tensor([0, 1, 2]), torch.tensor([0.5])]),
             "window": opt([8, 16, (8, 16), 0, 100, "8", (8,)]),
             "stride": opt([8, 16, (16, 8), 0, -2, 1.5]),
-            "fill": opt([None, 0.0, [0.1, 0.2, 0.3], float("nan"), [1.0], "grey", True]),
+            "fill": opt(
+                [None, 0.0, [0.1, 0.2, 0.3], float("nan"), [1.0], "grey", True, 1e308, 10**400]
+            ),
             "layer": opt(LAYERS),
             "channel": opt(INTS),
             "batch_size": opt([None, 1, 64, 0, "4"]),
@@ -345,7 +355,7 @@ def test_embed(model_key, image_key, kw):
         {
             "layer": opt(LAYERS),
             "input_size": opt([32, (32, 32), 64, 2, 0, -1, (32,), "32", 2.5]),
-            "in_channels": opt([None, 3, 0, 1.5]),
+            "in_channels": opt([None, 3, 0, 1.5, 1, 4]),
         }
     ),
 )
@@ -411,7 +421,9 @@ def test_capture(model_key, kw):
 @SETTINGS
 @given(
     model_keys,
-    image_keys,
+    # mixed sizes in a later batch are found as that batch is stacked, after a forward
+    # (mining's batching, left to its own change)
+    st.sampled_from([k for k in IMAGES if k != "mixed"]),
     st.fixed_dictionaries(
         {
             "layers": st.sampled_from(LAYERS[:-2] + [["0", "4"], [], 3]),

@@ -298,14 +298,23 @@ def test_hooks_removed_when_forward_raises():
             self.relu = nn.ReLU()
 
         def forward(self, x):
-            self.relu(self.conv(x))
-            raise RuntimeError("boom")
+            self.conv(x)
+            raise RuntimeError("boom")  # before the projected layer (relu) is reached
 
     model = Raises()
     with pytest.raises(RuntimeError, match="boom"):
         zf.deconv(
-            model, torch.randn(1, 3, 8, 8), layer="conv", units=[(0, 0, 0, 0)], strategy="shared"
+            model, torch.randn(1, 3, 8, 8), layer="relu", units=[(0, 0, 0, 0)], strategy="shared"
         )
+    assert hook_count(model) == 0
+    assert all(p.grad is None for p in model.parameters())
+    # a forward that raises after the projected layer: the projection stops after the layer
+    # (as mining does), so what comes later never runs
+    for strategy in ("shared", "crop"):
+        g = zf.deconv(
+            model, torch.randn(1, 3, 8, 8), layer="conv", units=[(0, 0, 0, 0)], strategy=strategy
+        )
+        assert g.shape == (1, 3, 8, 8) and bool(torch.isfinite(g).all())
     assert hook_count(model) == 0
     assert all(p.grad is None for p in model.parameters())
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..base.checks import check_model, check_positive_int, model_device
+from ..base.checks import check_callable, check_model, check_positive_int, model_device
 from ..base.layers import eval_mode, resolve_layers
 from ..base.progress import Progress, ProgressArg, check_progress
 from ..base.source import ImageSource
@@ -307,6 +307,7 @@ def mine(
     k = check_positive_int(k, "k")
     batch_size = check_positive_int(batch_size, "batch_size")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
+    transform = check_callable(transform, "transform")
     progress = check_progress(progress)
     if num_workers is not None and (
         isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0

@@ -67,7 +67,7 @@ from torch.overrides import TorchFunctionMode
 from ..base.checks import check_model
 from ..base.layers import eval_mode, resolve_layer
 from .capture import Capture
-from .probe import check_images, dry_run
+from .probe import check_images, check_input_size, dry_run
 
 __all__ = [
     "ACTIVATIONS",
@@ -603,7 +603,7 @@ def _seed(target: torch.Tensor, rows: torch.Tensor, units: torch.Tensor) -> torc
     return g
 
 
-def _shared(model, x, layer, units, channel, rule, batch_size, unruled):
+def _shared(model, x, layer, units, channel, rule, batch_size, unruled, stop_at=None):
     """Forward each image once; one backward per round of units (<= 1 unit per image)."""
     N = x.shape[0]
     out_units = [] if units is None else None
@@ -617,9 +617,9 @@ def _shared(model, x, layer, units, channel, rule, batch_size, unruled):
         xg = x[start:stop].detach().clone().requires_grad_(True)
         with (
             relu_rule(rule, model) as mode,
-            Capture(model, [layer], switches=False, keep_graph=True) as cap,
+            Capture(model, [layer], switches=False, keep_graph=True, stop_at=stop_at) as cap,
         ):
-            model(xg)
+            model(xg)  # ends after the layer's last call (Capture swallows the stop)
         target = cap.activations[layer]
         unruled.check(mode, target, xg)
         del mode
@@ -808,7 +808,7 @@ def backprop(
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     if not isinstance(strict, bool):
         raise TypeError(f"strict: expected a bool, got {type(strict).__name__}")
-    x = check_images(model, x)
+    x = check_images(model, x, size=False)  # the size is checked below, up to the layer
     name, _ = resolve_layer(model, layer)
     if (units is None) == (channel is None):
         raise ValueError(
@@ -826,8 +826,15 @@ def backprop(
                 f"units: unit {k} = {tuple(u[k].tolist())} refers to image {int(u[k, 0])}, "
                 f"but x holds {x.shape[0]} image(s)"
             )
-    # the layer's output shape from a shape-only pass: unit and channel checks before any work
-    shape = dry_run(model, x.shape, layers=(name,)).layer(name)
+    # the layer's output shape from a shape-only pass: unit and channel checks before any work.
+    # The projection needs the forward only up to the layer: a head after it that wants
+    # another image size does not matter (the forward stops after the layer's last call);
+    # a size the network cannot take up to the layer is a ValueError naming x.
+    run = dry_run(model, x.shape, layers=(name,))
+    if not run.ok and name not in run.shapes:
+        check_input_size(model, tuple(x.shape))
+    shape = run.shapes[name] if not run.ok and name in run.shapes else run.layer(name)
+    stop_at = (name, run.calls[name] - 1) if run.calls.get(name) else None
     if shape is not None:
         if u is not None:
             _check_units(u, shape, name)
@@ -857,7 +864,7 @@ def backprop(
         if choice == "auto":
             choice = _choose(x, u, rf)
         if choice == "shared" or rf is None or rf.is_global:
-            out = _shared(model, x, name, u, channel, rule, batch_size, unruled)
+            out = _shared(model, x, name, u, channel, rule, batch_size, unruled, stop_at)
         else:
             if u is None:
                 u = _strongest(model, x, name, channel, batch_size, rf.calls)

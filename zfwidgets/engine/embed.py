@@ -145,6 +145,36 @@ def _tsne(codes: torch.Tensor, seed: int, perplexity: float) -> torch.Tensor:
     return torch.as_tensor(out, dtype=torch.float32)
 
 
+def _stack(images: list[torch.Tensor], indices: list[int]) -> torch.Tensor:
+    """One batch of (C, H, W) images; a ``ValueError`` naming ``data`` when sizes differ."""
+    first = tuple(images[0].shape)
+    for i, t in zip(indices, images):
+        if tuple(t.shape) != first:
+            raise ValueError(
+                f"data: images must share one size; image {indices[0]} has shape {first}, "
+                f"image {i} has {tuple(t.shape)} (resize them with a transform)"
+            )
+    return torch.stack(images)
+
+
+def _check_one_size(src: Any, indices: list[int]) -> None:
+    """Every picked item of an in-memory list has the same (C, H, W) shape (no transform)."""
+    shapes = []
+    for i in indices:
+        t = src.items[i]
+        t = t[0] if isinstance(t, (tuple, list)) and t else t
+        shapes.append(tuple(t.shape) if isinstance(t, torch.Tensor) else None)
+    known = [(i, s) for i, s in zip(indices, shapes) if s is not None]
+    if known:
+        i0, s0 = known[0]
+        for i, s in known:
+            if s != s0:
+                raise ValueError(
+                    f"data: images must share one size; image {i0} has shape {s0}, image {i} "
+                    f"has {s} (resize them with a transform)"
+                )
+
+
 def embed(
     model: nn.Module,
     data: Any,
@@ -224,7 +254,11 @@ def embed(
             raise ValueError(
                 f"labels: expected {n} integer labels (one per item), got {labels!r}"[:300]
             )
+    if src.is_tensor and src.items.device.type == "meta":
+        raise ValueError("data: expected images with values, got a tensor on the meta device")
     indices = _subset(n, max_points, seed)
+    if not src.is_tensor and isinstance(src.items, (list, tuple)) and transform is None:
+        _check_one_size(src, indices.tolist())  # in memory: every size known before the work
 
     codes, outs, found = [], [], []
     shape_of: tuple = ((), None)
@@ -236,7 +270,7 @@ def embed(
                 found.extend([None] * len(chunk))
             else:
                 items = [src.items[i] for i in chunk]
-                x = torch.stack([src.prepare(item, i) for item, i in zip(items, chunk)])
+                x = _stack([src.prepare(item, i) for item, i in zip(items, chunk)], chunk)
                 found.extend(_label_of(item) for item in items)
             x = x.to(model_device(model))
             if s == 0 and src.is_tensor:  # the whole tensor at once: one reduction

@@ -379,9 +379,9 @@ def dead_filters(activations: torch.Tensor, *, threshold: float = 0.0) -> Filter
     if (
         isinstance(threshold, bool)
         or not isinstance(threshold, (int, float))
-        or math.isnan(threshold)
+        or not math.isfinite(threshold)
     ):
-        raise ValueError(f"threshold: expected a number, got {threshold!r}")
+        raise ValueError(f"threshold: expected a finite number, got {threshold!r}")
     a = check_finite_batch(activations.detach(), name="activations")
     flat = a.reshape(a.shape[0], a.shape[1], -1)  # (N, C, P)
     per_image_max = flat.amax(dim=2)  # (N, C)

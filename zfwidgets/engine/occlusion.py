@@ -187,13 +187,27 @@ def _fill_values(fill: object, x: torch.Tensor) -> torch.Tensor:
     if isinstance(fill, bool):
         raise TypeError(f"fill: expected None, a number or {c} per-channel values, got {fill!r}")
     if isinstance(fill, (int, float)):
-        values = torch.full((c,), float(fill), dtype=x.dtype, device=x.device)
+        try:
+            value = float(fill)
+        except OverflowError as err:  # an int beyond any float
+            raise ValueError(f"fill: expected a finite value, got {fill!r}") from err
+        if not math.isfinite(value) or abs(value) > torch.finfo(x.dtype).max:
+            raise ValueError(
+                f"fill: expected a finite value within {x.dtype} (largest "
+                f"{torch.finfo(x.dtype).max:.4g}), got {fill!r}"
+            )
+        values = torch.full((c,), value, dtype=x.dtype, device=x.device)
     elif isinstance(fill, torch.Tensor) or (
         isinstance(fill, Sequence) and not isinstance(fill, str)
     ):
         try:
-            values = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
-        except (TypeError, ValueError, RuntimeError) as err:
+            # converted after the fact: a value beyond x's dtype becomes inf (refused below)
+            # instead of torch's "cannot be converted ... without overflow"
+            values = torch.as_tensor(fill, device=x.device)
+            if values.is_complex():
+                raise TypeError(f"complex fill {fill!r}")
+            values = values.to(x.dtype)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as err:
             raise TypeError(
                 f"fill: expected None, a number or {c} per-channel values, got {fill!r}"
             ) from err

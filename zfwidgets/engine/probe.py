@@ -11,6 +11,7 @@ whose parameters stand in as meta tensors, watched by :class:`~zfwidgets.engine.
 from __future__ import annotations
 
 import contextlib
+import math
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -213,12 +214,55 @@ def _runs(model: nn.Module, n: int, c: int, h: int, w: int) -> bool:
     return dry_run(model, (n, c, h, w)).ok
 
 
+def _fixed_size(model: nn.Module, failed: DryRun, c: int, start: int) -> int | None:
+    """The square size at which a head that wants a fixed number of features runs, or None.
+
+    The pass at the failing size names the last layer that ran before the failure (``feed``)
+    and the first ``nn.Linear`` the forward did not reach (the head that refused its input).
+    The features ``feed`` hands on per image grow with the image size (convolutions and
+    poolings are monotone in it), so a bisection on the size finds the one where they equal
+    the head's ``in_features``; the size counts only when the whole pass then runs.
+    """
+    linears = [(n, m) for n, m in model.named_modules() if n and isinstance(m, nn.Linear)]
+    if not linears:
+        return None
+    leaves = tuple(n for n, m in model.named_modules() if n and not any(True for _ in m.children()))
+    run = dry_run(model, failed.shape, layers=leaves)
+    if run.ok or not run.order:
+        return None
+    heads = [m for n, m in linears if run.calls.get(n, 0) == 0]
+    feed = run.order[-1]
+    if not heads or feed not in run.shapes:
+        return None
+    want = heads[0].in_features
+
+    def features(s: int) -> int:  # -1: the pass fails before ``feed`` (the image is too small)
+        r = dry_run(model, (1, c, s, s), layers=leaves)
+        shape = r.shapes.get(feed)
+        return -1 if shape is None or not r.calls.get(feed) else math.prod(shape[1:])
+
+    lo, hi = 0, max(int(start), 1)
+    while features(hi) < want:
+        lo, hi = hi, hi * 2
+        if hi > 8192:
+            return None
+    while hi - lo > 1:  # the smallest size whose features reach ``want``
+        mid = (lo + hi) // 2
+        if features(mid) >= want:
+            hi = mid
+        else:
+            lo = mid
+    return hi if features(hi) == want and _runs(model, 1, c, hi, hi) else None
+
+
 def check_input_size(model: nn.Module, shape: tuple[int, ...], *, name: str = "x") -> None:
     """Refuse an image size the network cannot take, before any work.
 
     A failing meta pass at ``shape`` is compared with square sizes: when some size works,
     the ``ValueError`` names the smallest size the network accepts and, for a classifier that
-    takes one fixed size, that size. When no size works on meta (a model that cannot run on
+    takes one fixed size, that size. A fixed size that none of the tried squares hits (a head
+    that wants 20x20) is found from the features fed to the first ``nn.Linear`` the pass did
+    not reach (:func:`_fixed_size`). When no size works on meta (a model that cannot run on
     the meta device), nothing is said here and the real forward reports.
     """
     n, c, h, w = shape
@@ -228,7 +272,12 @@ def check_input_size(model: nn.Module, shape: tuple[int, ...], *, name: str = "x
     ladder = sorted({16, 28, 32, 64, 75, 96, 128, 224, 227, 256, 299, 384, 512, 1024, max(h, w)})
     working = [s for s in ladder if _runs(model, 1, c, s, s)]
     if not working:
-        return  # the meta pass itself fails: let the real forward speak
+        # A head that takes one size off the ladder (a Linear after a flatten at 20x20)
+        # fails at every rung; find its size from the features it is fed.
+        fixed = _fixed_size(model, run, c, max(h, w))
+        if fixed is None:
+            return  # the meta pass itself fails: let the real forward speak
+        working = [fixed]
     why = f"(the forward pass would fail with {run.error})"
     if working[-1] != ladder[-1]:  # a classifier that takes one size (or a few)
         ranges = []

@@ -865,8 +865,8 @@ def receptive_field(
     check_model(model)
     H, W = _check_input_size(input_size)
     name, module = resolve_layer(model, layer)
+    conv = first_conv(model)
     if in_channels is None:
-        conv = first_conv(model)
         in_channels = conv[1].in_channels if conv is not None else 3
     elif isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels: expected a positive int, got {in_channels!r}")
@@ -877,6 +877,12 @@ def receptive_field(
     # is reported before the traced forward
     run = dry_run(model, (1, in_channels, H, W), layers=(name,))
     if not run.ok and name not in run.shapes:  # failed before reaching the layer
+        if conv is not None and conv[1].in_channels != in_channels:
+            raise ValueError(
+                f"in_channels: the shape-only forward pass of shape {run.shape} failed before "
+                f"reaching layer {name!r}: the model's first convolution {conv[0]!r} takes "
+                f"{conv[1].in_channels} channels, got {in_channels} ({run.error})"
+            )
         check_input_size(model, (1, in_channels, H, W), name="input_size")
     run.layer(name)
     x = torch.zeros(1, in_channels, H, W, device=device, dtype=dtype)
@@ -902,7 +908,7 @@ def receptive_field(
     if "out" not in found:
         if error is not None:
             raise ValueError(
-                f"the forward pass of a zeros input of shape {tuple(x.shape)} failed before "
+                f"input_size: the forward pass of a zeros input of shape {tuple(x.shape)} failed before "
                 f"reaching layer {name!r}: {type(error).__name__}: {error}"
             ) from error
         if cap.calls.get(name, 0) == 0:
