@@ -24,7 +24,7 @@ from torch import nn
 
 from ..atlas.stored import open_atlas
 from ..base.checks import check_model, model_device
-from ..base.images import (  # noqa: I001
+from ..base.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     contrast_normalize,
