@@ -61,9 +61,11 @@ def render_layers(
     mean,
     std,
     max_tile: int | None,
+    top: int | None = None,
 ) -> None:
     """Render ``names`` of ``atlas`` (model and data attached, arguments checked) into its
-    directory ``store`` (updated in place); see :meth:`Atlas.render`."""
+    directory ``store`` (updated in place); see :meth:`Atlas.render`. Each unit's sprite holds
+    its ``top`` strongest hits (default all k; the layout's ``k``)."""
     patch_display = _patch_display(atlas, mean, std)
 
     # the directory must hold the atlas in memory (its tiles are named by its hits)
@@ -93,7 +95,7 @@ def render_layers(
         if max_tile is not None and max(crop_hw) > max_tile:
             f = max_tile / max(crop_hw)
             tile_hw = (max(1, round(crop_hw[0] * f)), max(1, round(crop_hw[1] * f)))
-        layout = st.SpriteLayout.for_tiles(atlas.k, tile_hw)
+        layout = st.SpriteLayout.for_tiles(top or atlas.k, tile_hw)
         if max(layout.width, layout.height) > st.MAX_SPRITE:
             raise ValueError(
                 f"render: a sprite of {layout.width}x{layout.height} pixels for layer {n!r} "
@@ -181,19 +183,23 @@ def _render_layer(atlas, store, layer, rec, model, device, batch_size, max_tile,
     size = rec.crop
     disp = rec.display["patches"]
     spatial = atlas.spatial.get(layer, True)
+    top = rec.layout.k  # the strongest hits of each unit that its sprite shows
     mode: list[str] = []
-    chunk = max(1, (4 * batch_size) // atlas.k)
+    chunk = max(1, (4 * batch_size) // top)
     pending: list = []
     for s in range(0, len(todo), chunk):
         channels = todo[s : s + chunk]
         wanted, inverse, units = hit_units(
-            atlas.indices[layer], atlas.positions[layer], channels, spatial=spatial
+            atlas.indices[layer][:, :top],
+            atlas.positions[layer][:, :top],
+            channels,
+            spatial=spatial,
         )
         images = atlas.source.stack(wanted).to(device)
         recon = backprop(
             model, images, layer=layer, units=units, rule=rec.rule, batch_size=batch_size
         )
-        corners = [xy for c in channels for xy in atlas.corners(layer, c)]
+        corners = [xy for c in channels for xy in atlas.corners(layer, c)[:top]]
         rec_crops = crop(recon, corners, size)
         patch_crops = crop(images, corners, size, which=inverse.tolist())
         del recon
