@@ -13,7 +13,9 @@ How it scales:
   running top-k is merged on the device; nothing is copied to the host per batch.
 - **Fixed chunks.** The work is cut into chunks of ``chunk_size`` consecutive global image
   indices; batches never straddle a chunk, so the atlas is the same however the chunks are
-  spread over processes or resumed.
+  spread over processes or resumed. The default size depends on the data size only, never on
+  the number of processes (:func:`default_chunk_size`): more than 128 chunks, so every rank of
+  any job up to 128 ranks gets work.
 - **Resumable.** With ``checkpoint=``, every finished chunk is committed to disk atomically
   (:mod:`zfwidgets.atlas.resume`); calling again skips committed chunks.
 - **Distributed.** Under ``torchrun``, ranks take disjoint chunks; an all-gather of fixed-shape
@@ -41,12 +43,45 @@ from ..engine.capture import Capture
 from ..engine.probe import check_images, check_input_size
 from . import distributed
 from .core import Atlas
-from .resume import Checkpoint, job_description, model_description
+from .resume import Checkpoint, job_description, model_description, saved_chunk_size
 
-__all__ = ["mine", "TopK", "UnreadableImage", "merge_topk", "DEFAULT_CHUNK_SIZE"]
+__all__ = [
+    "mine",
+    "TopK",
+    "UnreadableImage",
+    "merge_topk",
+    "DEFAULT_CHUNK_SIZE",
+    "default_chunk_size",
+]
 
-#: Images per chunk of work (the unit of checkpointing and of distribution).
+#: The largest chunk :func:`default_chunk_size` picks (images; once the fixed default).
 DEFAULT_CHUNK_SIZE = 8192
+#: The default cuts the data into about this many chunks (at least half of it, see below).
+TARGET_CHUNKS = 256
+
+
+def default_chunk_size(n: int) -> int:
+    """Images per chunk when ``mine`` is not given ``chunk_size``: a function of the data size
+    ``n`` only, never of the number of processes.
+
+    ``ceil(n / 256)`` rounded up to a power of two, at most :data:`DEFAULT_CHUNK_SIZE` (8,192):
+
+    - **Every rank gets work.** Up to 2.1M images there are more than 128 chunks (one image per
+      chunk below 257 images), so every rank of a job of up to 128 ranks (and at most ``n``)
+      mines, and ranks differ by at most one chunk. Above that, chunks of 8,192 images are
+      more than 256. ImageNet-val (50,000) gets 196 chunks of 256 images; 1,280 images 160 of 8.
+    - **The same atlas for any world size.** Batches never straddle a chunk, so the chunk layout
+      fixes every batch; as it ignores the world size, a job run on N ranks, resumed on M or
+      run in one process gives the identical atlas.
+    - **Full batches.** A power of two is a multiple of the usual power-of-two batch sizes (or
+      smaller than them): no ragged batch at each chunk's end. Small data sets pay with small
+      batches (fewer than 32,768 images: chunks below 128 images); pass ``chunk_size=`` for
+      larger ones when one process does the work.
+    - **Cheap checkpoints.** At most a few hundred chunks per job beyond 65,536 images: a
+      checkpoint rewrites one small part file per finished chunk.
+    """
+    target = max(1, -(-int(n) // TARGET_CHUNKS))
+    return min(DEFAULT_CHUNK_SIZE, 1 << (target - 1).bit_length())
 
 
 class UnreadableImage(Exception):
@@ -253,7 +288,7 @@ def mine(
     progress: ProgressArg = True,
     num_workers: int | None = None,
     checkpoint: str | os.PathLike | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> Atlas:
     """The k strongest activations of every feature map of ``layers`` over ``data``.
 
@@ -287,8 +322,11 @@ def mine(
         with the same arguments skips them, so a killed run resumes where it stopped and gives
         exactly the atlas of an uninterrupted run. A folder holding another job (other model,
         parameters, data, layers, k, input size or chunk size) is refused with a ValueError.
-    chunk_size : int
+    chunk_size : int, optional
         Images per chunk: the unit of checkpointing and of distribution over processes.
+        Default: :func:`default_chunk_size` of the data size (``ceil(n / 256)`` rounded up to a
+        power of two, at most 8,192), or, when ``checkpoint`` holds a job saved before, the
+        chunk size it was written with (so its chunks resume as they were cut).
 
     Returns
     -------
@@ -306,7 +344,8 @@ def mine(
     names = list(dict.fromkeys(n for n, _ in named))
     k = check_positive_int(k, "k")
     batch_size = check_positive_int(batch_size, "batch_size")
-    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    if chunk_size is not None:
+        chunk_size = check_positive_int(chunk_size, "chunk_size")
     transform = check_callable(transform, "transform")
     progress = check_progress(progress)
     if num_workers is not None and (
@@ -338,6 +377,13 @@ def mine(
     ctx = distributed.context(device)
     model_info = model_description(model)
     data_info = {"n": n, "fingerprint": _data_fingerprint(source, first)}
+    if chunk_size is None:
+        chunk_size = default_chunk_size(n)
+        if checkpoint is not None:  # a job saved before keeps the chunks it was cut into
+            chunk_size = saved_chunk_size(checkpoint) or chunk_size
+            if ctx.world > 1:  # rank 0's choice, whatever each rank's view of the folder
+                ours = torch.tensor([chunk_size], dtype=torch.long)
+                chunk_size = int(distributed.all_gather_cat(ours, 0)[0])
     num_chunks = -(-n // chunk_size)
     store = None
     previous = []
