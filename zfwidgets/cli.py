@@ -265,8 +265,14 @@ def _run_mine(args) -> int:
     skipped = atlas.provenance.get("skipped", [])
     if ctx.is_main:
         atlas.save(out)
-        if not args.no_render and hasattr(atlas, "render"):
-            atlas.render(batch_size=args.batch_size, device=device, progress=not args.quiet)
+    ctx.barrier()
+    if not args.no_render:  # every rank renders its share of the units
+        if not ctx.is_main:
+            from .atlas.core import Atlas
+
+            atlas = Atlas.load(out, model=model, data=data)
+        atlas.render(batch_size=args.batch_size, device=device, progress=not args.quiet)
+    if ctx.is_main:
         n = len(data)
         print(
             f"mined {n - len(skipped)} images over {len(layers)} layers in {elapsed:.1f} s "
