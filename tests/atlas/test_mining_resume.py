@@ -91,12 +91,27 @@ def test_chunks_do_not_change_the_atlas(data, chunk_size):
     kw = {"layers": LAYERS, "k": 5, "batch_size": 4, "progress": False}
     ref = zf.mine(model, data, chunk_size=40, **kw)  # one chunk
     got = zf.mine(model, data, chunk_size=chunk_size, **kw)  # None: 40 chunks of one image
-    if chunk_size is not None and chunk_size % 4 == 0:  # the same batches: bit for bit
-        same(got, ref)
-    else:  # batches cut at chunk ends: other batch shapes, float-level differences only
-        for layer in LAYERS:
-            assert torch.equal(got.indices[layer], ref.indices[layer])
-            torch.testing.assert_close(got.values[layer], ref.values[layer])
+    same(got, ref)  # batches run across chunk ends: the same batches, bit for bit
+
+
+def test_batches_run_across_chunk_ends_and_commit_on_chunk_ends():
+    from zfwidgets.atlas.mining import _plan, _share
+
+    # chunks of 2 images, batches of 4: full batches, each finishing two chunks
+    assert _plan([0, 1, 2, 3], 8, 2, 4) == [(0, 4, [0, 1]), (4, 8, [2, 3])]
+    # chunks of 3, batches of 4: a batch ending inside a chunk commits nothing yet
+    assert _plan([0, 1, 2], 9, 3, 4) == [(0, 4, []), (4, 7, []), (7, 9, [0, 1, 2])]
+    assert _plan([0, 1, 2, 3], 12, 3, 6) == [(0, 6, [0, 1]), (6, 12, [2, 3])]
+    # a run's last batch is never one image when the run has more
+    assert _plan([0, 1], 9, 5, 4) == [(0, 4, []), (4, 7, []), (7, 9, [0, 1])]
+    # non-consecutive chunks (a resumed job) form separate runs
+    assert _plan([0, 2], 6, 2, 4) == [(0, 2, [0]), (4, 6, [2])]
+    # ranks take contiguous shares that differ by at most one chunk, and cover every chunk
+    for m in range(12):
+        for world in (1, 2, 3, 8):
+            shares = [_share(list(range(m)), r, world) for r in range(world)]
+            assert sum(shares, []) == list(range(m))
+            assert max(map(len, shares)) - min(map(len, shares)) <= 1
 
 
 def test_merge_orders_by_value_then_index():

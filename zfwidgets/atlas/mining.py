@@ -12,10 +12,12 @@ How it scales:
   after the last call of the deepest requested layer (the rest of the network never runs). The
   running top-k is merged on the device; nothing is copied to the host per batch.
 - **Fixed chunks.** The work is cut into chunks of ``chunk_size`` consecutive global image
-  indices; batches never straddle a chunk, so the atlas is the same however the chunks are
-  spread over processes or resumed. The default size depends on the data size only, never on
-  the number of processes (:func:`default_chunk_size`): more than 128 chunks, so every rank of
-  any job up to 128 ranks gets work.
+  indices, the unit of checkpointing and of distribution. The default size depends on the
+  data size only, never on the number of processes (:func:`default_chunk_size`): more than
+  128 chunks, so every rank of any job up to 128 ranks gets work. Each rank takes a
+  contiguous, balanced share of the chunks and batches its images across chunk ends (full
+  batches whatever the chunk size); each image's maxima do not depend on which batch holds it,
+  so the atlas is the same however the chunks are spread over processes or resumed.
 - **Resumable.** With ``checkpoint=``, every finished chunk is committed to disk atomically
   (:mod:`zfwidgets.atlas.resume`); calling again skips committed chunks.
 - **Distributed.** Under ``torchrun``, ranks take disjoint chunks; an all-gather of fixed-shape
@@ -70,15 +72,15 @@ def default_chunk_size(n: int) -> int:
       chunk below 257 images), so every rank of a job of up to 128 ranks (and at most ``n``)
       mines, and ranks differ by at most one chunk. Above that, chunks of 8,192 images are
       more than 256. ImageNet-val (50,000) gets 196 chunks of 256 images; 1,280 images 160 of 8.
-    - **The same atlas for any world size.** Batches never straddle a chunk, so the chunk layout
-      fixes every batch; as it ignores the world size, a job run on N ranks, resumed on M or
-      run in one process gives the identical atlas.
-    - **Full batches.** A power of two is a multiple of the usual power-of-two batch sizes (or
-      smaller than them): no ragged batch at each chunk's end. Small data sets pay with small
-      batches (fewer than 32,768 images: chunks below 128 images); pass ``chunk_size=`` for
-      larger ones when one process does the work.
-    - **Cheap checkpoints.** At most a few hundred chunks per job beyond 65,536 images: a
-      checkpoint rewrites one small part file per finished chunk.
+    - **The same atlas for any world size.** As the layout ignores the world size, a job run on
+      N ranks, resumed on M or run in one process commits the same chunks and gives the
+      identical atlas.
+    - **Full batches.** Batches run across chunk ends within a rank's share, so small chunks
+      never mean small batches; a power of two is a multiple of the usual power-of-two batch
+      sizes (or smaller than them), so batch ends fall on chunk ends and commits are frequent.
+    - **Cheap checkpoints.** A checkpoint rewrites one small part file when a batch ends on a
+      chunk end: at most once per batch, and at most a few hundred times per job beyond
+      65,536 images.
     """
     target = max(1, -(-int(n) // TARGET_CHUNKS))
     return min(DEFAULT_CHUNK_SIZE, 1 << (target - 1).bit_length())
@@ -241,15 +243,44 @@ def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]
     return torch.tensor([i for i, _ in good]), torch.stack([x for _, x in good]), skipped
 
 
+def _share(todo: list[int], rank: int, world: int) -> list[int]:
+    """The chunks of ``rank``: a contiguous, balanced slice of ``todo`` (sizes differ by at most
+    one chunk), so that each rank's images form as few runs as possible."""
+    m = len(todo)
+    return todo[rank * m // world : (rank + 1) * m // world]
+
+
 def _plan(
     chunks: list[int], n: int, chunk_size: int, batch_size: int
-) -> list[tuple[int, int, int]]:
-    """(chunk, start, end) of every batch, in order; batches never straddle a chunk."""
-    out = []
+) -> list[tuple[int, int, list[int]]]:
+    """(start, end, chunks finished) of every batch, in order.
+
+    Consecutive chunks form one run of images, cut into batches of ``batch_size`` from the
+    run's start: a batch may straddle chunks, so small chunks do not make small batches. A run's
+    last batch is never a single image when the run has more (some kernels compute a batch of
+    one with other rounding). A batch lists the chunks it finishes only when it ends on a chunk
+    boundary: the images mined then are exactly those of the finished chunks, which is what a
+    checkpoint may commit.
+    """
+    runs: list[list[int]] = []
     for c in chunks:
-        lo, hi = c * chunk_size, min(n, (c + 1) * chunk_size)
-        for s in range(lo, hi, batch_size):
-            out.append((c, s, min(hi, s + batch_size)))
+        if runs and runs[-1][-1] + 1 == c:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    out: list[tuple[int, int, list[int]]] = []
+    for run in runs:
+        lo, hi = run[0] * chunk_size, min(n, (run[-1] + 1) * chunk_size)
+        cuts = list(range(lo, hi, batch_size)) + [hi]
+        if len(cuts) > 2 and cuts[-1] - cuts[-2] == 1:
+            cuts[-2] -= 1  # ..., B - 1, 2 rather than ..., B, 1
+        pending = list(run)
+        for s, e in zip(cuts, cuts[1:]):
+            finished: list[int] = []
+            if e == hi or e % chunk_size == 0:
+                while pending and min(n, (pending[0] + 1) * chunk_size) <= e:
+                    finished.append(pending.pop(0))
+            out.append((s, e, finished))
     return out
 
 
@@ -262,12 +293,12 @@ def _batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[int]]]:
     if source.is_tensor:
         data = source.items
-        for _, s, e in plan:
+        for s, e, _ in plan:
             yield torch.arange(s, e), data[s:e], []
         return
     loader = DataLoader(
         _Indexed(source),
-        batch_sampler=[list(range(s, e)) for _, s, e in plan],
+        batch_sampler=[list(range(s, e)) for s, e, _ in plan],
         num_workers=num_workers,
         pin_memory=pin_memory,
         collate_fn=_collate,
@@ -406,7 +437,7 @@ def mine(
         ctx.barrier()  # every rank has listed the old parts before anyone writes a new one
     done = {c for p in previous for c in p.chunks}
     todo = [c for c in range(num_chunks) if c not in done]
-    mine_chunks = todo[ctx.rank :: ctx.world]
+    mine_chunks = _share(todo, ctx.rank, ctx.world)
     plan = _plan(mine_chunks, n, chunk_size, batch_size)
     session = _session_id(ctx)
     part_name = f"part-{session}-{ctx.rank}.safetensors"
@@ -420,7 +451,7 @@ def mine(
     skipped: list[int] = []
     finished: list[int] = []
     checks: list[tuple[torch.Tensor, torch.Tensor]] = []
-    total = sum(e - s for _, s, e in plan)
+    total = sum(e - s for s, e, _ in plan)
     show = progress if ctx.is_main or callable(progress) else False  # one bar: rank 0's
     with (
         Progress(show, total, desc="mining", unit="img") as bar,
@@ -429,7 +460,7 @@ def mine(
     ):
         batches = _batches(source, plan, num_workers=num_workers, pin_memory=device.type == "cuda")
         for j, (idx, x, bad) in enumerate(batches):
-            chunk, s, e = plan[j]
+            s, e, complete = plan[j]
             skipped.extend(bad)
             if x is not None:
                 if x.dim() != 4 or x.shape[1:] != first.shape[1:]:
@@ -447,10 +478,10 @@ def mine(
                     values, positions = pending[nm]
                     tops[nm].update(values, positions, idx)
             bar.update(e - s)
-            if j + 1 == len(plan) or plan[j + 1][0] != chunk:  # the chunk is complete
+            if complete:  # the images mined so far are exactly those of the finished chunks
                 _check_finite(checks)
                 checks.clear()
-                finished.append(chunk)
+                finished.extend(complete)
                 if store is not None:
                     store.write_part(
                         part_name, {nm: t.state() for nm, t in tops.items()}, finished, skipped
