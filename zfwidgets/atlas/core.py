@@ -402,6 +402,13 @@ class Atlas:
         except ValueError as e:
             raise ValueError(f"{os.fspath(self._store.fv_file(layer, channel))!r}: {e}") from e
 
+    def feature_vis_file(self, layer: str, channel: int) -> Path:
+        """The path of one unit's stored feature visualisation (for a static page)."""
+        self._check(layer, channel)
+        if not self.has_feature_vis(layer):
+            raise ValueError(f"layer {layer!r} has no stored feature visualisations")
+        return self._store.fv_file(layer, channel)
+
     def image_file(self, layer: str, channel: int) -> Path:
         """The path of one unit's sprite (for a static page that links to the files)."""
         self._check(layer, channel)
@@ -620,6 +627,7 @@ class Atlas:
         progress: ProgressArg = True,
         mean=None,
         std=None,
+        feature_vis: bool | dict = False,
     ):
         """Write a static site of this atlas to ``path``: it opens in any browser, from
         ``file://`` or a web server, with no kernel.
@@ -627,8 +635,8 @@ class Atlas:
         Works on any atlas: a folder whose layers are all rendered is linked as it is; any
         other atlas (just mined, loaded from a single file, not rendered) is stored in the
         site's ``atlas/`` and rendered there with the attached model and data
-        (``progress``, ``mean``, ``std`` as :meth:`render`). Keyword arguments and the
-        returned report as :func:`zfwidgets.atlas.site.export_site`.
+        (``progress``, ``mean``, ``std``, ``feature_vis`` as :meth:`render`). Keyword
+        arguments and the returned report as :func:`zfwidgets.atlas.site.export_site`.
         """
         from .site import export_site
 
@@ -643,6 +651,7 @@ class Atlas:
             progress=progress,
             mean=mean,
             std=std,
+            feature_vis=feature_vis,
         )
 
     def __repr__(self) -> str:
