@@ -158,11 +158,14 @@ def main() -> None:
                 order = [layers[(i + 1) % len(layers)] for i in range(n * len(layers))]
                 for name in order:
                     for t in transports:  # alternated: both see the same machine load
+                        # a background tab gets no animation frames: the page in front
+                        pages[t].bring_to_front()
                         ms, nbytes = pages[t].evaluate(SWITCH, [name, 30_000])
                         times[t][name].append(ms)
                         wire[t][name].append(nbytes)
                 clicks = {}
                 for t in transports:
+                    pages[t].bring_to_front()
                     pages[t].evaluate(SWITCH, ["features.10", 30_000])
                     clicks[t] = [pages[t].evaluate(CLICK, [i % 256, 30_000]) for i in range(n)]
                 ctx.close()

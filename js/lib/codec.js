@@ -80,17 +80,24 @@ function fromBase64(b64, want, what) {
       `codec: ${b64.length} base64 characters do not hold ${what} (${want} bytes = ${chars} characters)`,
     );
   }
-  let text;
+  /** @type {Uint8Array} */
+  let bytes;
+  // Uint8Array.fromBase64 (Chromium 140+, Firefox 133+, Safari 18.2+) decodes natively
+  const native = /** @type {any} */ (Uint8Array).fromBase64;
   try {
-    text = atob(b64);
+    if (typeof native === "function") {
+      bytes = native(b64);
+    } else {
+      const text = atob(b64);
+      bytes = new Uint8Array(text.length);
+      for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+    }
   } catch {
     throw new Error(`codec: b64 of ${what} is not valid base64`);
   }
-  if (text.length !== want) {
-    throw new Error(`codec: b64 holds ${text.length} bytes, ${what} needs ${want}`);
+  if (bytes.length !== want) {
+    throw new Error(`codec: b64 holds ${bytes.length} bytes, ${what} needs ${want}`);
   }
-  const bytes = new Uint8Array(want);
-  for (let i = 0; i < want; i++) bytes[i] = text.charCodeAt(i);
   return bytes;
 }
 

@@ -137,4 +137,29 @@ describe("codec", () => {
     expect(missingBytes({})).toBe(false);
     expect(missingBytes(["a", 1, null])).toBe(false);
   });
+
+  it("uses Uint8Array.fromBase64 where the browser has it, with the same checks", () => {
+    const original = Uint8Array.fromBase64;
+    const calls = [];
+    // a stand-in with the native function's contract: throws SyntaxError on a bad character
+    Uint8Array.fromBase64 = (s) => {
+      calls.push(s);
+      if (!/^[A-Za-z0-9+/\s]*={0,2}$/.test(s)) throw new SyntaxError("bad base64");
+      return new Uint8Array(Buffer.from(s, "base64"));
+    };
+    try {
+      const p = { b64: "AACAPwAAgEM=", dtype: "float32", shape: [2] };
+      expect(Array.from(decode(p).data)).toEqual([1, 256]);
+      expect(calls).toEqual(["AACAPwAAgEM="]);
+      expect(() => decode({ b64: "AAC*PwAAgEM=", dtype: "float32", shape: [2] })).toThrow(
+        /not valid base64/,
+      );
+      expect(() => decode({ b64: "AACAPwAAgE==", dtype: "float32", shape: [2] })).toThrow(
+        /holds 7 bytes/,
+      );
+    } finally {
+      if (original) Uint8Array.fromBase64 = original;
+      else delete Uint8Array.fromBase64;
+    }
+  });
 });
