@@ -178,6 +178,13 @@ def _mine_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--mean", default=_csv(IMAGENET_MEAN), help="normalisation mean (3 numbers)")
     p.add_argument("--std", default=_csv(IMAGENET_STD), help="normalisation std (3 numbers)")
     p.add_argument("--no-render", action="store_true", help="save the top-k only, no images")
+    p.add_argument(
+        "--top",
+        type=int,
+        default=None,
+        help="render each unit's TOP strongest hits only (default: all k); mine --k 300 "
+        "--top 9 to count the classes of 300 hits per unit and store pictures of 9",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -194,6 +201,7 @@ def _run_mine(args) -> int:
         ("--k", args.k, 1),
         ("--batch-size", args.batch_size, 1),
         ("--workers", args.workers, 0),
+        ("--top", 1 if args.top is None else args.top, 1),
     ):
         if value < lo:
             raise UsageError(f"{name}: expected an int >= {lo}, got {value}")
@@ -260,7 +268,9 @@ def _run_mine(args) -> int:
     if ctx.is_main:
         atlas.save(out)
         if not args.no_render and hasattr(atlas, "render"):
-            atlas.render(batch_size=args.batch_size, device=device, progress=not args.quiet)
+            atlas.render(
+                batch_size=args.batch_size, device=device, progress=not args.quiet, top=args.top
+            )
         n = len(data)
         print(
             f"mined {n - len(skipped)} images over {len(layers)} layers in {elapsed:.1f} s "
