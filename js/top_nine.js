@@ -1,11 +1,13 @@
 // TopNine front end (docs/method.md Sec. 3.1, Fig. 2): the k strongest activations of one feature
 // map, the deconvnet projections (left block) beside the image patches (right block).
 // Python sends `frame`: one uint8 atlas of both blocks + the hits' values and dataset
-// indices (one binary transfer) + class names (rendered as text). This module draws it,
+// indices (one binary transfer) + class names and the unit's top classes with their counts
+// (rendered as text). This module draws it,
 // labels each patch, shows a tooltip on hover, sets `selected` on click and `channel` /
 // `layer` from its controls, and shows `status` / `progress` while the kernel mines.
 
 import { drawRGBA } from "./lib/atlas_view.js";
+import { classList } from "./lib/classes.js";
 import { decode } from "./lib/codec.js";
 import { fmt, h, listen, onResize, setOptions } from "./lib/dom.js";
 import { toAtlas } from "./lib/grid.js";
@@ -87,9 +89,11 @@ export default noBuffersFallback({
     stage.append(canvas, labels, hoverBox, twinBox, ...selectBoxes, tooltip);
     const placeholder = h("div", "zf-placeholder");
     const caption = h("div", "zf-caption");
+    const topClasses = h("div", "zf-top-classes");
     const error = h("div", "zf-error");
-    for (const node of [hoverBox, twinBox, ...selectBoxes, tooltip, error]) node.hidden = true;
-    root.append(toolbar, heads, stage, placeholder, caption, error);
+    for (const node of [hoverBox, twinBox, ...selectBoxes, tooltip, topClasses, error])
+      node.hidden = true;
+    root.append(toolbar, heads, stage, placeholder, topClasses, caption, error);
     el.replaceChildren(root);
 
     /** @type {import("./lib/top9_layout.js").PairLayout | null} */
@@ -242,6 +246,7 @@ export default noBuffersFallback({
         values = decode(frame.values).data;
         indices = decode(frame.indices).data;
         names = Array.isArray(frame.classes) ? frame.classes.map(String) : [];
+        showClasses(frame);
         draws += 1;
         canvas.dataset.draws = String(draws);
         canvas.dataset.layer = frame.layer;
@@ -253,6 +258,17 @@ export default noBuffersFallback({
         showError(String(e));
       }
       syncStatus();
+    }
+
+    /** The classes the unit's hits belong to, with counts (none: hidden). @param {any} frame */
+    function showClasses(frame) {
+      const pairs = Array.isArray(frame.top_classes)
+        ? frame.top_classes
+            .filter((p) => Array.isArray(p) && p.length === 2)
+            .map((p) => /** @type {[string, number]} */ ([String(p[0]), Number(p[1])]))
+        : [];
+      topClasses.hidden = pairs.length === 0;
+      topClasses.replaceChildren(...(pairs.length ? [classList(pairs, frame.counted ?? 0)] : []));
     }
 
     /** @param {string} text */

@@ -184,6 +184,13 @@ def _mine_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--mean", default=_csv(IMAGENET_MEAN), help="normalisation mean (3 numbers)")
     p.add_argument("--std", default=_csv(IMAGENET_STD), help="normalisation std (3 numbers)")
     p.add_argument("--no-render", action="store_true", help="save the top-k only, no images")
+    p.add_argument(
+        "--top",
+        type=int,
+        default=None,
+        help="render each unit's TOP strongest hits only (default: all k); mine --k 300 "
+        "--top 9 to count the classes of 300 hits per unit and store pictures of 9",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -200,6 +207,7 @@ def _run_mine(args) -> int:
         ("--k", args.k, 1),
         ("--batch-size", args.batch_size, 1),
         ("--workers", args.workers, 0),
+        ("--top", 1 if args.top is None else args.top, 1),
     ):
         if value < lo:
             raise UsageError(f"{name}: expected an int >= {lo}, got {value}")
@@ -271,7 +279,9 @@ def _run_mine(args) -> int:
             from .atlas.core import Atlas
 
             atlas = Atlas.load(out, model=model, data=data)
-        atlas.render(batch_size=args.batch_size, device=device, progress=not args.quiet)
+        atlas.render(
+            batch_size=args.batch_size, device=device, progress=not args.quiet, top=args.top
+        )
     if ctx.is_main:
         n = len(data)
         print(

@@ -4,6 +4,7 @@
 // the title) goes into the page as text (textContent), never as HTML. Nothing is requested
 // outside the folder.
 
+import { classList, countClasses } from "../lib/classes.js";
 import { fmt, h } from "../lib/dom.js";
 import {
   fitSize,
@@ -397,12 +398,14 @@ function start(root, manifest) {
     }
     const tiles = entry.tiles;
     const drawn = tiles && !tiles.missing.includes(c);
+    // a sprite may hold only the strongest few of the k hits (atlas.render(top=...))
+    const shown = tiles ? Math.min(tiles.k, k) : k;
     for (const block of ["reconstructions", "patches"]) {
       const fig = h("figure", `zf-site-block zf-site-${block}`);
       const grid = h("div", "zf-site-nine");
       const columns = tiles ? tiles.columns : Math.ceil(Math.sqrt(k));
       grid.style.gridTemplateColumns = `repeat(${columns}, auto)`;
-      for (let j = 0; j < k; j++) {
+      for (let j = 0; j < shown; j++) {
         const hit = hits[j];
         const cell = h("div", "zf-site-hit");
         const text = `#${j + 1}: ${fmt(hit.value)}${hit.label ? `, ${hit.label}` : ""}, image ${hit.image}`;
@@ -448,6 +451,16 @@ function start(root, manifest) {
       table.appendChild(tr);
     });
     const parts = [head, heading, facts];
+    if (data.y && classes) {
+      // every one of the k hits counts, also those without a picture
+      const counted = countClasses(data.y.slice(c * k, (c + 1) * k));
+      /** @type {Array<[string, number]>} */
+      const named = counted.map(([y, n]) => [
+        y < classes.length ? String(classes[y]) : `class ${y}`,
+        n,
+      ]);
+      parts.push(classList(named, k, "zf-site"));
+    }
     if (!tiles)
       parts.push(h("p", "zf-site-note", "This layer was not rendered: activations only."));
     else if (!drawn)

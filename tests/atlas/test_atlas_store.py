@@ -44,9 +44,7 @@ def test_directory_round_trip(tmp_path, model, data, atlas):
     atlas.save(path)
     assert atlas.path == path
     m = manifest(path)
-    assert (
-        m["format"] == "zfwidgets.atlas.core-dir/1" and m["k"] == 4 and m["input_size"] == [32, 32]
-    )
+    assert m["format"] == "zfwidgets.atlas-dir/1" and m["k"] == 4 and m["input_size"] == [32, 32]
     assert [L["name"] for L in m["layers"]] == LAYERS
     assert all(L["images"] is None for L in m["layers"])
     assert m["provenance"]["data"] == {"n": 23, "fingerprint": "abc"}

@@ -390,7 +390,7 @@ def test_cli_site_bad_input(tmp_path, stored, capsys, case, expect):
         atlas.write_text("x")
     elif case == "corrupt":
         shutil.copytree(stored, atlas)
-        (atlas / "manifest.json").write_text('{"format": "zfwidgets.atlas.core-dir/1", "k": 1e999')
+        (atlas / "manifest.json").write_text('{"format": "zfwidgets.atlas-dir/1", "k": 1e999')
     elif case == "partial":
         shutil.copytree(stored, atlas)
         for p in atlas.glob("tensors-*.safetensors"):
@@ -411,3 +411,33 @@ def test_cli_site_bad_input(tmp_path, stored, capsys, case, expect):
         assert (out / "thesis.tex").read_text() == "keep"
     else:
         assert not out.exists()
+
+
+def test_stored_labels_and_top_classes_without_data(tmp_path, data):
+    """Mined with labels, k = 6, rendered with top=2 and loaded with no data: the site still
+    has every hit's class (stored with the atlas), and counting them gives class_counts."""
+
+    class Labelled(torch.utils.data.Dataset):
+        classes = ["zero", HOSTILE, "two"]
+        targets = [(i * 5) % 3 for i in range(len(data))]
+
+        def __len__(self):
+            return len(data)
+
+        def __getitem__(self, i):
+            return data[i], self.targets[i]
+
+    mined = zf.mine(tiny_zf(), Labelled(), layers=["4"], k=6, progress=False)
+    mined.save(tmp_path / "atlas")
+    mined.render(top=2, progress=False, format="png")
+    atlas = Atlas.load(tmp_path / "atlas")  # no data, no model
+    atlas.export_site(tmp_path / "site")
+    m = read_script(tmp_path / "site" / "manifest.js")
+    assert m["k"] == 6 and m["layers"][0]["tiles"]["k"] == 2
+    d = read_script(tmp_path / "site" / "layers" / "0.js")[1]
+    assert len(d["y"]) == len(d["i"]) == 6 * atlas.values["4"].shape[0]
+    for c in range(atlas.values["4"].shape[0]):
+        counts: dict[str, int] = {}
+        for y in d["y"][c * 6 : (c + 1) * 6]:  # what js/lib/classes.js countClasses counts
+            counts[m["classes"][y]] = counts.get(m["classes"][y], 0) + 1
+        assert counts == dict(atlas.class_counts("4", c)) == dict(mined.class_counts("4", c))

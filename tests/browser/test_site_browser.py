@@ -158,6 +158,10 @@ def test_file_url_click_to_pixels_no_request_outside(page, sites, artifacts):
         y = sites["labels"][int(atlas.indices["4"][3, j])]
         assert cells[0] == str(j + 1) and float(cells[1]) == pytest.approx(values[j], rel=1e-3)
         assert cells[2] == CLASSES[y]
+    # which classes the unit serves: every hit's class counted, most frequent first
+    want = atlas.class_counts("4", 3, labels=sites["labels"], classes=CLASSES)
+    assert page.locator(".zf-site-classes-title").text_content() == "Top classes of its 4 hits:"
+    assert top_classes(page) == [[name, n] for name, n in want]
     expect(page.locator("img")).to_have_count(0)
     assert page.evaluate("() => window.__zfxss") is None
     page.goto(url_of(site, "#/0"))  # layer 0 holds a hit of the hostile class too
@@ -204,6 +208,53 @@ def only_inside(page, base: str):
         yield outside
     finally:
         page.unroute("**/*")
+
+
+def top_classes(page) -> list[list]:
+    """The unit page's top classes as shown: [[name, count], ...] read from the text."""
+    items = page.locator(".zf-site-class")
+    return [
+        [
+            items.nth(j).locator(".zf-site-class-name").text_content(),
+            int(items.nth(j).locator(".zf-site-class-count").text_content()),
+        ]
+        for j in range(items.count())
+    ]
+
+
+def test_unit_page_counts_classes_over_all_hits(page, tmp_path, artifacts):
+    """Mined with k = 12 and rendered with top=4: the unit page draws 4 hits and counts the
+    classes of all 12 (stored with the atlas; the site exported with no data attached)."""
+
+    class Labelled(torch.utils.data.Dataset):
+        classes = ["cat", HOSTILE, "dog", "bird"]
+
+        def __init__(self):
+            torch.manual_seed(5)
+            self.x = torch.rand(40, 3, 32, 32)
+            self.targets = [(i * 7) % 4 for i in range(40)]
+
+        def __len__(self):
+            return 40
+
+        def __getitem__(self, i):
+            return self.x[i], self.targets[i]
+
+    mined = zf.mine(tiny_zf(), Labelled(), layers=["4"], k=12, progress=False)
+    mined.save(tmp_path / "atlas")
+    mined.render(top=4, progress=False, format="png")
+    atlas = Atlas.load(tmp_path / "atlas")
+    atlas.export_site(tmp_path / "site")
+    page.goto(url_of(tmp_path / "site", "#/4/2"))
+    page.wait_for_function(DRAWN, arg=[".zf-site-unit canvas", 8])
+    expect(page.locator(".zf-site-unit canvas")).to_have_count(8)  # 4 hits x 2 blocks
+    expect(page.locator(".zf-site-hits tr")).to_have_count(13)  # every hit in the table
+    want = atlas.class_counts("4", 2)
+    assert sum(n for _, n in want) == 12 and len(want) > 1
+    assert page.locator(".zf-site-classes-title").text_content() == "Top classes of its 12 hits:"
+    assert top_classes(page) == [[name, n] for name, n in want]
+    page.screenshot(path=str(artifacts / "site-top-classes.png"), full_page=True)
+    assert page.evaluate("() => window.__zfxss") is None and not page.errors
 
 
 def test_web_server_no_request_outside(page, sites):

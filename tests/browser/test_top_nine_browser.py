@@ -154,6 +154,35 @@ def test_class_names_show_as_text(app):
     assert app.page.evaluate("() => typeof window.zfXSS") == "undefined"
 
 
+def test_top_classes_with_counts(app, artifacts):
+    """The unit's top classes, with counts: the classes of its hits (as their labels name
+    them), most frequent first, ties in class order; the HTML-looking names shown as text."""
+    expect(app.page.locator(f"{TOP} .zf-hit-label")).to_have_count(9)
+    names = [
+        t.rsplit(" · ", 1)[1] for t in app.page.locator(f"{TOP} .zf-hit-label").all_text_contents()
+    ]
+    order = ["photo", EVIL, "<b>bold</b>"]
+    want = sorted(
+        ([n, names.count(n)] for n in set(names)), key=lambda p: (-p[1], order.index(p[0]))
+    )
+    expect(app.at(f"{TOP} .zf-classes-title")).to_have_text("Top classes of its 9 hits:")
+    items = app.page.locator(f"{TOP} .zf-class")
+    expect(items).to_have_count(len(want))
+    shown = [
+        [
+            items.nth(j).locator(".zf-class-name").text_content(),
+            int(items.nth(j).locator(".zf-class-count").text_content()),
+        ]
+        for j in range(len(want))
+    ]
+    assert shown == want and sum(n for _, n in shown) == 9
+    expect(app.page.locator(f"{TOP} img, {TOP} b")).to_have_count(0)
+    assert app.page.evaluate("() => typeof window.zfXSS") == "undefined"
+    app.page.mouse.move(1, 1)
+    app.shot(artifacts, "top_nine_classes.png", TOP)
+    assert not app.errors, app.errors
+
+
 def test_next_channel_redraws(app, artifacts):
     before = blocks(app)
     app.page.locator(f"{TOP} button.zf-next").click()

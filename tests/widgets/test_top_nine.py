@@ -205,6 +205,38 @@ def test_class_names_from_labels_dataset_and_attributes(model, images):
     np.testing.assert_array_equal(w4.indices, w.indices)
 
 
+def test_top_classes_with_counts(model, images, tmp_path):
+    """frame["top_classes"]: the classes of the unit's hits with counts, most frequent first,
+    ties by class index; from labels=/the data, else as stored with an atlas loaded alone."""
+    classes = ["cat", EVIL, "dog"]
+    labels = [(i * 7) % 3 for i in range(20)]
+    w = TopNine(model, images, layer="4", channel=1, classes=classes, labels=labels).wait()
+    ys = [labels[i] for i in w.indices]
+    want = sorted(
+        ([classes[y], ys.count(y)] for y in set(ys)), key=lambda p: (-p[1], classes.index(p[0]))
+    )
+    assert w.frame["top_classes"] == want and w.frame["counted"] == 9
+    # an atlas of k = 12, rendered with top=4, loaded with no data: 4 hits drawn, 12 counted
+    atlas = zf.mine(model, Labelled(images, labels, classes), layers=["4"], k=12, progress=False)
+    atlas.save(tmp_path / "a")
+    atlas.render(top=4, progress=False, format="png")
+    loaded = zf.Atlas.load(tmp_path / "a")
+    w2 = TopNine(model, atlas=loaded, layer="4", channel=2).wait()
+    assert w2.frame["k"] == 4 and len(w2.indices) == 4 and len(w2.frame["classes"]) == 4
+    np.testing.assert_array_equal(w2.indices, atlas.indices["4"][2, :4].numpy())
+    assert w2.frame["counted"] == 12
+    assert w2.frame["top_classes"] == [list(p) for p in atlas.class_counts("4", 2)]
+    assert sum(n for _, n in w2.frame["top_classes"]) == 12
+    # the same folder with its data: stored reconstructions (4), patches cut from the data
+    with_data = zf.Atlas.load(tmp_path / "a", data=Labelled(images, labels, classes))
+    w4 = TopNine(model, atlas=with_data, layer="4", channel=2).wait()
+    assert w4.frame["k"] == 4 and w4.frame["top_classes"] == w2.frame["top_classes"]
+    np.testing.assert_array_equal(w4.indices, w2.indices)
+    # no labels anywhere: an empty list (the front end hides the line)
+    w3 = TopNine(model, images, layer="4", channel=0).wait()
+    assert w3.frame["top_classes"] == [] and w3.frame["classes"] == [""] * 9
+
+
 def test_given_atlas_is_used_without_mining(model, images, tmp_path):
     atlas = zf.mine(model, images, layers=["4", "7"], k=4, progress=False)
     w = TopNine(model, atlas=atlas, layer="7", channel=3)

@@ -44,6 +44,9 @@ class Atlas:
     provenance : dict — where the hits came from (JSON types only), written to the manifest:
         ``{"data": {"n": int, "fingerprint": str}, "model": {"class": str, "structure": str,
         "parameters": str}, "skipped": [...]}`` as :func:`zfwidgets.mine` fills it
+    labels[layer] : (C, k) long — the class label of each hit (-1: none), as stored with the
+        atlas or read from the attached data when first asked for (see :meth:`hit_labels`)
+    classes : list of str or None — class names by label, as stored (else the data's)
     path : the directory (or file) the atlas was saved to or loaded from, else None
     """
 
@@ -60,6 +63,8 @@ class Atlas:
     _cache: dict = field(default_factory=dict, repr=False)
     provenance: dict = field(default_factory=dict)
     _store: Any = field(default=None, repr=False)
+    labels: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    classes: list[str] | None = field(default=None, repr=False)
 
     # -- geometry ----------------------------------------------------------------------------
     def field(self, layer: str):
@@ -120,8 +125,9 @@ class Atlas:
         Cut from the data when it is attached. An atlas loaded without data returns its stored
         tiles instead: float32 decoded from uint8 on the CPU, mapped back through the display
         normalisation when it can be inverted (``mean``/``std`` given to :meth:`render`), so up
-        to quantisation (and clipping) they are the model-input crops; (k, C', h', w') with
-        the tile's size and 1 or 3 channels.
+        to quantisation (and clipping) they are the model-input crops; (top, C', h', w') with
+        the tile's size and 1 or 3 channels (``top``: the hits rendered, k unless
+        ``render(top=...)`` stored fewer).
         """
         self._check(layer, channel)
         key = ("patches", layer)
@@ -145,7 +151,8 @@ class Atlas:
         When the layer has stored tiles of this ``rule`` (:meth:`render`), they are read from
         disk instead of computed: float32 on the CPU, decoded from uint8 and scaled so that
         the peak absolute value of each projection is 1 (the display's contrast
-        normalisation undone up to that scale), with the tile's size and 1 or 3 channels.
+        normalisation undone up to that scale), with the tile's size and 1 or 3 channels, for
+        the hits rendered (the first ``top`` when ``render(top=...)`` stored fewer than k).
         """
         self._check(layer, channel)
         key = ("reconstructions", layer, rule)
@@ -197,6 +204,7 @@ class Atlas:
             source=self.source if source is None else source,
             fields=dict(self.fields),
             _cache=dict(self._cache),
+            labels=dict(self.labels),
         )
 
     def forget_reconstructions(self, keep: int = 0) -> None:
@@ -209,6 +217,124 @@ class Atlas:
         ]
         for key in keys[: max(0, len(keys) - keep)]:
             del self._cache[key]
+
+    # -- which classes a unit serves ------------------------------------------------------------
+    def hit_labels(self, layer: str) -> torch.Tensor | None:
+        """(C, k) long: the class label of each hit of ``layer``, -1 where the image has none;
+        None when the atlas has no labels.
+
+        Stored with the atlas (:meth:`save` records them when the data has labels); else read
+        from the attached data once, for every layer (:func:`zfwidgets.base.classes.find_labels`:
+        the data's ``labels``/``targets``, else the label of each hit's ``(image, label)``
+        item, read one image at a time).
+        """
+        self._check(layer, None)
+        if layer not in self.labels and self.source is not None:
+            self._read_labels()
+        return self.labels.get(layer)
+
+    def _read_labels(self) -> None:
+        from ..base.classes import find_labels
+
+        found = find_labels(self.source)
+        if found.labels is None and found.items is None:
+            return
+        wanted = sorted({int(i) for n in self.layers for i in self.indices[n].reshape(-1).tolist()})
+        got = {
+            i: (-1 if y is None or y < 0 else y) for i, y in zip(wanted, found.labels_of(wanted))
+        }
+        if all(y < 0 for y in got.values()):
+            return
+        for n in self.layers:
+            idx = self.indices[n]
+            flat = [got[int(i)] for i in idx.reshape(-1).tolist()]
+            self.labels[n] = torch.tensor(flat, dtype=torch.long).reshape(idx.shape)
+        if self.classes is None:
+            self.classes = found.classes
+
+    def class_names(self) -> list[str] | None:
+        """Class names by label: stored with the atlas, else the attached data's ``classes``;
+        None when neither has them (classes are then named ``"class y"``)."""
+        if self.classes is None and self.source is not None:
+            from ..base.classes import find_labels
+
+            self.classes = find_labels(self.source).classes
+        return self.classes
+
+    def class_counts(
+        self,
+        layer: str,
+        channel: int,
+        *,
+        labels=None,
+        classes: list[str] | None = None,
+    ) -> list[tuple[str, int]]:
+        """Which classes a unit serves: the classes of its k hits with their counts.
+
+        docs/method.md Sec. 3.1: a unit's top-k images read with their classes. Every one of
+        the k hits counts (not only the ones rendered: mine with a large ``k`` and
+        ``render(top=9)`` to count over hundreds of hits and store pictures of nine).
+
+        Parameters
+        ----------
+        layer : str
+        channel : int
+        labels : sequence of int, optional
+            One label per image of the data the atlas was mined over (default: the labels
+            stored with the atlas, else the attached data's: :meth:`hit_labels`).
+        classes : list of str, optional
+            Class names by label (default: :meth:`class_names`).
+
+        Returns
+        -------
+        list of (str, int)
+            ``(class name, count)``, most frequent first, ties by class index; hits whose
+            image has no label are not counted. Names are user text: show them as text.
+
+        Raises
+        ------
+        ValueError
+            An unknown layer or channel, or an atlas with no labels (its data has none, none
+            were stored, and no ``labels`` were given).
+        """
+        from ..base.classes import as_labels, count_classes
+
+        self._check(layer, channel)
+        if channel is None:
+            raise ValueError(f"channel: expected an int, got {channel!r}")
+        if classes is not None and (
+            isinstance(classes, (str, bytes)) or not isinstance(classes, (list, tuple))
+        ):
+            raise TypeError(
+                f"classes: expected a list of class names, got {type(classes).__name__}"
+            )
+        idx = self.indices[layer][channel].tolist()
+        if labels is not None:
+            n = st.data_count(self.provenance or {})
+            if n is None and self.source is not None:
+                n = len(self.source)
+            seq = as_labels(labels, n)
+            bad = [i for i in idx if i >= len(seq)]
+            if bad:
+                raise ValueError(
+                    f"labels: {len(seq)} labels, but the atlas names image {bad[0]} (one label "
+                    "per image of the data the atlas was mined over)"
+                )
+            ys = [seq[i] for i in idx]
+        else:
+            hits = self.hit_labels(layer)
+            if hits is None:
+                raise ValueError(
+                    "class_counts: this atlas has no labels: none were stored with it and "
+                    + (
+                        "its data has none (pass labels=, one per image)"
+                        if self.source is not None
+                        else "no data is attached (Atlas.load(path, data=data) or labels=)"
+                    )
+                )
+            ys = hits[channel].tolist()
+        names = [str(c) for c in classes] if classes is not None else self.class_names()
+        return count_classes(ys, names)
 
     # -- stored images -------------------------------------------------------------------------
     @property
@@ -359,8 +485,10 @@ class Atlas:
         mean=None,
         std=None,
         max_tile: int | None = None,
+        top: int | None = None,
     ) -> None:
-        """Render every unit's k patches and k reconstructions into the atlas directory.
+        """Render every unit's k patches and k reconstructions (or its ``top`` strongest)
+        into the atlas directory.
 
         docs/method.md Sec. 3.1, Fig. 2: each hit's deconvnet projection and image patch,
         cropped to the unit's receptive field. The projections run in batched
@@ -404,6 +532,11 @@ class Atlas:
             (``0.5 + x / (2 max|x|)``). The manifest records both.
         max_tile : int, optional
             Shrink tiles larger than this (either side) by area averaging.
+        top : int, optional
+            Render only each unit's ``top`` strongest hits (default: all k). The hits are
+            kept in full: mine with a large ``k`` (a few hundred) to count the classes a unit
+            serves over all of them (:meth:`class_counts`) and store pictures of nine; the
+            disk and the rendering time follow ``top``, not ``k``.
         """
         store = self._store
         if store is None or store.kind != "dir":
@@ -415,6 +548,8 @@ class Atlas:
         check_render_args(
             rule=rule, format=format, quality=quality, batch_size=batch_size, max_tile=max_tile
         )
+        if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
+            raise ValueError(f"top: expected a positive int or None, got {top!r}")
         progress = check_progress(progress)
         if layers is None:
             names = list(self.layers)
@@ -435,6 +570,7 @@ class Atlas:
             mean=mean,
             std=std,
             max_tile=max_tile,
+            top=self.k if top is None else min(top, self.k),
         )
 
     # -- sharing outside Python -----------------------------------------------------------------

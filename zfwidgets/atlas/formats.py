@@ -25,6 +25,7 @@ from . import store as st
 __all__ = [
     "StoredHits",
     "hits_of",
+    "labels_of",
     "load_dir",
     "load_file",
     "manifest_of",
@@ -84,7 +85,7 @@ def manifest_of(atlas, tensors: str, records: dict[str, Any], provenance: dict) 
         )
     from ..version import __version__
 
-    return {
+    out = {
         "format": st.FORMAT_DIR,
         "library": f"zfwidgets {__version__}",
         "k": atlas.k,
@@ -93,6 +94,22 @@ def manifest_of(atlas, tensors: str, records: dict[str, Any], provenance: dict) 
         "layers": layers,
         "provenance": provenance,
     }
+    if atlas.labels and atlas.classes is not None:
+        out["classes"] = [str(c) for c in atlas.classes]
+    return out
+
+
+def labels_of(atlas) -> dict[str, torch.Tensor]:
+    """``"<i>.labels"`` tensors of the layers whose hits have labels (stored, or read from the
+    attached data now: :meth:`Atlas.hit_labels`); empty when the data has none."""
+    out = {}
+    for i, layer in enumerate(atlas.layers):
+        labels = atlas.hit_labels(layer)
+        if labels is not None:
+            out[f"{i}.labels"] = labels.to(torch.int64).cpu().contiguous()
+    if out:
+        atlas.class_names()  # recorded beside them when the data names its classes
+    return out
 
 
 def _data_count(recorded: int | None, source) -> int | None:
@@ -124,6 +141,7 @@ def save_file(atlas, path: Path, *, images: bool, rule: str) -> st.Store:
             tensors[f"{i}.reconstructions"] = (
                 atlas.reconstructions(layer, rule=rule).half().cpu().contiguous()
             )
+    tensors.update(labels_of(atlas))
     meta = {
         "format": st.FORMAT_FILE,
         "layers": atlas.layers,
@@ -134,6 +152,8 @@ def save_file(atlas, path: Path, *, images: bool, rule: str) -> st.Store:
         "spatial": {n: atlas.spatial.get(n, True) for n in atlas.layers},
         "provenance": provenance_of(atlas),
     }
+    if atlas.labels and atlas.classes is not None:
+        meta["classes"] = [str(c) for c in atlas.classes]
     write_atomic_with(
         path,
         lambda tmp: write_safetensors(
@@ -170,6 +190,7 @@ def load_file(path: Path, *, source) -> StoredHits:
         )
     layers, k, input_size, fields, spatial, rule = st.parse_file_meta(meta)
     provenance = st.check_provenance(meta.get("provenance", {}), "metadata.provenance")
+    classes = st.parse_classes(meta.get("classes"), "metadata.classes")
     # shapes from the header: C from values, everything else must agree with it
     shapes = st.check_tensor_header(
         path, {f"{i}.values": ((None, k), st.FLOAT_DTYPES) for i in range(len(layers))}
@@ -187,6 +208,8 @@ def load_file(path: Path, *, source) -> StoredHits:
                     f"{rf.channels}, but the tensors hold {C}",
                 )
             expected.update(st.hits_expectation(i, C, k))
+            if f"{i}.labels" in shapes:
+                expected.update(st.labels_expectation(i, C, k))
             h, w = st.crop_size(rf, input_size)
             for what in ("patches", "reconstructions"):
                 if f"{i}.{what}" in shapes:
@@ -200,6 +223,11 @@ def load_file(path: Path, *, source) -> StoredHits:
     for i, n in enumerate(layers):
         v, idx, pos = (tensors[f"{i}.{w}"] for w in ("values", "indices", "positions"))
         st.check_hits(n, v, idx, pos, field=fields[n], n=n_images)
+    labels = {
+        n: st.check_labels(n, tensors[f"{i}.labels"])
+        for i, n in enumerate(layers)
+        if f"{i}.labels" in tensors
+    }
     cache = {}
     for i, n in enumerate(layers):
         if f"{i}.patches" in tensors:
@@ -217,6 +245,8 @@ def load_file(path: Path, *, source) -> StoredHits:
         "input_size": input_size,
         "spatial": spatial,
         "provenance": provenance,
+        "labels": labels,
+        "classes": classes if labels else None,
     }
     return StoredHits(arguments, st.Store(path, "file"), cache)
 
@@ -252,6 +282,7 @@ def save_dir(atlas, root: Path, old: st.Store | None) -> st.Store:
         tensors[f"{i}.values"] = atlas.values[layer].detach().float().cpu().contiguous()
         tensors[f"{i}.indices"] = atlas.indices[layer].to(torch.int64).cpu().contiguous()
         tensors[f"{i}.positions"] = atlas.positions[layer].to(torch.int64).cpu().contiguous()
+    tensors.update(labels_of(atlas))
     blob = save(tensors)
     name = f"tensors-{hashlib.sha256(blob).hexdigest()[:32]}.safetensors"
     if not (root / name).is_file():
@@ -296,6 +327,11 @@ def load_dir(root: Path, *, source) -> StoredHits:
     if not tpath.is_file():
         raise st.invalid("manifest.tensors", f"no file {m.tensors!r} in the atlas directory")
     names = st.check_tensor_header(tpath, expected)
+    labelled = [i for i in range(len(m.layers)) if f"{i}.labels" in names]
+    if labelled:  # optional: the class label of each hit
+        for i in labelled:
+            expected.update(st.labels_expectation(i, m.layers[i].channels, m.k))
+        st.check_tensor_header(tpath, expected)
     extra = sorted(names - set(expected))
     if extra:
         raise st.invalid(m.tensors, f"unexpected tensor {extra[0]!r}")
@@ -312,6 +348,10 @@ def load_dir(root: Path, *, source) -> StoredHits:
                 "the tensors do not hold the hits the manifest names",
             )
         values[L.name], indices[L.name], positions[L.name] = v, idx, pos
+    labels = {
+        m.layers[i].name: st.check_labels(m.layers[i].name, tensors[f"{i}.labels"])
+        for i in labelled
+    }
     arguments = {
         "layers": [L.name for L in m.layers],
         "k": m.k,
@@ -322,6 +362,8 @@ def load_dir(root: Path, *, source) -> StoredHits:
         "input_size": m.input_size,
         "spatial": {L.name: L.spatial for L in m.layers},
         "provenance": m.provenance,
+        "labels": labels,
+        "classes": m.classes if labels else None,
     }
     images = {L.name: L.images for L in m.layers if L.images}
     return StoredHits(arguments, st.Store(root, "dir", images, tensors=m.tensors))

@@ -68,9 +68,11 @@ def render_layers(
     mean,
     std,
     max_tile: int | None,
+    top: int | None = None,
 ) -> None:
     """Render ``names`` of ``atlas`` (model and data attached, arguments checked) into its
-    directory ``store`` (updated in place); see :meth:`Atlas.render`."""
+    directory ``store`` (updated in place); see :meth:`Atlas.render`. Each unit's sprite holds
+    its ``top`` strongest hits (default all k; the layout's ``k``)."""
     patch_display = _patch_display(atlas, mean, std)
 
     # the directory must hold the atlas in memory (its tiles are named by its hits)
@@ -100,7 +102,7 @@ def render_layers(
         if max_tile is not None and max(crop_hw) > max_tile:
             f = max_tile / max(crop_hw)
             tile_hw = (max(1, round(crop_hw[0] * f)), max(1, round(crop_hw[1] * f)))
-        layout = st.SpriteLayout.for_tiles(atlas.k, tile_hw)
+        layout = st.SpriteLayout.for_tiles(top or atlas.k, tile_hw)
         if max(layout.width, layout.height) > st.MAX_SPRITE:
             raise ValueError(
                 f"render: a sprite of {layout.width}x{layout.height} pixels for layer {n!r} "
@@ -125,7 +127,9 @@ def render_layers(
             continue
         plans.append((n, rec))
     ctx = distributed.context(init=False)
-    groups = {n: _groups(int(atlas.values[n].shape[0]), atlas.k, batch_size) for n, _ in plans}
+    groups = {  # sized by the hits each sprite shows (top), not the atlas's k
+        n: _groups(int(atlas.values[n].shape[0]), rec.layout.k, batch_size) for n, rec in plans
+    }
     total = sum(len(g) for n, _ in plans for g in groups[n][ctx.rank :: ctx.world])
     show = progress if ctx.is_main or callable(progress) else False  # one bar: rank 0's
     with (
@@ -141,9 +145,9 @@ def render_layers(
 
 def _groups(C: int, k: int, batch_size: int) -> list[list[int]]:
     """The units of a layer cut into the groups rendered together (their hits in shared
-    backward passes): a layout of the unit count only, so a unit's tile is the same bytes
-    however the groups are spread over processes. Under torchrun, rank r renders groups
-    r, r + world, ..."""
+    backward passes; ``k`` the hits each sprite shows): a layout of the unit count only, so a
+    unit's tile is the same bytes however the groups are spread over processes. Under
+    torchrun, rank r renders groups r, r + world, ..."""
     size = max(1, (4 * batch_size) // k)
     return [list(range(s, min(C, s + size))) for s in range(0, C, size)]
 
@@ -209,17 +213,21 @@ def _render_layer(
     size = rec.crop
     disp = rec.display["patches"]
     spatial = atlas.spatial.get(layer, True)
+    top = rec.layout.k  # the strongest hits of each unit that its sprite shows
     mode: list[str] = []
     pending: list = []
     for channels in todo:
         wanted, inverse, units = hit_units(
-            atlas.indices[layer], atlas.positions[layer], channels, spatial=spatial
+            atlas.indices[layer][:, :top],
+            atlas.positions[layer][:, :top],
+            channels,
+            spatial=spatial,
         )
         images = atlas.source.stack(wanted).to(device)
         recon = backprop(
             model, images, layer=layer, units=units, rule=rec.rule, batch_size=batch_size
         )
-        corners = [xy for c in channels for xy in atlas.corners(layer, c)]
+        corners = [xy for c in channels for xy in atlas.corners(layer, c)[:top]]
         rec_crops = crop(recon, corners, size)
         patch_crops = crop(images, corners, size, which=inverse.tolist())
         del recon

@@ -28,7 +28,8 @@ The manifest and the hits are JSON wrapped in a one-line script, so the page ope
 server. The page shows the model's layers, a whole-layer overview (each unit's strongest
 reconstruction, its top-k reconstructions or its top-k patches; paged, sorted by index or
 strength) and, per unit, the top-k patches beside their deconvnet reconstructions
-(docs/method.md Sec. 3.1, the paper's Fig. 2) with activation values and class names as text.
+(docs/method.md Sec. 3.1, the paper's Fig. 2) with activation values and class names as text, and
+the classes its k hits belong to, with counts (all k, also when fewer are rendered).
 Every unit has a deep link (``index.html#/features.10/37``).
 """
 
@@ -146,8 +147,19 @@ def _text(v: Any, what: str, limit: int = 1000) -> str:
 
 
 def _labels_of(atlas: Any, labels: Any, wanted: list[int]) -> dict[int, int]:
-    """Image index -> integer label for the images in ``wanted`` (:func:`find_labels`; empty
-    when some image has no label)."""
+    """Image index -> integer label for the images in ``wanted``: from ``labels`` when given
+    (:func:`find_labels`; empty when some image has no label), else the labels stored with the
+    atlas or read from its data (:meth:`Atlas.hit_labels`; images without one left out)."""
+    if labels is None:
+        stored: dict[int, int] = {}
+        for n in atlas.layers:
+            hit = atlas.hit_labels(n)
+            if hit is None:
+                return {}
+            for i, y in zip(atlas.indices[n].reshape(-1).tolist(), hit.reshape(-1).tolist()):
+                if y >= 0:
+                    stored[int(i)] = int(y)
+        return stored
     n = None
     data = atlas.provenance.get("data") if isinstance(atlas.provenance, dict) else None
     if isinstance(data, dict) and isinstance(data.get("n"), int):
@@ -171,6 +183,8 @@ def _labels_of(atlas: Any, labels: Any, wanted: list[int]) -> dict[int, int]:
 
 
 def _classes_of(atlas: Any, classes: Any) -> list[str] | None:
+    if classes is None:
+        return atlas.class_names()
     return find_labels(atlas.source, classes=classes).classes
 
 

@@ -54,7 +54,10 @@ __all__ = [
 ]
 
 FORMAT_FILE = "zfwidgets.atlas/1"
-FORMAT_DIR = "zfwidgets.atlas.core-dir/1"
+FORMAT_DIR = "zfwidgets.atlas-dir/1"
+#: Also read: what the directories written between the package's move into folders and the
+#: fix of its format string say (the same format).
+FORMATS_DIR_READ = (FORMAT_DIR, "zfwidgets.atlas.core-dir/1")
 MANIFEST = "manifest.json"
 
 # Bounds that no real atlas reaches and that keep a hostile file cheap to reject.
@@ -67,6 +70,7 @@ MAX_CHANNELS = 1 << 20
 MAX_NAME = 1_000
 MAX_TILE = 4_096
 MAX_SPRITE = 16_383  # WebP's limit per side
+MAX_CLASSES = 1 << 20
 
 _TILE_DIR = re.compile(r"^tiles/[0-9]{1,6}-[0-9a-f]{8,32}$")
 _TENSORS = re.compile(r"^tensors-[0-9a-f]{16,64}\.safetensors$")
@@ -308,6 +312,8 @@ class SpriteLayout:
 
     @classmethod
     def from_json(cls, d: Any, where: str, *, k: int) -> SpriteLayout:
+        """The layout of a manifest's ``layout`` object, validated; its ``k`` (the hits a
+        sprite shows) at most the atlas's ``k``."""
         d = _dict(d, where, ("kind", "blocks", "k", "columns", "rows", "tile", "width", "height"))
         if d["kind"] != "unit-sprite":
             raise invalid(f"{where}.kind", f"expected 'unit-sprite', got {_short(d['kind'])}")
@@ -316,11 +322,11 @@ class SpriteLayout:
                 f"{where}.blocks",
                 f"expected ['reconstructions', 'patches'], got {_short(d['blocks'])}",
             )
-        if _int(d["k"], f"{where}.k", 1, MAX_K) != k:
-            raise invalid(f"{where}.k", f"expected the atlas's k = {k}, got {d['k']}")
+        # a sprite holds the unit's strongest hits: all k, or the first ``top`` rendered
+        top = _int(d["k"], f"{where}.k", 1, k)
         layout = cls(
-            k=k,
-            columns=_int(d["columns"], f"{where}.columns", 1, k),
+            k=top,
+            columns=_int(d["columns"], f"{where}.columns", 1, top),
             tile=_pair(d["tile"], f"{where}.tile", 1, MAX_TILE),
         )
         for key in ("rows", "width", "height"):
@@ -387,6 +393,7 @@ class ImagesRecord:
             "quality": self.quality,
             "rule": self.rule,
             "hits": self.hits,
+            "top": self.layout.k,
             "tile": list(self.layout.tile),
             "display": self.display,
         }
@@ -534,13 +541,14 @@ class Manifest:
     tensors: str
     layers: list[LayerRecord]
     provenance: dict
+    classes: list[str] | None = None
 
 
 def parse_manifest(obj: Any) -> Manifest:
     """Validate a directory manifest (see the module docstring); ``ValueError`` naming the
     first bad field."""
     obj = _dict(obj, "manifest", ("format", "k", "input_size", "tensors", "layers"))
-    if obj["format"] != FORMAT_DIR:
+    if obj["format"] not in FORMATS_DIR_READ:
         raise invalid("manifest.format", f"expected {FORMAT_DIR!r}, got {_short(obj['format'])}")
     k = _int(obj["k"], "manifest.k", 1, MAX_K)
     input_size = _pair(obj["input_size"], "manifest.input_size", 1, MAX_SIDE)
@@ -580,8 +588,26 @@ def parse_manifest(obj: Any) -> Manifest:
             )
         )
     return Manifest(
-        k=k, input_size=input_size, tensors=tensors, layers=layers, provenance=provenance
+        k=k,
+        input_size=input_size,
+        tensors=tensors,
+        layers=layers,
+        provenance=provenance,
+        classes=parse_classes(obj.get("classes"), "manifest.classes"),
     )
+
+
+def parse_classes(v: Any, where: str) -> list[str] | None:
+    """The class names recorded with an atlas (None, or a list of strings of at most
+    ``MAX_NAME`` characters; an empty name is allowed: a flat image folder's class)."""
+    if v is None:
+        return None
+    out = []
+    for i, c in enumerate(_list(v, where, 1, MAX_CLASSES)):
+        if not isinstance(c, str) or len(c) > MAX_NAME:
+            raise invalid(f"{where}[{i}]", f"expected a string of at most {MAX_NAME} characters")
+        out.append(c)
+    return out
 
 
 def parse_file_meta(meta: Any) -> tuple[list[str], int, tuple[int, int], dict, dict, str]:
@@ -667,6 +693,23 @@ def hits_expectation(i: int, channels: int | None, k: int) -> dict[str, tuple[tu
         f"{i}.indices": ((channels, k), INT_DTYPES),
         f"{i}.positions": ((channels, k, 2), INT_DTYPES),
     }
+
+
+def labels_expectation(i: int, channels: int | None, k: int) -> dict[str, tuple[tuple, set]]:
+    """The optional ``"<i>.labels"`` tensor: (C, k) ints, the class label of each hit."""
+    return {f"{i}.labels": ((channels, k), INT_DTYPES)}
+
+
+def check_labels(name: str, labels: torch.Tensor) -> torch.Tensor:
+    """A layer's stored hit labels as int64: each -1 (no label) or a class index below 2**31
+    (an index without a recorded name is shown as ``"class y"``)."""
+    if labels.numel() and (int(labels.min()) < -1 or int(labels.max()) >= 1 << 31):
+        bad = int(labels.min()) if int(labels.min()) < -1 else int(labels.max())
+        raise invalid(
+            f"layer {name!r} labels",
+            f"expected -1 (no label) or a class index in [0, {1 << 31}), found {bad}",
+        )
+    return labels.to(torch.int64)
 
 
 def check_hits(

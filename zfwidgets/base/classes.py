@@ -26,6 +26,7 @@ __all__ = [
     "FoundLabels",
     "as_labels",
     "class_names",
+    "count_classes",
     "find_labels",
     "label_names",
     "label_of_item",
@@ -118,6 +119,28 @@ def label_names(labels: Sequence[int | None], classes: Sequence[str] | None) -> 
         else:
             out.append(f"class {y}")
     return out
+
+
+def count_classes(
+    labels: Sequence[int | None], classes: Sequence[str] | None = None
+) -> list[tuple[str, int]]:
+    """How many of ``labels`` fall in each class: ``(name, count)`` pairs, most frequent
+    first, ties by class index; labels that are None or negative (no label) are not counted.
+
+    Names as :func:`label_names` gives them (``classes[y]``, else ``"class y"``). Used for
+    "which classes a unit serves": the labels of a unit's top-k hits (docs/method.md Sec. 3.1).
+
+    Examples
+    --------
+    >>> count_classes([2, 0, 2, None, 1, 0, 2], ["cat", "dog", "car"])
+    [('car', 3), ('cat', 2), ('dog', 1)]
+    """
+    counts: dict[int, int] = {}
+    for y in labels:
+        if y is not None and y >= 0:
+            counts[int(y)] = counts.get(int(y), 0) + 1
+    order = sorted(counts, key=lambda y: (-counts[y], y))
+    return list(zip(label_names(order, classes), (counts[y] for y in order)))
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from ..atlas.core import Atlas
 from ..atlas.mining import mine
 from ..base.checkpoints import check_state_dict, parse_checkpoints
 from ..base.checks import check_model, check_positive_int, model_device
-from ..base.classes import find_labels
+from ..base.classes import count_classes, find_labels, label_names
 from ..base.codec import decode, pack
 from ..base.images import contrast_normalize, display_image, mean_std_of, pair_atlas
 from ..base.layers import module_tree_copy, resolve_layer
@@ -190,7 +190,9 @@ class TopNine(ZFWidget):
         Fraction of the images mined so far (while ``status == "mining"``).
     frame : dict
         What the front end draws: ``atlas`` (uint8 (H, W, 4): reconstructions | patches),
-        ``values`` (float32 (k,)), ``indices`` (int32 (k,)) payloads, ``grid``, ``classes``.
+        ``values`` (float32 (k,)), ``indices`` (int32 (k,)) payloads, ``grid``, ``classes``
+        (the class name of each hit), ``top_classes`` (``[name, count]`` pairs: which classes
+        the unit serves, over all ``counted`` hits of the atlas, most frequent first).
 
     Examples
     --------
@@ -216,7 +218,7 @@ class TopNine(ZFWidget):
     status = t.Unicode("mining").tag(sync=True)
     progress = t.Float(0.0).tag(sync=True)
     #: {"layer", "channel", "checkpoint", "k", "grid", "crop", "classes", "atlas", "values",
-    #:  "indices"}; see the class docstring
+    #:  "indices", "top_classes", "counted"}; see the class docstring
     frame = t.Dict().tag(sync=True)
     caption = t.Unicode("").tag(sync=True)
     error = t.Unicode("").tag(sync=True)
@@ -681,7 +683,9 @@ class TopNine(ZFWidget):
         recon = atlas.reconstructions(layer, channel)  # (k, C, h, w), ZF deconvnet
         atlas.forget_reconstructions(keep=_KEEP_RECONSTRUCTIONS)
         patches = atlas.patches(layer, channel)
-        k = recon.shape[0]
+        # fewer than the atlas's k when its tiles hold only the top few (render(top=...))
+        k = min(recon.shape[0], patches.shape[0])
+        recon, patches = recon[:k], patches[:k]
         pair = pair_atlas(
             contrast_normalize(recon, "symmetric"),
             display_image(patches, self._mean, self._std),
@@ -689,11 +693,13 @@ class TopNine(ZFWidget):
             max_tile=self._max_tile,
         )
         image, layout = pair.image, pair.layout
-        indices = atlas.indices[layer][channel]
+        every = [int(i) for i in atlas.indices[layer][channel].tolist()]
+        labels, names = self._hit_classes(atlas, layer, channel, every)
+        indices = atlas.indices[layer][channel][:k]
         payloads = pack(
             {
                 "atlas": image,
-                "values": atlas.values[layer][channel].float(),
+                "values": atlas.values[layer][channel][:k].float(),
                 "indices": indices.to(torch.int32),
             }
         )
@@ -715,9 +721,27 @@ class TopNine(ZFWidget):
                 "height": int(image.shape[0]),
             },
             "crop": crop,
-            "classes": self._found.names_of([int(i) for i in indices.tolist()]),
+            "classes": label_names(labels[:k], names),
+            # which classes the unit serves: all of its hits counted, strongest class first
+            "top_classes": [[n, c] for n, c in count_classes(labels, names)],
+            "counted": len(every),
             **payloads,
         }
+
+    def _hit_classes(
+        self, atlas: Atlas, layer: str, channel: int, indices: list[int]
+    ) -> tuple[list[int | None], list[str] | None]:
+        """The label of each hit of the unit and the class names: from ``labels=`` /
+        ``classes=`` or the data (:func:`~zfwidgets.base.classes.find_labels`), else as stored
+        with the atlas (:meth:`Atlas.hit_labels`, :meth:`Atlas.class_names`)."""
+        labels = self._found.labels_of(indices)
+        names = self._found.classes
+        if all(y is None for y in labels):
+            stored = atlas.labels.get(layer)  # read nothing more from the data
+            if stored is not None:
+                labels = [y if y >= 0 else None for y in stored[channel].tolist()]
+                names = names if names is not None else atlas.class_names()
+        return labels, names
 
     def _caption(self, layer: str, channel: int, checkpoint: int | None) -> str:
         n = self._info[layer].channels if layer in self._info else "?"
