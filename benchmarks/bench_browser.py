@@ -6,7 +6,12 @@ event of the layer menu to the canvas having drawn the new frame (its `data-draw
 so the figure includes the websocket round trip, the kernel's colour-mapping and tiling, the
 binary transfer and the canvas draw. Bytes per update are the frame's binary payloads.
 
-    python benchmarks/bench_browser.py [--quick]
+``--transport both`` opens two pages, one with binary buffers and one with the inline base64
+transport of front ends that drop buffers (``zf.set_transport("base64")``, Colab), and
+alternates their switches; bytes per switch are then also counted on the websocket (every
+kernel -> browser frame from the menu change to the draw).
+
+    python benchmarks/bench_browser.py [--quick] [--transport buffers|base64|both]
 """
 
 from __future__ import annotations
@@ -21,10 +26,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "browser"))
 
-from harness import CHROMIUM, CHROMIUM_ARGS, serve  # noqa: E402
+from harness import CHROMIUM, CHROMIUM_ARGS, serve, wire_script  # noqa: E402
 
 CELLS = [
     """\
+import os, urllib.parse
+import zfwidgets as zf
+query = urllib.parse.parse_qs(os.environ.get("QUERY_STRING", ""))
+if "transport" in query:
+    zf.set_transport(query["transport"][0])
 import numpy as np, torch, torchvision
 from matplotlib.cbook import get_sample_data
 from PIL import Image
@@ -45,6 +55,7 @@ SWITCH = """async ([value, ms]) => {
   const select = root.querySelector('select.zf-layer-select');
   const canvas = root.querySelector('canvas.zf-atlas');
   const before = Number(canvas.dataset.draws);
+  const bytes0 = window.__zfWire ? window.__zfWire.bytesIn : 0;
   const t0 = performance.now();
   select.value = value;
   select.dispatchEvent(new Event('change'));
@@ -53,7 +64,8 @@ SWITCH = """async ([value, ms]) => {
     if (performance.now() > deadline) throw new Error('timed out');
     await new Promise((r) => requestAnimationFrame(r));
   }
-  return performance.now() - t0;
+  const ms_ = performance.now() - t0;
+  return [ms_, (window.__zfWire ? window.__zfWire.bytesIn : 0) - bytes0];
 }"""
 
 CLICK = """async ([i, ms]) => {
@@ -77,11 +89,13 @@ CLICK = """async ([i, ms]) => {
 }"""
 
 
-def payload_sizes(layers: list[str]) -> dict[str, int]:
-    """Bytes of the binary payloads one layer switch sends (same widget, in this process)."""
+def payload_sizes(layers: list[str]) -> dict[str, tuple[int, int]]:
+    """Bytes of the payloads one layer switch sends (same widget, in this process): binary,
+    and as the inline base64 text of front ends without buffers."""
     import torch
     import torchvision
 
+    from zfwidgets.base.codec import to_base64
     from zfwidgets.widgets import LayerGrid
 
     torch.manual_seed(0)
@@ -90,7 +104,10 @@ def payload_sizes(layers: list[str]) -> dict[str, int]:
     out = {}
     for name in layers:
         grid.layer = name
-        out[name] = sum(len(grid.frame[k]["view"]) for k in ("atlas", "maxima"))
+        keys = ("atlas", "maxima")
+        binary = sum(len(grid.frame[k]["view"]) for k in keys)
+        inline = sum(len(to_base64(grid.frame[k])["b64"]) for k in keys)
+        out[name] = (binary, inline)
     return out
 
 
@@ -98,6 +115,12 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", default="cpu", help="ignored: the kernel runs on the CPU")
+    p.add_argument(
+        "--transport",
+        choices=["buffers", "base64", "both"],
+        default="buffers",
+        help="how the kernel sends the frames (both: two pages, switches alternated)",
+    )
     args = p.parse_args()
     if not CHROMIUM.exists():
         print(f"skipped: {CHROMIUM} is missing (apt-get install chromium)")
@@ -106,6 +129,7 @@ def main() -> None:
 
     n = 5 if args.quick else 20
     layers = ["features.0", "features.3", "features.6", "features.8", "features.10"]
+    transports = ["buffers", "base64"] if args.transport == "both" else [args.transport]
     with tempfile.TemporaryDirectory() as tmp:
         server = serve(Path(tmp), "bench.ipynb", CELLS)
         try:
@@ -117,32 +141,63 @@ def main() -> None:
                     args=CHROMIUM_ARGS,
                     viewport={"width": 1280, "height": 1000},
                 )
-                page = ctx.new_page()
-                t0 = time.monotonic()
-                page.goto(server.url, wait_until="domcontentloaded", timeout=120_000)
-                page.wait_for_selector(".zf-bench canvas.zf-atlas[data-draws]", timeout=120_000)
-                load = time.monotonic() - t0
-                times: dict[str, list[float]] = {name: [] for name in layers}
+                pages, load = {}, {}
+                for t in transports:
+                    page = pages[t] = ctx.new_page()
+                    page.add_init_script(wire_script(strip=False))
+                    t0 = time.monotonic()
+                    page.goto(
+                        f"{server.url}?transport={t}",
+                        wait_until="domcontentloaded",
+                        timeout=120_000,
+                    )
+                    page.wait_for_selector(".zf-bench canvas.zf-atlas[data-draws]", timeout=120_000)
+                    load[t] = time.monotonic() - t0
+                times = {t: {name: [] for name in layers} for t in transports}
+                wire = {t: {name: [] for name in layers} for t in transports}
                 order = [layers[(i + 1) % len(layers)] for i in range(n * len(layers))]
                 for name in order:
-                    times[name].append(page.evaluate(SWITCH, [name, 30_000]))
-                page.evaluate(SWITCH, ["features.10", 30_000])
-                clicks = [page.evaluate(CLICK, [i % 256, 30_000]) for i in range(n)]
+                    for t in transports:  # alternated: both see the same machine load
+                        # a background tab gets no animation frames: the page in front
+                        pages[t].bring_to_front()
+                        ms, nbytes = pages[t].evaluate(SWITCH, [name, 30_000])
+                        times[t][name].append(ms)
+                        wire[t][name].append(nbytes)
+                clicks = {}
+                for t in transports:
+                    pages[t].bring_to_front()
+                    pages[t].evaluate(SWITCH, ["features.10", 30_000])
+                    clicks[t] = [pages[t].evaluate(CLICK, [i % 256, 30_000]) for i in range(n)]
                 ctx.close()
         finally:
             server.stop()
     sizes = payload_sizes(layers)
     print(f"# LayerGrid in stock Voila, headless Chromium, AlexNet 224x224, {n} switches/layer")
-    print(f"  page load to first grid drawn                         {load:8.1f} s")
-    all_times = [t for v in times.values() for t in v]
-    for name in layers:
-        kb = sizes.get(name, 0) / 1024
+    for t in transports:
+        print(f"## transport {t!r}")
+        print(f"  page load to first grid drawn                         {load[t]:8.1f} s")
+        for name in layers:
+            kb = sizes[name][0 if t == "buffers" else 1] / 1024
+            print(
+                f"  switch to {name:<12} median {statistics.median(times[t][name]):7.1f} ms"
+                f"   payload {kb:8.1f} KiB   on the wire {statistics.median(wire[t][name]) / 1024:8.1f} KiB"
+            )
+        all_times = [x for v in times[t].values() for x in v]
         print(
-            f"  switch to {name:<12} median {statistics.median(times[name]):7.1f} ms"
-            f"   bytes per update {kb:8.1f} KiB"
+            f"  layer switch, all layers: median {statistics.median(all_times):.1f} ms (goal <= 100)"
         )
-    print(f"  layer switch, all layers: median {statistics.median(all_times):.1f} ms (goal <= 100)")
-    print(f"  channel click -> Python -> caption: median {statistics.median(clicks):.1f} ms")
+        print(f"  channel click -> Python -> caption: median {statistics.median(clicks[t]):.1f} ms")
+    if len(transports) == 2:
+        print("## base64 / buffers, side by side (same pages' switches, alternated)")
+        for name in layers:
+            tb = statistics.median(times["buffers"][name])
+            t6 = statistics.median(times["base64"][name])
+            wb = statistics.median(wire["buffers"][name])
+            w6 = statistics.median(wire["base64"][name])
+            print(
+                f"  {name:<12} time {tb:7.1f} -> {t6:7.1f} ms ({t6 / tb:4.2f}x)"
+                f"   wire {wb / 1024:8.1f} -> {w6 / 1024:8.1f} KiB ({w6 / max(wb, 1):4.2f}x)"
+            )
 
 
 if __name__ == "__main__":

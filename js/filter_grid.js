@@ -4,11 +4,12 @@
 import { createAtlasView } from "./lib/atlas_view.js";
 import { decode } from "./lib/codec.js";
 import { fmt, h, listen, onResize } from "./lib/dom.js";
+import { noBuffersFallback } from "./lib/transport.js";
 
 const DOMINATING = 1;
 const DEAD = 2;
 
-export default {
+export default noBuffersFallback({
   /** @param {{model: any, el: HTMLElement}} ctx */
   render({ model, el }) {
     const root = h("div", "zf-widget zf-filter-grid");
@@ -129,4 +130,4 @@ export default {
       root.remove();
     };
   },
-};
+});

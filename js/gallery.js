@@ -3,8 +3,9 @@
 
 import { createAtlasView } from "./lib/atlas_view.js";
 import { h, listen, onResize } from "./lib/dom.js";
+import { noBuffersFallback } from "./lib/transport.js";
 
-export default {
+export default noBuffersFallback({
   /** @param {{model: any, el: HTMLElement}} ctx */
   render({ model, el }) {
     const root = h("div", "zf-widget zf-gallery");
@@ -57,4 +58,4 @@ export default {
       root.remove();
     };
   },
-};
+});

@@ -5,10 +5,11 @@
 import { createAtlasView, drawRGBA } from "./lib/atlas_view.js";
 import { decode } from "./lib/codec.js";
 import { fmt, h, labelled, listen, onResize, setOptions } from "./lib/dom.js";
+import { noBuffersFallback } from "./lib/transport.js";
 
 const THUMB = 160; // CSS width of the input image
 
-export default {
+export default noBuffersFallback({
   /** @param {{model: any, el: HTMLElement}} ctx */
   render({ model, el }) {
     const root = h("div", "zf-widget zf-layer-grid");
@@ -73,7 +74,7 @@ export default {
 
     function drawThumb() {
       const payload = model.get("thumbnail");
-      if (!payload?.view) return;
+      if (!payload?.shape) return;
       drawRGBA(thumb, payload);
       thumb.style.width = `${THUMB}px`;
       thumb.style.height = "auto";
@@ -148,4 +149,4 @@ export default {
       root.remove();
     };
   },
-};
+});

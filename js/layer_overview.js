@@ -5,6 +5,7 @@
 
 import { createAtlasView } from "./lib/atlas_view.js";
 import { fmt, h, labelled, listen, onResize, setOptions } from "./lib/dom.js";
+import { noBuffersFallback } from "./lib/transport.js";
 
 const SHOW_LABELS = {
   strongest: "strongest reconstruction",
@@ -12,7 +13,7 @@ const SHOW_LABELS = {
   patches: "top-k patches",
 };
 
-export default {
+export default noBuffersFallback({
   /** @param {{model: any, el: HTMLElement}} ctx */
   render({ model, el }) {
     const root = h("div", "zf-widget zf-layer-overview");
@@ -176,4 +177,4 @@ export default {
       root.remove();
     };
   },
-};
+});

@@ -23,6 +23,7 @@ import {
   toImage,
   uniformCells,
 } from "./lib/heatmap.js";
+import { noBuffersFallback } from "./lib/transport.js";
 
 const LEGEND_MAX = 12; // classes listed in the legend of (c); the rest are counted
 const BAR_WIDTH = 200; // CSS pixels of the colour bar
@@ -151,7 +152,7 @@ export function legendEntries(topClass, classes, max = LEGEND_MAX) {
   return { entries, more: Math.max(0, cats.length - max), colors };
 }
 
-export default {
+export default noBuffersFallback({
   /** @param {{model: any, el: HTMLElement}} ctx */
   render({ model, el }) {
     const root = h("div", "zf-widget zf-occlusion");
@@ -508,4 +509,4 @@ export default {
       root.remove();
     };
   },
-};
+});

@@ -3,6 +3,7 @@
 
 import { decode } from "./lib/codec.js";
 import { fmtPercent, h, listen } from "./lib/dom.js";
+import { noBuffersFallback } from "./lib/transport.js";
 
 /**
  * The bars to draw: name, probability and bar width (percent of the track), best first.
@@ -22,7 +23,7 @@ export function bars(top, labels) {
   }));
 }
 
-export default {
+export default noBuffersFallback({
   /** @param {{model: any, el: HTMLElement}} ctx */
   render({ model, el }) {
     const root = h("div", "zf-widget zf-predictions");
@@ -69,4 +70,4 @@ export default {
       root.remove();
     };
   },
-};
+});

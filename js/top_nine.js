@@ -12,6 +12,7 @@ import { decode } from "./lib/codec.js";
 import { fmt, h, listen, onResize, setOptions } from "./lib/dom.js";
 import { toAtlas } from "./lib/grid.js";
 import { hitAt, hitRect, hitText, pairLayout, pairScale } from "./lib/top9_layout.js";
+import { noBuffersFallback } from "./lib/transport.js";
 
 /** Labels are drawn under patches at least this wide (CSS pixels). */
 const MIN_LABEL_WIDTH = 44;
@@ -42,7 +43,7 @@ export function isCurrent(model, frame) {
   );
 }
 
-export default {
+export default noBuffersFallback({
   /** @param {{model: any, el: HTMLElement}} ctx */
   render({ model, el }) {
     const root = h("div", "zf-widget zf-top-nine");
@@ -405,4 +406,4 @@ export default {
       root.remove();
     };
   },
-};
+});

@@ -173,6 +173,26 @@ def test_mine_command_writes_a_rendered_atlas_and_reruns_for_free(folder, tmp_pa
     assert back.unit_images("4", 1).data == sprite
 
 
+def test_mine_command_top_renders_few_and_stores_every_hits_class(folder, tmp_path):
+    """--k 8 --top 2: sprites of 2 hits, the class folders' labels of all 8 stored."""
+    out = tmp_path / "atlas"
+    result = run(*base(folder, out, **{"--k": 8, "--top": 2}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    atlas = zf.Atlas.load(out)  # no data: the labels and class names come from the folder
+    ds = ImageFolder(folder, size=32)
+    assert atlas.classes == ["cat", "dog"] == ds.classes
+    for layer in ("0", "4"):
+        assert atlas.unit_images(layer, 0).layout.k == 2 and atlas.k == 8
+        for c in (0, 1):
+            ys = [ds.labels[i] for i in atlas.indices[layer][c].tolist()]
+            want = sorted(
+                ((ds.classes[y], ys.count(y)) for y in set(ys)), key=lambda p: (-p[1], p[0])
+            )
+            assert atlas.class_counts(layer, c) == want
+    bad = run(*base(folder, tmp_path / "x", **{"--top": 0}))
+    assert bad.returncode == 2 and "--top: expected an int >= 1, got 0" in bad.stderr
+
+
 @pytest.mark.slow
 def test_mine_command_under_torchrun_gives_the_same_atlas(folder, tmp_path):
     out = tmp_path / "atlas"

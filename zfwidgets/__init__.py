@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import models
 from .atlas import Atlas, mine
+from .base.codec import get_transport, set_transport
 from .data import load_default, load_default_atlas, load_photos
 from .engine import (
     Cam,
@@ -101,4 +102,6 @@ __all__ = [
     "receptive_field",
     "renormalize_filters_",
     "saliency",
+    "get_transport",
+    "set_transport",
 ]

@@ -194,6 +194,13 @@ def _mine_parser(sub) -> argparse.ArgumentParser:
         help="also render each unit's feature visualisation (optimised input; STEPS "
         "optimisation steps, default 256), shown first on the site's unit pages",
     )
+    p.add_argument(
+        "--top",
+        type=int,
+        default=None,
+        help="render each unit's TOP strongest hits only (default: all k); mine --k 300 "
+        "--top 9 to count the classes of 300 hits per unit and store pictures of 9",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -210,6 +217,7 @@ def _run_mine(args) -> int:
         ("--k", args.k, 1),
         ("--batch-size", args.batch_size, 1),
         ("--workers", args.workers, 0),
+        ("--top", 1 if args.top is None else args.top, 1),
     ):
         if value < lo:
             raise UsageError(f"{name}: expected an int >= {lo}, got {value}")
@@ -289,6 +297,7 @@ def _run_mine(args) -> int:
                 batch_size=args.batch_size,
                 device=device,
                 progress=not args.quiet,
+                top=args.top,
                 feature_vis=fv or False,
             )
         except TypeError as e:

@@ -1,8 +1,13 @@
-// The one decoder of everything zfwidgets/codec.py sends: {view, dtype, shape} payloads.
+// The one decoder of everything zfwidgets/base/codec.py sends: {view, dtype, shape} payloads.
 //
 // A payload's `view` arrives from the widget manager as a DataView (often into a larger
 // message buffer, at any byte offset), or as an ArrayBuffer / typed array in tests.
-// Little-endian, C order, no base64, no JSON number lists.
+// Little-endian, C order, no JSON number lists.
+//
+// Front ends that drop binary buffers (Colab) get the inline form instead: {b64, dtype,
+// shape}, the same bytes as base64 text in the JSON state (base/codec.py `to_base64`). Its
+// length is checked against dtype and shape before a byte is decoded, and each payload object
+// is decoded once (cached by identity).
 
 /**
  * @typedef {Uint8Array | Uint8ClampedArray | Int8Array | Uint16Array | Int16Array
@@ -11,7 +16,8 @@
 
 /**
  * @typedef {object} Payload
- * @property {DataView | ArrayBuffer | ArrayBufferView} view  the raw bytes
+ * @property {DataView | ArrayBuffer | ArrayBufferView} [view]  the raw bytes
+ * @property {string} [b64]  or the same bytes as base64 text (front ends without buffers)
  * @property {string} dtype  one of the keys of DTYPES
  * @property {number[]} shape  C-order shape; the product is the element count
  */
@@ -48,7 +54,70 @@ export function numel(shape) {
     }
     n *= d;
   }
+  if (!Number.isSafeInteger(n)) {
+    throw new Error(`codec: shape ${JSON.stringify(shape)} is too large`);
+  }
   return n;
+}
+
+/** Bytes decoded from each inline payload object, so a redraw does not decode again. */
+const inlineBytes = new WeakMap();
+
+/**
+ * The bytes of an inline payload's base64 text, its length checked first.
+ * @param {unknown} b64
+ * @param {number} want  bytes that dtype and shape call for
+ * @param {string} what  dtype and shape, for messages
+ * @returns {Uint8Array}
+ */
+function fromBase64(b64, want, what) {
+  if (typeof b64 !== "string") {
+    throw new Error(`codec: expected b64 to be a string, got ${typeof b64}`);
+  }
+  const chars = 4 * Math.ceil(want / 3);
+  if (b64.length !== chars) {
+    throw new Error(
+      `codec: ${b64.length} base64 characters do not hold ${what} (${want} bytes = ${chars} characters)`,
+    );
+  }
+  /** @type {Uint8Array} */
+  let bytes;
+  // Uint8Array.fromBase64 (Chromium 140+, Firefox 133+, Safari 18.2+) decodes natively
+  const native = /** @type {any} */ (Uint8Array).fromBase64;
+  try {
+    if (typeof native === "function") {
+      bytes = native(b64);
+    } else {
+      const text = atob(b64);
+      bytes = new Uint8Array(text.length);
+      for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+    }
+  } catch {
+    throw new Error(`codec: b64 of ${what} is not valid base64`);
+  }
+  if (bytes.length !== want) {
+    throw new Error(`codec: b64 holds ${bytes.length} bytes, ${what} needs ${want}`);
+  }
+  return bytes;
+}
+
+/**
+ * Whether `value` (a trait value: payload, or dicts / lists holding payloads) has a payload
+ * whose bytes did not arrive: a front end that drops the binary buffers of comm messages
+ * delivers the dtype and shape without the view.
+ * @param {unknown} value
+ * @param {number} [depth]
+ * @returns {boolean}
+ */
+export function missingBytes(value, depth = 0) {
+  if (!value || typeof value !== "object" || depth > 4) return false;
+  if (Array.isArray(value)) return value.some((v) => missingBytes(v, depth + 1));
+  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return false;
+  const o = /** @type {Record<string, unknown>} */ (value);
+  if (typeof o.dtype === "string" && Array.isArray(o.shape) && o.dtype in DTYPES) {
+    return o.view == null && o.b64 == null;
+  }
+  return Object.values(o).some((v) => missingBytes(v, depth + 1));
 }
 
 /**
@@ -85,8 +154,21 @@ export function decode(payload) {
     throw new Error("codec: payload has no shape");
   }
   const n = numel(shape);
-  const { buffer, byteOffset, byteLength } = bytesOf(view);
   const size = Ctor.BYTES_PER_ELEMENT;
+  if (view == null && "b64" in payload) {
+    let bytes = inlineBytes.get(payload);
+    if (!bytes) {
+      bytes = fromBase64(payload.b64, n * size, `${dtype} of shape [${shape.join(", ")}]`);
+      inlineBytes.set(payload, bytes);
+    }
+    return { data: new Ctor(bytes.buffer, 0, n), shape: [...shape], dtype };
+  }
+  if (view == null) {
+    throw new Error(
+      `codec: the ${dtype} payload of shape [${shape.join(", ")}] arrived without its bytes (binary buffers dropped by the front end?)`,
+    );
+  }
+  const { buffer, byteOffset, byteLength } = bytesOf(view);
   if (byteLength !== n * size) {
     throw new Error(
       `codec: ${byteLength} bytes do not hold ${dtype} of shape [${shape.join(", ")}] (${n * size} bytes)`,

@@ -129,6 +129,19 @@ def test_labels_round_trip_directory_and_file(tmp_path, labelled):
                 assert back.class_counts(n, c) == want[(n, c)]
 
 
+def test_labels_beyond_the_names_round_trip(tmp_path):
+    """A label with no name (the data names 2 classes, one image says 5) is kept and named
+    'class 5', and the folder it is saved to loads."""
+    torch.manual_seed(0)
+    targets = [5 if i == 0 else i % 2 for i in range(12)]
+    data = Labelled(torch.rand(12, 3, 32, 32), targets, ["a", "b"])
+    atlas = zf.mine(tiny_zf(), data, layers=["4"], k=12, progress=False)
+    atlas.save(tmp_path / "a")
+    back = Atlas.load(tmp_path / "a")
+    assert back.class_counts("4", 0) == atlas.class_counts("4", 0)
+    assert ("class 5", 1) in back.class_counts("4", 0)
+
+
 def test_an_atlas_without_labels_still_saves_and_loads(tmp_path):
     torch.manual_seed(0)
     atlas = zf.mine(tiny_zf(), torch.rand(12, 3, 32, 32), layers=["4"], k=3, progress=False)
@@ -179,9 +192,9 @@ def _tamper(path, *, tensors=None, manifest=None):
             "tensor '0.labels': expected dtype",
         ),
         (
-            lambda t: t["0.labels"].fill_(3),
+            lambda t: t["0.labels"].fill_(1 << 31),
             None,
-            r"labels: expected -1 \(no label\) or a class index in \[0, 3\), found 3",
+            r"labels: expected -1 \(no label\) or a class index in \[0, 2147483648\), found",
         ),
         (lambda t: t["0.labels"].fill_(-2), None, "found -2"),
         (None, lambda m: m.update({"classes": "cat"}), "manifest.classes: expected a list"),

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import sys
+import types
 
 import numpy as np
 import pytest
 import torch
 from ipywidgets.widgets.widget import _remove_buffers
 
-from zfwidgets.base.codec import DTYPES, decode, encode, is_payload, pack
+from zfwidgets.base.codec import (
+    DTYPES,
+    decode,
+    encode,
+    get_transport,
+    inline_payloads,
+    is_payload,
+    pack,
+    set_transport,
+    to_base64,
+)
 
 TORCH_DTYPES = [torch.uint8, torch.int8, torch.int16, torch.int32, torch.float32, torch.float64]
 
@@ -69,7 +82,7 @@ def test_bad_inputs():
         decode({**good, "shape": [-6]})
     with pytest.raises(ValueError, match="bytes or memoryview"):
         decode({**good, "view": "AAAA"})
-    with pytest.raises(ValueError, match="'view', 'dtype' and 'shape'"):
+    with pytest.raises(ValueError, match="'dtype', 'shape' and 'view' or 'b64'"):
         decode({"view": b""})
 
 
@@ -148,3 +161,74 @@ def test_decode_image_checks_the_header_first():
         encode_image(np.zeros((2, 2, 3), np.float32))
     with pytest.raises(ValueError, match="quality"):
         encode_image(np.zeros((2, 2, 3), np.uint8), "webp", quality=101)
+
+
+# -- inline (base64) payloads, for front ends that drop binary buffers ------------------------
+@pytest.mark.parametrize("dtype", TORCH_DTYPES)
+@pytest.mark.parametrize("shape", [(), (0,), (1,), (2,), (3,), (2, 3), (4, 5, 4)])
+def test_base64_round_trip(dtype, shape):
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(shape, generator=g) * 100).to(dtype)
+    p = encode(x)
+    b = to_base64(p)
+    assert set(b) == {"b64", "dtype", "shape"} and "view" in p  # the original is untouched
+    assert isinstance(b["b64"], str) and is_payload(b)
+    np.testing.assert_array_equal(decode(b), x.numpy())
+    assert json.loads(json.dumps(b)) == b
+
+
+def test_base64_state_copies_only_what_holds_payloads():
+    p = encode(torch.arange(6, dtype=torch.float32))
+    plain = {"name": "x", "values": [1, 2]}
+    state = {"frame": {"atlas": p, "layer": "conv1"}, "views": [{"map": p}, "x"], "plain": plain}
+    out = to_base64(state)
+    assert out["plain"] is plain and state["frame"]["atlas"] is p
+    assert out["frame"]["layer"] == "conv1" and out["views"][1] == "x"
+    np.testing.assert_array_equal(decode(out["views"][0]["map"]), np.arange(6, dtype="f4"))
+    # nothing left for ipywidgets to lift into binary buffers
+    _, paths, buffers = _remove_buffers(out)
+    assert paths == [] and buffers == []
+    assert to_base64(plain) is plain and to_base64(7) == 7
+
+
+def test_base64_bad_payloads_are_refused_before_decoding():
+    ok = base64.b64encode(np.array([1.0, 256.0], "<f4").tobytes()).decode()
+    assert ok == "AACAPwAAgEM="  # the same bytes js/test/codec.test.js reads
+    with pytest.raises(
+        ValueError, match=r"12 base64 characters do not hold float32 of shape \[3\]"
+    ):
+        decode({"b64": ok, "dtype": "float32", "shape": [3]})
+    with pytest.raises(ValueError, match="unsupported dtype"):
+        decode({"b64": ok, "dtype": "int64", "shape": [1]})
+    with pytest.raises(ValueError, match="do not hold"):
+        decode({"b64": ok, "dtype": "uint8", "shape": [2**40, 2**40]})  # no overflow, no alloc
+    with pytest.raises(ValueError, match="not valid base64"):
+        decode({"b64": "AAC*PwAAgEM=", "dtype": "float32", "shape": [2]})
+    with pytest.raises(ValueError, match="to be a str"):
+        decode({"b64": b"AACAPwAAgEM=", "dtype": "float32", "shape": [2]})
+    with pytest.raises(ValueError, match="shape of non-negative ints"):
+        decode({"b64": ok, "dtype": "float32", "shape": [-2]})
+
+
+def test_transport_switch(monkeypatch):
+    monkeypatch.delenv("ZFWIDGETS_TRANSPORT", raising=False)
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    assert get_transport() == "auto"
+    assert not inline_payloads() and inline_payloads(reported=True)
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert inline_payloads()  # Colab: automatic
+    monkeypatch.setenv("ZFWIDGETS_TRANSPORT", "buffers")
+    assert get_transport() == "buffers" and not inline_payloads(reported=True)
+    monkeypatch.setenv("ZFWIDGETS_TRANSPORT", "Base64")
+    assert get_transport() == "base64"
+    monkeypatch.setenv("ZFWIDGETS_TRANSPORT", "json")
+    with pytest.raises(ValueError, match=r"ZFWIDGETS_TRANSPORT: expected one of .* got 'json'"):
+        get_transport()
+    try:
+        set_transport("buffers")  # the call wins over the variable
+        assert get_transport() == "buffers"
+        with pytest.raises(ValueError, match="transport: expected one of"):
+            set_transport("b64")
+        assert get_transport() == "buffers"
+    finally:
+        set_transport(None)

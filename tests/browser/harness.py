@@ -379,11 +379,15 @@ def open_app(
     arg: object = None,
     timeout_s: float = 120.0,
     path: str = "",
+    init_script: str | None = None,
 ) -> Iterator[App]:
     """A new page on ``server.url + path`` (console errors outside ``NOISE`` and page errors
     collected in ``App.errors``), yielded once the predicate ``ready`` holds; ``load_s`` is
-    the time from the request to then. The page is closed afterwards (not the server)."""
+    the time from the request to then. The page is closed afterwards (not the server).
+    ``init_script``: JavaScript run in the page before any of its own scripts."""
     page = context.new_page()
+    if init_script is not None:
+        page.add_init_script(init_script)
     app = App(page=page, server=server, load_s=0.0)
 
     def on_console(msg: Any) -> None:
@@ -400,3 +404,112 @@ def open_app(
         yield app
     finally:
         page.close()
+
+
+# -- the kernel websocket, watched (and optionally stripped of binary buffers) -------------
+_WIRE_JS = """(() => {
+  // Wraps window.WebSocket (page init script, before Jupyter's own code makes a socket).
+  // Counts kernel -> browser frames and bytes in window.__zfWire; with STRIP, rewrites every
+  // message that carries binary buffers into the same message without them (and without the
+  // widget state's buffer_paths), as a front end that drops buffers (Colab) delivers it.
+  // Both Jupyter kernel websocket wire formats are handled: "v1.kernel.websocket.jupyter.org"
+  // (every message a binary frame of uint64 offsets + parts + buffers) and the legacy one
+  // (JSON text frames; binary frames only for messages with buffers: uint32 offsets).
+  const STRIP = __STRIP__;
+  const wire = { framesIn: 0, bytesIn: 0, buffered: 0, stripped: 0, reports: 0, protocol: null };
+  window.__zfWire = wire;
+  const enc = new TextEncoder();
+  const dec = new TextDecoder();
+
+  function readV1(buf) {
+    const dv = new DataView(buf);
+    const n = Number(dv.getBigUint64(0, true));
+    const off = [];
+    for (let i = 0; i < n; i++) off.push(Number(dv.getBigUint64(8 * (i + 1), true)));
+    const part = (i) => dec.decode(new Uint8Array(buf, off[i], off[i + 1] - off[i]));
+    return { channel: part(0), parts: [1, 2, 3, 4].map((i) => JSON.parse(part(i))),
+             nbuf: Math.max(0, off.length - 6) };
+  }
+  function writeV1(channel, parts) {
+    const chunks = [channel, ...parts.map((p) => JSON.stringify(p))].map((s) => enc.encode(s));
+    const n = chunks.length + 1;
+    const head = 8 * (n + 1);
+    const total = head + chunks.reduce((a, c) => a + c.length, 0);
+    const out = new Uint8Array(total);
+    const dv = new DataView(out.buffer);
+    dv.setBigUint64(0, BigInt(n), true);
+    let at = head;
+    chunks.forEach((c, i) => { dv.setBigUint64(8 * (i + 1), BigInt(at), true); out.set(c, at); at += c.length; });
+    dv.setBigUint64(8 * n, BigInt(at), true);
+    return out.buffer;
+  }
+  function readLegacy(buf) {
+    const dv = new DataView(buf);
+    const nbufs = dv.getUint32(0);
+    const off = [];
+    for (let i = 0; i < nbufs; i++) off.push(dv.getUint32(4 * (i + 1)));
+    const end = nbufs > 1 ? off[1] : buf.byteLength;
+    return { msg: JSON.parse(dec.decode(new Uint8Array(buf, off[0], end - off[0]))), nbuf: nbufs - 1 };
+  }
+  function dropPaths(content) {
+    const data = content && content.data;
+    if (data && Array.isArray(data.buffer_paths)) data.buffer_paths = [];
+  }
+  function incoming(ws, data) {
+    wire.framesIn += 1;
+    wire.protocol = ws.protocol;
+    wire.bytesIn += typeof data === "string" ? enc.encode(data).length : data.byteLength;
+    if (typeof data === "string") return data;
+    if (ws.protocol === "v1.kernel.websocket.jupyter.org") {
+      const m = readV1(data);
+      if (m.nbuf === 0) return data;
+      wire.buffered += 1;
+      if (!STRIP) return data;
+      wire.stripped += 1;
+      dropPaths(m.parts[3]);
+      return writeV1(m.channel, m.parts);
+    }
+    const m = readLegacy(data);
+    if (m.nbuf === 0) return data;
+    wire.buffered += 1;
+    if (!STRIP) return data;
+    wire.stripped += 1;
+    dropPaths(m.msg.content);
+    m.msg.buffers = [];
+    return JSON.stringify(m.msg);
+  }
+  function outgoing(data) {
+    const text = typeof data === "string" ? data : dec.decode(data);
+    if (text.includes('"zf-no-buffers"')) wire.reports += 1;
+  }
+  const Native = window.WebSocket;
+  const wrapped = new WeakMap();
+  const wrap = (ws, fn) => (ev) => {
+    const data = incoming(ws, ev.data);
+    const e = data === ev.data ? ev : new MessageEvent("message", { data, origin: ev.origin });
+    return typeof fn === "function" ? fn.call(ws, e) : fn.handleEvent(e);
+  };
+  class WatchedWebSocket extends Native {
+    set onmessage(fn) { super.onmessage = fn ? wrap(this, fn) : fn; }
+    get onmessage() { return super.onmessage; }
+    addEventListener(type, fn, opts) {
+      if (type !== "message" || !fn) return super.addEventListener(type, fn, opts);
+      if (!wrapped.has(fn)) wrapped.set(fn, wrap(this, fn));
+      return super.addEventListener(type, wrapped.get(fn), opts);
+    }
+    removeEventListener(type, fn, opts) {
+      return super.removeEventListener(type, (type === "message" && wrapped.get(fn)) || fn, opts);
+    }
+    send(data) { try { outgoing(data); } catch (e) {} return super.send(data); }
+  }
+  window.WebSocket = WatchedWebSocket;
+})();"""
+
+
+def wire_script(strip: bool) -> str:
+    """Page init script (see ``open_app(init_script=...)``) that counts what the kernel
+    websocket delivers in ``window.__zfWire`` (frames, bytes, messages with binary buffers,
+    ``zf-no-buffers`` reports sent) and, with ``strip``, removes every message's binary
+    buffers and the widget state's ``buffer_paths`` before Jupyter's code sees it: a front end
+    that drops binary buffers, as Colab's widget manager does."""
+    return _WIRE_JS.replace("__STRIP__", "true" if strip else "false")

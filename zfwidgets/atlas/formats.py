@@ -224,7 +224,7 @@ def load_file(path: Path, *, source) -> StoredHits:
         v, idx, pos = (tensors[f"{i}.{w}"] for w in ("values", "indices", "positions"))
         st.check_hits(n, v, idx, pos, field=fields[n], n=n_images)
     labels = {
-        n: st.check_labels(n, tensors[f"{i}.labels"], classes)
+        n: st.check_labels(n, tensors[f"{i}.labels"])
         for i, n in enumerate(layers)
         if f"{i}.labels" in tensors
     }
@@ -349,7 +349,7 @@ def load_dir(root: Path, *, source) -> StoredHits:
             )
         values[L.name], indices[L.name], positions[L.name] = v, idx, pos
     labels = {
-        m.layers[i].name: st.check_labels(m.layers[i].name, tensors[f"{i}.labels"], m.classes)
+        m.layers[i].name: st.check_labels(m.layers[i].name, tensors[f"{i}.labels"])
         for i in labelled
     }
     arguments = {

@@ -191,7 +191,7 @@ def render_layers(
         )
         plans.append((n, rec, done.dir if same_tiles else None))
     ctx = distributed.context(init=False)
-    groups = {
+    groups = {  # sized by the hits each sprite shows (top), not the atlas's k
         n: _groups(int(atlas.values[n].shape[0]), rec.layout.k, batch_size) for n, rec, _ in plans
     }
     total = sum(len(g) for n, _, _ in plans for g in groups[n][ctx.rank :: ctx.world])
@@ -209,9 +209,9 @@ def render_layers(
 
 def _groups(C: int, k: int, batch_size: int) -> list[list[int]]:
     """The units of a layer cut into the groups rendered together (their hits in shared
-    backward passes): a layout of the unit count only, so a unit's tile is the same bytes
-    however the groups are spread over processes. Under torchrun, rank r renders groups
-    r, r + world, ..."""
+    backward passes; ``k`` the hits each sprite shows): a layout of the unit count only, so a
+    unit's tile is the same bytes however the groups are spread over processes. Under
+    torchrun, rank r renders groups r, r + world, ..."""
     size = max(1, (4 * batch_size) // k)
     return [list(range(s, min(C, s + size))) for s in range(0, C, size)]
 

@@ -753,15 +753,14 @@ def labels_expectation(i: int, channels: int | None, k: int) -> dict[str, tuple[
     return {f"{i}.labels": ((channels, k), INT_DTYPES)}
 
 
-def check_labels(name: str, labels: torch.Tensor, classes: list[str] | None) -> torch.Tensor:
-    """A layer's stored hit labels as int64: each -1 (no label) or a class index (below
-    ``len(classes)`` when class names are recorded)."""
-    hi = len(classes) if classes is not None else 1 << 31
-    if labels.numel() and (int(labels.min()) < -1 or int(labels.max()) >= hi):
+def check_labels(name: str, labels: torch.Tensor) -> torch.Tensor:
+    """A layer's stored hit labels as int64: each -1 (no label) or a class index below 2**31
+    (an index without a recorded name is shown as ``"class y"``)."""
+    if labels.numel() and (int(labels.min()) < -1 or int(labels.max()) >= 1 << 31):
+        bad = int(labels.min()) if int(labels.min()) < -1 else int(labels.max())
         raise invalid(
             f"layer {name!r} labels",
-            f"expected -1 (no label) or a class index in [0, {hi}), found "
-            f"{int(labels.min()) if int(labels.min()) < -1 else int(labels.max())}",
+            f"expected -1 (no label) or a class index in [0, {1 << 31}), found {bad}",
         )
     return labels.to(torch.int64)
 

@@ -12,10 +12,21 @@ concatenated on the model's device, copied once, and split into views on the hos
 :func:`encode_image` / :func:`decode_image` are the other form a browser reads: a uint8 image
 as PNG or WebP file bytes (what a stored atlas keeps on disk and a static page shows with an
 ``<img>``), decoded back with the format and pixel count checked before any pixel is read.
+
+**Front ends without binary buffers.** Colab's widget manager (and any front end that drops
+the ``buffers`` of comm messages) never delivers a payload's ``view``. For those, a payload
+travels inline instead: ``{"b64": str, "dtype", "shape"}``, the same bytes as base64 text in
+the JSON state (:func:`to_base64`; ``js/lib/codec.js`` decodes both forms). Which form a
+widget sends is the *transport* (:func:`set_transport`, or the ``ZFWIDGETS_TRANSPORT``
+environment variable): ``"auto"`` (default) sends buffers except under Colab or after the front
+end reported that it dropped them; ``"base64"`` always inlines; ``"buffers"`` never does.
 """
 
 from __future__ import annotations
 
+import base64
+import math
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -26,16 +37,22 @@ import torch
 __all__ = [
     "DTYPES",
     "IMAGE_FORMATS",
+    "TRANSPORTS",
     "Payload",
     "decode",
     "decode_image",
     "encode",
     "encode_image",
+    "get_transport",
+    "inline_payloads",
     "is_payload",
     "pack",
+    "set_transport",
+    "to_base64",
 ]
 
-#: A ``{"view": memoryview, "dtype": str, "shape": list[int]}`` dict.
+#: A ``{"view": memoryview, "dtype": str, "shape": list[int]}`` dict (or, inline, with a
+#: base64 ``"b64": str`` in place of the view).
 Payload = dict[str, Any]
 
 #: dtype names understood by ``js/lib/codec.js`` (each has a JS typed array).
@@ -137,15 +154,20 @@ def encode(array: torch.Tensor | np.ndarray) -> Payload:
 
 
 def is_payload(value: object) -> bool:
-    """Whether ``value`` looks like a payload (a dict with view, dtype and shape)."""
-    return isinstance(value, Mapping) and {"view", "dtype", "shape"} <= set(value)
+    """Whether ``value`` looks like a payload (a dict with dtype, shape and a view or b64)."""
+    return (
+        isinstance(value, Mapping)
+        and {"dtype", "shape"} <= set(value)
+        and ("view" in value or "b64" in value)
+    )
 
 
 def decode(payload: Mapping[str, Any]) -> np.ndarray:
     """The numpy array of a payload (read-only view of its bytes; no copy).
 
-    Accepts what :func:`pack` returns and what a front end sends (``view`` as ``bytes``,
-    ``bytearray`` or ``memoryview``).
+    Accepts what :func:`pack` returns, what a front end sends (``view`` as ``bytes``,
+    ``bytearray`` or ``memoryview``) and the inline form of :func:`to_base64` (``b64``: its
+    length is checked against dtype and shape before any byte is decoded; decoding copies).
 
     Raises
     ------
@@ -153,7 +175,7 @@ def decode(payload: Mapping[str, Any]) -> np.ndarray:
         For an unknown dtype, a bad shape, or a byte count that does not match the shape.
     """
     if not is_payload(payload):
-        raise ValueError("payload: expected a dict with 'view', 'dtype' and 'shape'")
+        raise ValueError("payload: expected a dict with 'dtype', 'shape' and 'view' or 'b64'")
     dtype = payload["dtype"]
     if dtype not in DTYPES:
         raise ValueError(f"payload: unsupported dtype {dtype!r}; supported: {sorted(DTYPES)}")
@@ -162,16 +184,123 @@ def decode(payload: Mapping[str, Any]) -> np.ndarray:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise ValueError(f"payload: expected a shape of non-negative ints, got {shape!r}")
-    view = payload["view"]
-    if not isinstance(view, (bytes, bytearray, memoryview)):
-        raise ValueError(f"payload: expected bytes or memoryview, got {type(view).__name__}")
-    raw = memoryview(view).cast("B")
-    want = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
+    want = math.prod(shape) * DTYPES[dtype].itemsize
+    if "view" not in payload:
+        raw = memoryview(_from_base64(payload["b64"], want, dtype, shape))
+    else:
+        view = payload["view"]
+        if not isinstance(view, (bytes, bytearray, memoryview)):
+            raise ValueError(f"payload: expected bytes or memoryview, got {type(view).__name__}")
+        raw = memoryview(view).cast("B")
     if raw.nbytes != want:
         raise ValueError(
             f"payload: {raw.nbytes} bytes do not hold {dtype} of shape {list(shape)} ({want} bytes)"
         )
     return np.frombuffer(raw, dtype=DTYPES[dtype]).reshape(shape)
+
+
+def _from_base64(text: object, want: int, dtype: str, shape: list[int]) -> bytes:
+    """The bytes of an inline payload, its length checked against ``want`` first."""
+    if not isinstance(text, str):
+        raise ValueError(f"payload: expected 'b64' to be a str, got {type(text).__name__}")
+    if len(text) != 4 * -(-want // 3):
+        raise ValueError(
+            f"payload: {len(text)} base64 characters do not hold {dtype} of shape "
+            f"{list(shape)} ({want} bytes = {4 * -(-want // 3)} characters)"
+        )
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError as e:  # binascii.Error
+        raise ValueError(f"payload: 'b64' is not valid base64 ({e})") from e
+
+
+def to_base64(state: object) -> Any:
+    """``state`` with every payload's ``view`` replaced by its bytes as base64 text.
+
+    The inline form for front ends that drop binary buffers: ``{"b64": str, "dtype",
+    "shape"}``, decoded by ``js/lib/codec.js`` (and :func:`decode`) like a view. Dicts and
+    lists are copied only where they hold a payload; everything else is returned as it is.
+
+    Parameters
+    ----------
+    state : dict, list or any value
+        A widget's state (trait name -> JSON value), or any part of it.
+
+    Returns
+    -------
+    The same structure, JSON-serialisable where ``state`` was apart from its views.
+    """
+    if isinstance(state, Mapping):
+        if "view" in state and is_payload(state):
+            out = {k: v for k, v in state.items() if k != "view"}
+            out["b64"] = base64.b64encode(memoryview(state["view"]).cast("B")).decode("ascii")
+            return out
+        items = {k: to_base64(v) for k, v in state.items()}
+        return items if any(items[k] is not v for k, v in state.items()) else state
+    if isinstance(state, (list, tuple)):
+        seq = [to_base64(v) for v in state]
+        return seq if any(a is not b for a, b in zip(seq, state)) else state
+    return state
+
+
+# -- transport: how payloads travel to the front end ---------------------------------------
+#: The transports of :func:`set_transport`.
+TRANSPORTS = ("auto", "buffers", "base64")
+
+#: Environment variable read when :func:`set_transport` was not called.
+TRANSPORT_ENV = "ZFWIDGETS_TRANSPORT"
+
+_transport: str | None = None
+
+
+def set_transport(transport: str | None) -> None:
+    """Choose how widgets send images and maps to the front end.
+
+    Parameters
+    ----------
+    transport : {"auto", "buffers", "base64"} or None
+        ``"auto"`` (the default): binary buffers, except in Colab (``google.colab`` imported)
+        and for a widget whose front end reported that it received no buffers (that widget
+        then re-sends its state inline). ``"base64"``: always inline, as base64 text in the
+        JSON state (about 4/3 the bytes; for front ends that drop buffers and cannot report
+        it). ``"buffers"``: always binary buffers. ``None`` goes back to the
+        ``ZFWIDGETS_TRANSPORT`` environment variable (default ``"auto"``).
+
+        Applies to every state a widget sends from then on; a widget already shown keeps
+        what it has until its next update.
+    """
+    global _transport
+    if transport is not None and transport not in TRANSPORTS:
+        raise ValueError(f"transport: expected one of {list(TRANSPORTS)}, got {transport!r}")
+    _transport = transport
+
+
+def get_transport() -> str:
+    """The transport in force: :func:`set_transport`'s, else ``ZFWIDGETS_TRANSPORT``'s, else
+    ``"auto"``."""
+    if _transport is not None:
+        return _transport
+    value = os.environ.get(TRANSPORT_ENV, "").strip().lower() or "auto"
+    if value not in TRANSPORTS:
+        raise ValueError(
+            f"{TRANSPORT_ENV}: expected one of {list(TRANSPORTS)}, got "
+            f"{os.environ[TRANSPORT_ENV]!r}"
+        )
+    return value
+
+
+def inline_payloads(reported: bool = False) -> bool:
+    """Whether a widget should send its payloads inline (:func:`to_base64`).
+
+    Parameters
+    ----------
+    reported : bool
+        The widget's front end reported that it received no binary buffers.
+    """
+    transport = get_transport()
+    if transport == "auto":
+        return reported or "google.colab" in sys.modules
+    return transport == "base64"
 
 
 #: Image file formats of :func:`encode_image` (name -> MIME type).
