@@ -114,6 +114,7 @@ def test_mine_folder_in_process_matches_the_images(folder):
         ({"--device": "tpu"}, "--device: expected cpu, cuda or cuda:N"),
         ({"--mean": "0.5,0.5"}, "--mean: expected 3 comma-separated numbers"),
         ({"--weights": "/no/such/file.pt"}, "--weights: no file"),
+        ({"--feature-vis": "0"}, "--feature-vis: expected a number of steps >= 1"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(folder, tmp_path, capsys, change, message):
@@ -162,6 +163,14 @@ def test_mine_command_writes_a_rendered_atlas_and_reruns_for_free(folder, tmp_pa
     again = run(*base(folder, out))  # every chunk is in the checkpoint: nothing is mined again
     assert again.returncode == 0, again.stderr[-3000:]
     assert torch.equal(zf.Atlas.load(out).indices["4"], ref.indices["4"])
+    assert not zf.Atlas.load(out).has_feature_vis("4")
+    # --feature-vis adds each unit's feature visualisation, keeping the sprites
+    sprite = zf.Atlas.load(out).unit_images("4", 1).data
+    fv = run(*base(folder, out, **{"--feature-vis": "3"}))
+    assert fv.returncode == 0, fv.stderr[-3000:]
+    back = zf.Atlas.load(out)
+    assert back.has_feature_vis("4") and back.feature_vis_image("4", 1).shape == (32, 32, 3)
+    assert back.unit_images("4", 1).data == sprite
 
 
 def test_mine_command_top_renders_few_and_stores_every_hits_class(folder, tmp_path):

@@ -185,6 +185,16 @@ def _mine_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--std", default=_csv(IMAGENET_STD), help="normalisation std (3 numbers)")
     p.add_argument("--no-render", action="store_true", help="save the top-k only, no images")
     p.add_argument(
+        "--feature-vis",
+        nargs="?",
+        type=int,
+        const=256,
+        default=None,
+        metavar="STEPS",
+        help="also render each unit's feature visualisation (optimised input; STEPS "
+        "optimisation steps, default 256), shown first on the site's unit pages",
+    )
+    p.add_argument(
         "--top",
         type=int,
         default=None,
@@ -211,6 +221,8 @@ def _run_mine(args) -> int:
     ):
         if value < lo:
             raise UsageError(f"{name}: expected an int >= {lo}, got {value}")
+    if args.feature_vis is not None and args.feature_vis < 1:
+        raise UsageError(f"--feature-vis: expected a number of steps >= 1, got {args.feature_vis}")
     if args.chunk_size is not None and args.chunk_size < 1:
         raise UsageError(f"--chunk-size: expected a positive int, got {args.chunk_size}")
     mean, std = _floats(args.mean, "--mean"), _floats(args.std, "--std")
@@ -279,9 +291,17 @@ def _run_mine(args) -> int:
             from .atlas.core import Atlas
 
             atlas = Atlas.load(out, model=model, data=data)
-        atlas.render(
-            batch_size=args.batch_size, device=device, progress=not args.quiet, top=args.top
-        )
+        fv = None if args.feature_vis is None else {"steps": args.feature_vis}
+        try:
+            atlas.render(
+                batch_size=args.batch_size,
+                device=device,
+                progress=not args.quiet,
+                top=args.top,
+                feature_vis=fv or False,
+            )
+        except TypeError as e:
+            raise UsageError(str(e)) from e
     if ctx.is_main:
         n = len(data)
         print(

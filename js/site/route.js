@@ -5,7 +5,7 @@
 export const PER_PAGE = 64;
 
 /** What an overview cell shows. */
-export const SHOWS = ["strongest", "reconstructions", "patches"];
+export const SHOWS = ["strongest", "reconstructions", "patches", "features"];
 
 /** How the overview orders units. */
 export const SORTS = ["index", "strength"];
@@ -15,7 +15,7 @@ export const SORTS = ["index", "strength"];
  * @property {string | null} layer  layer name, null for the list of layers
  * @property {number | null} unit   channel, null for the layer's overview
  * @property {string} sort          "index" | "strength"
- * @property {string} show          "strongest" | "reconstructions" | "patches"
+ * @property {string} show          "strongest" | "reconstructions" | "patches" | "features"
  * @property {number} page          0-based overview page
  */
 
@@ -113,6 +113,17 @@ export function pageOf(position, per = PER_PAGE) {
  */
 export function tileUrl(tiles, unit) {
   return `${tiles.dir}/${String(unit).padStart(tiles.digits, "0")}${tiles.ext}`;
+}
+
+/**
+ * The file of a unit's feature visualisation, relative to the site (beside its sprite).
+ * @param {{dir: string, digits: number, fv: {ext: string} | null}} tiles
+ * @param {number} unit
+ * @returns {string | null}  null when the layer has none
+ */
+export function featureUrl(tiles, unit) {
+  if (!tiles.fv) return null;
+  return `${tiles.dir}/${String(unit).padStart(tiles.digits, "0")}${tiles.fv.ext}`;
 }
 
 /**

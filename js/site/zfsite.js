@@ -7,6 +7,7 @@
 import { classList, countClasses } from "../lib/classes.js";
 import { fmt, h } from "../lib/dom.js";
 import {
+  featureUrl,
   fitSize,
   formatHash,
   PER_PAGE,
@@ -49,6 +50,7 @@ const SHOW_LABELS = {
   strongest: "strongest reconstruction",
   reconstructions: "top-k reconstructions",
   patches: "top-k patches",
+  features: "feature visualisations",
 };
 
 /**
@@ -299,7 +301,9 @@ function start(root, manifest) {
       sortGroup.appendChild(a);
     }
     const showGroup = h("span", "zf-site-group", "show: ");
+    const hasFeatures = Boolean(entry.tiles?.fv);
     for (const s of SHOWS) {
+      if (s === "features" && !hasFeatures) continue;
       const a = link(
         SHOW_LABELS[s],
         formatHash({ ...route, unit: null, show: s, page }),
@@ -339,7 +343,11 @@ function start(root, manifest) {
       cell.setAttribute("role", "listitem");
       cell.dataset.unit = String(c);
       const v = data.v[c * k];
-      if (entry.tiles && !entry.tiles.missing.includes(c)) {
+      const fv = hasFeatures && route.show === "features" ? featureUrl(entry.tiles, c) : null;
+      if (fv && !entry.tiles.fv.missing.includes(c)) {
+        const [fh, fw] = entry.tiles.fv.size;
+        cell.appendChild(tileCanvas(fv, [0, 0, fw, fh], side, `unit ${c} feature visualisation`));
+      } else if (entry.tiles && !entry.tiles.missing.includes(c) && route.show !== "features") {
         const block = route.show === "patches" ? "patches" : "reconstructions";
         const rect = spriteRect(entry.tiles, block, route.show === "strongest" ? 0 : null);
         cell.appendChild(tileCanvas(tileUrl(entry.tiles, c), rect, side, `unit ${c}`));
@@ -387,6 +395,19 @@ function start(root, manifest) {
     if (entry.field) sub.push(`receptive field ${entry.field.size.join("\u00d7")} px`);
     const facts = h("p", "zf-site-facts", sub.join(" \u00b7 "));
     const figure = h("div", "zf-site-unit");
+    const fvUrl = entry.tiles ? featureUrl(entry.tiles, c) : null;
+    if (fvUrl && entry.tiles) {
+      // what the unit responds to most (optimised input), first, as Microscope shows it
+      const fig = h("figure", "zf-site-block zf-site-features");
+      const [fh, fw] = entry.tiles.fv.size;
+      if (entry.tiles.fv.missing.includes(c)) {
+        fig.appendChild(h("span", "zf-site-empty", "missing"));
+      } else {
+        fig.appendChild(tileCanvas(fvUrl, [0, 0, fw, fh], 192, `unit ${c} feature visualisation`));
+      }
+      fig.appendChild(h("figcaption", "", "feature visualisation"));
+      figure.appendChild(fig);
+    }
     const hits = [];
     for (let j = 0; j < k; j++) {
       const y = data.y ? data.y[c * k + j] : -1;

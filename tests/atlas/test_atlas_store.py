@@ -355,7 +355,7 @@ if dist.get_rank() == 0:
 dist.barrier()
 if dist.get_rank() != 0:
     atlas = zf.Atlas.load(out, model=tiny_zf(), data=data)
-atlas.render(batch_size=2, format={format!r}, progress=False)  # 2 units per group: 2-8 groups
+atlas.render(batch_size=2, format={format!r}, progress=False, feature_vis={fv!r})  # 2-8 groups
 assert dist.get_world_size() == 2
 """
 
@@ -380,8 +380,8 @@ def stored_files(path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("format", ["webp"])
-def test_render_under_two_gloo_ranks_writes_the_bytes_of_one_process(tmp_path, data, format):
+@pytest.mark.parametrize("format, fv", [("webp", False), ("png", {"steps": 3})])
+def test_render_under_two_gloo_ranks_writes_the_bytes_of_one_process(tmp_path, data, format, fv):
     import subprocess
     import sys
     from pathlib import Path
@@ -397,6 +397,7 @@ def test_render_under_two_gloo_ranks_writes_the_bytes_of_one_process(tmp_path, d
             data=str(tmp_path / "data.safetensors"),
             layers=LAYERS,
             format=format,
+            fv=fv,
         )
     )
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
@@ -413,11 +414,12 @@ def test_render_under_two_gloo_ranks_writes_the_bytes_of_one_process(tmp_path, d
     try:
         one = zf.mine(tiny_zf(), data, layers=LAYERS, k=4, progress=False)
         one.save(tmp_path / "one")
-        one.render(batch_size=2, format=format, progress=False)
+        one.render(batch_size=2, format=format, progress=False, feature_vis=fv)
     finally:
         torch.set_num_threads(2)
     got, want = stored_files(tmp_path / "two"), stored_files(tmp_path / "one")
     assert sorted(got) == sorted(want)
-    assert sum(name.endswith(f".{format}") for name in got) == 8 + 12 + 16
+    units = 8 + 12 + 16  # a sprite per unit, and a feature visualisation with fv
+    assert sum(name.endswith(f".{format}") for name in got) == units * (2 if fv else 1)
     for name in want:
         assert got[name] == want[name], name

@@ -375,3 +375,38 @@ def test_bundled_model_site_in_one_call(page, tmp_path, artifacts):
         )
     assert DOCS_SCREENSHOT.stat().st_size < 300_000
     assert outside == [] and not page.errors
+
+
+def test_feature_visualisations_first_on_the_unit_page_and_as_an_overview(
+    page, tmp_path, artifacts
+):
+    """``render(feature_vis=...)``: the unit page shows the unit's feature visualisation
+    first (its stored pixels), and the overview has a mode that shows every unit's."""
+    torch.manual_seed(0)
+    data = torch.rand(12, 3, 32, 32)
+    atlas = zf.mine(tiny_zf(), data, layers=["0", "4"], k=3, progress=False)
+    report = atlas.export_site(
+        tmp_path / "site", progress=False, feature_vis={"steps": 4}, title="fv"
+    )
+    stored = Atlas.load(tmp_path / "site" / "atlas")
+    assert stored.has_feature_vis("4") and not report.missing
+    page.goto(url_of(tmp_path / "site", "#/4/3"))
+    blocks = page.locator(".zf-site-unit figure")
+    expect(blocks.first.locator("figcaption")).to_have_text("feature visualisation")
+    page.wait_for_function(DRAWN, arg=[".zf-site-features canvas", 1])
+    fv = stored.feature_vis_image("4", 3)
+    assert fv.std() > 1
+    canvas = page.locator(".zf-site-features canvas")
+    assert drawn_as(page, canvas, enlarge(fv, 192), tol=0)
+    page.screenshot(path=str(artifacts / "site-feature-vis-unit.png"), full_page=True)
+    # the overview's mode: every unit's feature visualisation
+    page.goto(url_of(tmp_path / "site", "#/4?show=features"))
+    C = stored.values["4"].shape[0]
+    page.wait_for_function(DRAWN, arg=[".zf-site-cell canvas", C])
+    expect(page.locator(".zf-site-choice[aria-current]").nth(1)).to_have_text(
+        "feature visualisations"
+    )
+    cell = page.locator('.zf-site-cell[data-unit="3"] canvas')
+    assert drawn_as(page, cell, enlarge(fv, 96), tol=0)
+    page.screenshot(path=str(artifacts / "site-feature-vis-overview.png"), full_page=True)
+    assert not page.errors

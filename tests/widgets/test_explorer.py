@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 
 import pytest
@@ -116,3 +117,70 @@ def test_user_model_and_images_left_as_they_were():
 def test_bad_input_at_construction(kwargs, error, match):
     with pytest.raises(error, match=match):
         Explorer(tiny_zf(), **kwargs)
+
+
+def test_unit_view_adds_the_feature_visualisation_once_per_unit(monkeypatch):
+    """The selected map's feature visualisation joins its two projections when computed (in
+    the background, once per (layer, channel)); a stored one is read, not computed."""
+    import importlib
+
+    fvmod = importlib.import_module("zfwidgets.engine.featurevis")
+    calls = []
+    real = fvmod.feature_vis
+
+    @functools.wraps(real)
+    def counted(*a, **k):
+        calls.append((a[1], tuple(a[2])))
+        return real(*a, **k)
+
+    monkeypatch.setattr(fvmod, "feature_vis", counted)
+    torch.manual_seed(0)
+    model = tiny_zf()
+    e = Explorer(model, images=torch.rand(3, 3, 32, 32), occlusion=False, feature_vis={"steps": 3})
+    e.grid.layer = "4"
+    e.grid.channel = 2
+    assert e.wait(60)
+    assert e.unit.frame["grid"]["count"] == 4
+    assert e.unit.captions[-1] == "feature visualisation"
+    assert calls == [("4", (2,))]
+    tiles = decode(e.unit.frame["atlas"])
+    e.grid.channel = 1
+    assert e.wait(60)
+    e.grid.channel = 2  # cached: shown at once, not computed again
+    assert e.unit.frame["grid"]["count"] == 4 and calls == [("4", (2,)), ("4", (1,))]
+    assert decode(e.unit.frame["atlas"]).shape == tiles.shape
+    assert hook_count(model) == 0
+    e.close()
+    off = Explorer(model, images=torch.rand(3, 3, 32, 32), occlusion=False, feature_vis=False)
+    off.grid.channel = 2
+    assert off.wait(60) and off.unit.frame["grid"]["count"] == 3
+    off.close()
+    with pytest.raises(ValueError, match=r"feature_vis\['steps'\]"):
+        Explorer(model, images=torch.rand(3, 3, 32, 32), feature_vis={"steps": 0})
+
+
+def test_unit_view_reads_the_atlas_feature_visualisation(tmp_path, monkeypatch):
+    import importlib
+
+    import zfwidgets as zf
+
+    torch.manual_seed(0)
+    model, data = tiny_zf(), torch.rand(8, 3, 32, 32)
+    atlas = zf.mine(model, data, layers=["4"], k=2, progress=False)
+    atlas.save(tmp_path / "a")
+    atlas.render(format="png", feature_vis={"steps": 2}, progress=False)
+    fvmod = importlib.import_module("zfwidgets.engine.featurevis")
+
+    @functools.wraps(fvmod.feature_vis)
+    def boom(*a, **k):
+        raise AssertionError("computed although stored")
+
+    monkeypatch.setattr(fvmod, "feature_vis", boom)
+    e = Explorer(model, images=data[:2], dataset=data, atlas=tmp_path / "a", occlusion=False)
+    e.grid.layer = "4"
+    e.grid.channel = 3
+    assert e.wait(60)
+    assert e.unit.frame["grid"]["count"] == 4
+    shown = decode(e.unit.frame["atlas"])
+    assert shown.std() > 0
+    e.close()

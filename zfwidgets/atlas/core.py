@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,7 +27,7 @@ from ..base.progress import ProgressArg, check_progress
 from . import formats
 from . import store as st
 from .crops import crop, hit_units
-from .render import check_render_args, render_layers
+from .render import check_feature_vis, check_render_args, render_layers
 
 __all__ = ["Atlas"]
 
@@ -379,6 +380,35 @@ class Atlas:
             mode=rec.mode,
         )
 
+    def has_feature_vis(self, layer: str) -> bool:
+        """Whether ``layer`` has stored feature visualisations (``render(feature_vis=True)``)."""
+        return self.has_images(layer) and self._store.images[layer].feature_vis is not None
+
+    def feature_vis_image(self, layer: str, channel: int) -> np.ndarray:
+        """One unit's stored feature visualisation as uint8 (H, W, 3) (or (H, W) for a grey
+        model), read from disk now; ``ValueError`` when the layer has none."""
+        self._check(layer, channel)
+        if not self.has_feature_vis(layer):
+            raise ValueError(
+                f"layer {layer!r} has no stored feature visualisations; render it with "
+                "atlas.render([layer], feature_vis=True)"
+            )
+        from ..base.codec import decode_image
+
+        rec = self._store.images[layer]
+        data = self._store.read(layer, channel, feature_vis=True)
+        try:  # the size is checked from the header, before any pixel is decoded
+            return decode_image(data, formats=(rec.format,), size=tuple(rec.feature_vis["size"]))
+        except ValueError as e:
+            raise ValueError(f"{os.fspath(self._store.fv_file(layer, channel))!r}: {e}") from e
+
+    def feature_vis_file(self, layer: str, channel: int) -> Path:
+        """The path of one unit's stored feature visualisation (for a static page)."""
+        self._check(layer, channel)
+        if not self.has_feature_vis(layer):
+            raise ValueError(f"layer {layer!r} has no stored feature visualisations")
+        return self._store.fv_file(layer, channel)
+
     def image_file(self, layer: str, channel: int) -> Path:
         """The path of one unit's sprite (for a static page that links to the files)."""
         self._check(layer, channel)
@@ -486,9 +516,10 @@ class Atlas:
         std=None,
         max_tile: int | None = None,
         top: int | None = None,
+        feature_vis: bool | dict = False,
     ) -> None:
         """Render every unit's k patches and k reconstructions (or its ``top`` strongest)
-        into the atlas directory.
+        into the atlas directory, and optionally its feature visualisation.
 
         docs/method.md Sec. 3.1, Fig. 2: each hit's deconvnet projection and image patch,
         cropped to the unit's receptive field. The projections run in batched
@@ -537,6 +568,14 @@ class Atlas:
             kept in full: mine with a large ``k`` (a few hundred) to count the classes a unit
             serves over all of them (:meth:`class_counts`) and store pictures of nine; the
             disk and the rendering time follow ``top``, not ``k``.
+        feature_vis : bool or dict
+            Also store each unit's feature visualisation (docs/method.md, "Feature
+            visualisation"; :func:`zfwidgets.feature_vis` at the atlas's input size, in the
+            data's normalisation), one picture per unit beside its sprite
+            (``<channel:05d>.fv.<format>``, see docs/atlas-format.md), split over torchrun
+            ranks like the sprites. ``True``: ``feature_vis``'s defaults; a dict sets some of
+            ``steps``, ``lr``, ``transforms``, ``seed``, ``objective``. Adding them to a layer
+            already rendered keeps its sprites. Read back with :meth:`feature_vis_image`.
         """
         store = self._store
         if store is None or store.kind != "dir":
@@ -550,6 +589,7 @@ class Atlas:
         )
         if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
             raise ValueError(f"top: expected a positive int or None, got {top!r}")
+        fv = check_feature_vis(feature_vis)
         progress = check_progress(progress)
         if layers is None:
             names = list(self.layers)
@@ -571,6 +611,7 @@ class Atlas:
             std=std,
             max_tile=max_tile,
             top=self.k if top is None else min(top, self.k),
+            feature_vis=fv,
         )
 
     # -- sharing outside Python -----------------------------------------------------------------
@@ -586,6 +627,7 @@ class Atlas:
         progress: ProgressArg = True,
         mean=None,
         std=None,
+        feature_vis: bool | dict = False,
     ):
         """Write a static site of this atlas to ``path``: it opens in any browser, from
         ``file://`` or a web server, with no kernel.
@@ -593,8 +635,8 @@ class Atlas:
         Works on any atlas: a folder whose layers are all rendered is linked as it is; any
         other atlas (just mined, loaded from a single file, not rendered) is stored in the
         site's ``atlas/`` and rendered there with the attached model and data
-        (``progress``, ``mean``, ``std`` as :meth:`render`). Keyword arguments and the
-        returned report as :func:`zfwidgets.atlas.site.export_site`.
+        (``progress``, ``mean``, ``std``, ``feature_vis`` as :meth:`render`). Keyword
+        arguments and the returned report as :func:`zfwidgets.atlas.site.export_site`.
         """
         from .site import export_site
 
@@ -609,6 +651,7 @@ class Atlas:
             progress=progress,
             mean=mean,
             std=std,
+            feature_vis=feature_vis,
         )
 
     def __repr__(self) -> str:

@@ -29,7 +29,57 @@ from . import store as st
 from .crops import crop, hit_units
 from .formats import hits_of, manifest_of, provenance_of
 
-__all__ = ["check_render_args", "render_layers"]
+__all__ = ["check_feature_vis", "check_render_args", "render_layers"]
+
+#: What ``render(feature_vis={...})`` may set: arguments of
+#: :func:`zfwidgets.engine.featurevis.feature_vis` (the picture size is the atlas's input size).
+FEATURE_VIS_ARGS = ("steps", "lr", "transforms", "seed", "objective")
+
+
+def check_feature_vis(feature_vis) -> dict | None:
+    """``render``'s ``feature_vis`` argument as the settings to store (None: no pictures).
+
+    ``False``/``None``: none; ``True``: the defaults of
+    :func:`~zfwidgets.engine.featurevis.feature_vis`; a dict: some of :data:`FEATURE_VIS_ARGS`
+    over those defaults. ``ValueError``/``TypeError`` naming the bad entry.
+    """
+    import inspect
+
+    from ..engine.featurevis import feature_vis as fv_fn
+
+    if feature_vis is None or feature_vis is False:
+        return None
+    if feature_vis is not True and not isinstance(feature_vis, dict):
+        raise TypeError(
+            "feature_vis: expected True, False or a dict of feature_vis arguments "
+            f"{list(FEATURE_VIS_ARGS)}, got {type(feature_vis).__name__}"
+        )
+    given = {} if feature_vis is True else dict(feature_vis)
+    unknown = sorted(set(given) - set(FEATURE_VIS_ARGS), key=str)
+    if unknown:
+        raise ValueError(
+            f"feature_vis: unknown setting(s) {unknown}; expected some of {list(FEATURE_VIS_ARGS)}"
+        )
+    params = inspect.signature(fv_fn).parameters
+    out = {k: given.get(k, params[k].default) for k in FEATURE_VIS_ARGS}
+    steps, lr, seed = out["steps"], out["lr"], out["seed"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1 << 20:
+        raise ValueError(f"feature_vis['steps']: expected an int in [1, 2**20], got {steps!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
+        raise ValueError(f"feature_vis['lr']: expected a finite number > 0, got {lr!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 63:
+        raise ValueError(f"feature_vis['seed']: expected an int in [0, 2**63), got {seed!r}")
+    if out["transforms"] not in st.FEATURE_VIS_TRANSFORMS:
+        raise ValueError(
+            f"feature_vis['transforms']: expected one of {list(st.FEATURE_VIS_TRANSFORMS)}, "
+            f"got {out['transforms']!r}"
+        )
+    if out["objective"] not in ("max", "mean"):
+        raise ValueError(
+            f"feature_vis['objective']: expected 'max' or 'mean', got {out['objective']!r}"
+        )
+    out["lr"] = float(lr)
+    return out
 
 
 def check_render_args(
@@ -69,11 +119,18 @@ def render_layers(
     std,
     max_tile: int | None,
     top: int | None = None,
+    feature_vis: dict | None = None,
 ) -> None:
     """Render ``names`` of ``atlas`` (model and data attached, arguments checked) into its
     directory ``store`` (updated in place); see :meth:`Atlas.render`. Each unit's sprite holds
-    its ``top`` strongest hits (default all k; the layout's ``k``)."""
+    its ``top`` strongest hits (default all k; the layout's ``k``); with ``feature_vis``
+    (settings from :func:`check_feature_vis`) each unit also gets its feature visualisation."""
     patch_display = _patch_display(atlas, mean, std)
+    fv_record = None
+    if feature_vis is not None:
+        first = atlas.source.get(int(atlas.indices[atlas.layers[0]].reshape(-1)[0]))
+        mode = "RGB" if first.shape[0] == 3 else "L"  # fit_channels: 3 stays RGB, else grey
+        fv_record = {"size": list(atlas.input_size), "mode": mode, **feature_vis}
 
     # the directory must hold the atlas in memory (its tiles are named by its hits)
     m = st.read_manifest(store.root)
@@ -121,25 +178,32 @@ def render_layers(
                 "reconstructions": {"kind": "contrast", "mode": "symmetric"},
                 "patches": patch_display,
             },
+            feature_vis=fv_record,
         )
         done = store.images.get(n)
         if done is not None and done.settings() == rec.settings():
             continue
-        plans.append((n, rec))
+        # the same sprites with other (or no) feature visualisations: keep the sprites
+        same_tiles = (
+            done is not None
+            and dataclasses.replace(done, feature_vis=None).settings()
+            == dataclasses.replace(rec, feature_vis=None).settings()
+        )
+        plans.append((n, rec, done.dir if same_tiles else None))
     ctx = distributed.context(init=False)
     groups = {  # sized by the hits each sprite shows (top), not the atlas's k
-        n: _groups(int(atlas.values[n].shape[0]), rec.layout.k, batch_size) for n, rec in plans
+        n: _groups(int(atlas.values[n].shape[0]), rec.layout.k, batch_size) for n, rec, _ in plans
     }
-    total = sum(len(g) for n, _ in plans for g in groups[n][ctx.rank :: ctx.world])
+    total = sum(len(g) for n, _, _ in plans for g in groups[n][ctx.rank :: ctx.world])
     show = progress if ctx.is_main or callable(progress) else False  # one bar: rank 0's
     with (
         Progress(show, total, desc="rendering", unit="unit") as bar,
         ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool,
     ):
-        for n, rec in plans:
+        for n, rec, keep in plans:
             mine = groups[n][ctx.rank :: ctx.world]
             _render_layer(
-                atlas, store, n, rec, model, dev, batch_size, max_tile, bar, pool, mine, ctx
+                atlas, store, n, rec, model, dev, batch_size, max_tile, bar, pool, mine, ctx, keep
             )
 
 
@@ -187,10 +251,12 @@ def _data_normalize(source) -> tuple[list[float], list[float]] | None:
 
 
 def _render_layer(
-    atlas, store, layer, rec, model, device, batch_size, max_tile, bar, pool, groups, ctx
+    atlas, store, layer, rec, model, device, batch_size, max_tile, bar, pool, groups, ctx, keep
 ) -> None:
     """Render this process's ``groups`` of units of ``layer`` into ``tiles/<i>.partial``; then
-    (rank 0, once every rank's tiles are on disk) name the finished folder in the manifest."""
+    (rank 0, once every rank's tiles are on disk) name the finished folder in the manifest.
+    ``keep``: a tile folder of the same sprites (other feature visualisations) whose sprites
+    are linked into the partial folder rather than rendered again."""
     from ..base.images import contrast_normalize, unnormalize
     from ..engine.backprop import backprop
 
@@ -205,9 +271,17 @@ def _render_layer(
                 shutil.rmtree(partial)
         if not partial.is_dir():
             partial.mkdir(parents=True)
+            if keep is not None:
+                _link_sprites(st.inside(store.root, keep), partial, rec.format)
             write_atomic(marker, settings.encode())
     ctx.barrier()  # the folder is ready (and holds no tiles of other settings)
-    todo = [[c for c in g if not (partial / f"{c:05d}.{rec.format}").is_file()] for g in groups]
+    fv = rec.feature_vis
+
+    def missing(c: int) -> tuple[bool, bool]:
+        tile = not (partial / f"{c:05d}.{rec.format}").is_file()
+        return tile, fv is not None and not (partial / f"{c:05d}.fv.{rec.format}").is_file()
+
+    todo = [[c for c in g if any(missing(c))] for g in groups]
     bar.update(sum(len(g) for g in groups) - sum(len(g) for g in todo))
     todo = [g for g in todo if g]
     size = rec.crop
@@ -216,7 +290,21 @@ def _render_layer(
     top = rec.layout.k  # the strongest hits of each unit that its sprite shows
     mode: list[str] = []
     pending: list = []
-    for channels in todo:
+    for group in todo:
+        need = {c: missing(c) for c in group}
+        channels = [c for c in group if need[c][0]]
+        drawn = [c for c in group if need[c][1]]
+        if drawn:
+            pictures = _feature_vis(atlas, model, layer, drawn, fv, rec, device, batch_size)
+            for f in pending:
+                f.result()
+            pending = [
+                pool.submit(_write_tile, partial / f"{c:05d}.fv.{rec.format}", pictures[j], rec)
+                for j, c in enumerate(drawn)
+            ]
+        if not channels:
+            bar.update(len(group))
+            continue
         wanted, inverse, units = hit_units(
             atlas.indices[layer][:, :top],
             atlas.positions[layer][:, :top],
@@ -248,7 +336,7 @@ def _render_layer(
             pool.submit(_write_tile, partial / f"{c:05d}.{rec.format}", host[j], rec)
             for j, c in enumerate(channels)
         ]
-        bar.update(len(channels))
+        bar.update(len(group))
     for f in pending:
         f.result()
     ctx.barrier()  # every rank's tiles are on disk
@@ -272,6 +360,51 @@ def _render_layer(
     ctx.barrier()  # the manifest names the layer's tiles
     if not ctx.is_main:
         store.images[layer] = {L.name: L.images for L in st.read_manifest(store.root).layers}[layer]
+
+
+def _link_sprites(src: Path, dst: Path, fmt: str) -> None:
+    """Hard-link (or copy) the unit sprites of tile folder ``src`` into ``dst``; their
+    feature visualisations (of other settings) stay behind."""
+    if not src.is_dir():
+        return
+    for p in src.iterdir():
+        if p.is_file() and p.name.endswith(f".{fmt}") and ".fv." not in p.name:
+            try:
+                os.link(p, dst / p.name)
+            except OSError:
+                shutil.copyfile(p, dst / p.name)
+
+
+def _feature_vis(atlas, model, layer, channels, fv, rec, device, batch_size):
+    """uint8 (K, H, W, c) feature visualisations of ``channels`` of ``layer`` with the
+    settings ``fv``, in the data's normalisation (what the patches record)."""
+    from ..base.images import fit_channels, to_uint8
+    from ..engine.featurevis import feature_vis
+
+    disp = rec.display["patches"]
+    mean = std = None
+    if disp["kind"] == "unnormalize":
+        mean, std = disp["mean"], disp["std"]
+    elif disp["kind"] == "clip":  # the data is in [0, 1] as it is
+        c = int(atlas.source.get(int(atlas.indices[layer].reshape(-1)[0])).shape[0])
+        mean, std = [0.0] * c, [1.0] * c
+    out = feature_vis(
+        model,
+        layer,
+        channels,
+        size=tuple(fv["size"]),
+        steps=fv["steps"],
+        lr=fv["lr"],
+        transforms=fv["transforms"],
+        seed=fv["seed"],
+        objective=fv["objective"],
+        mean=mean,
+        std=std,
+        batch_size=batch_size,
+        device=device,
+        progress=False,
+    )
+    return to_uint8(fit_channels(out.images)).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _sprites(

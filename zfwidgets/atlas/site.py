@@ -274,6 +274,7 @@ def _stage(
     progress: ProgressArg,
     mean: Any,
     std: Any,
+    feature_vis: dict | None = None,
 ) -> tuple[Any, Path, bool]:
     """Store ``atlas`` in ``out/.atlas.partial`` and render the layers it has no tiles of.
 
@@ -335,7 +336,27 @@ def _stage(
     st.remove_unreferenced(work, store.tensors, {r.dir for r in records.values() if r is not None})
     todo = [n for n in copy.layers if n not in kept]
     if render and todo:
-        copy.render(layers=todo, progress=progress, mean=mean, std=std)
+        copy.render(layers=todo, progress=progress, mean=mean, std=std, feature_vis=feature_vis)
+    if render and feature_vis is not None:
+        # kept layers gain their feature visualisations with the settings of their sprites
+        # (which render() then keeps, hard-linked)
+        for n in copy.layers:
+            rec = store.images.get(n)
+            if n in kept and rec is not None and rec.feature_vis is None:
+                disp = rec.display["patches"]
+                unnorm = disp["kind"] == "unnormalize"
+                copy.render(
+                    layers=[n],
+                    rule=rec.rule,
+                    format=rec.format,
+                    quality=rec.quality or 85,
+                    top=rec.layout.k,
+                    max_tile=max(rec.layout.tile) if tuple(rec.layout.tile) != rec.crop else None,
+                    mean=disp["mean"] if unnorm else None,
+                    std=disp["std"] if unnorm else None,
+                    progress=progress,
+                    feature_vis=feature_vis,
+                )
     return copy, work, linked
 
 
@@ -351,6 +372,7 @@ def export_site(
     progress: ProgressArg = True,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    feature_vis: bool | dict = False,
 ) -> SiteReport:
     """Write a static site of ``atlas`` to ``path`` (see the module docstring).
 
@@ -387,6 +409,11 @@ def export_site(
     mean, std : sequences of floats, optional
         The data's ``Normalize`` for showing the patches (as :meth:`~zfwidgets.Atlas.render`;
         default: found in the data's transform or the dataset).
+    feature_vis : bool or dict
+        Also show each unit's feature visualisation first on its page and as an overview
+        mode: layers without them get them rendered (as :meth:`~zfwidgets.Atlas.render`'s
+        ``feature_vis``; ``True`` its defaults), which needs the model attached. Layers that
+        already have them show them whatever this says.
 
     Returns
     -------
@@ -410,6 +437,9 @@ def export_site(
     progress = check_progress(progress)
     if (mean is None) != (std is None):
         raise ValueError("mean and std: give both or neither")
+    from .render import check_feature_vis
+
+    fv = check_feature_vis(feature_vis)
     out = Path(os.fspath(path))
     if out.exists() and not out.is_dir():
         raise ValueError(f"path: {os.fspath(out)!r} exists and is not a folder")
@@ -438,7 +468,13 @@ def export_site(
     for name in BUNDLES:
         _bundle(name)
 
-    missing_tiles = [n for n in atlas.layers if own is None or not atlas.has_images(n)]
+    missing_tiles = [
+        n
+        for n in atlas.layers
+        if own is None
+        or not atlas.has_images(n)
+        or (fv is not None and not atlas.has_feature_vis(n))
+    ]
     attached = atlas.model is not None and atlas.source is not None
     if render and own is None and not attached:
         what = " and ".join(
@@ -493,6 +529,7 @@ def export_site(
             progress=progress,
             mean=mean,
             std=std,
+            feature_vis=fv,
         )
         base, prefix = work.resolve(), ATLAS_DIR + "/"
         report.atlas = out / ATLAS_DIR
@@ -530,18 +567,22 @@ def export_site(
                 suffix = rel.suffix
                 if work is None:
                     (tmp / tile_dir).mkdir(parents=True)
-                missing = []
+                missing, fv_missing = [], []
+                fv = rec.feature_vis
                 for c in range(C):
-                    src = atlas.image_file(n, c)
-                    if not src.is_file():
-                        missing.append(c)
-                        continue
-                    if work is None:
-                        dst = tmp / tile_dir / src.name
-                        report.linked = _place(src, dst, link) and report.linked
-                        report.tile_bytes += dst.stat().st_size
-                    else:
-                        report.tile_bytes += src.stat().st_size
+                    files = [(atlas.image_file(n, c), missing)]
+                    if fv is not None:
+                        files.append((atlas.feature_vis_file(n, c), fv_missing))
+                    for src, absent in files:
+                        if not src.is_file():
+                            absent.append(c)
+                            continue
+                        if work is None:
+                            dst = tmp / tile_dir / src.name
+                            report.linked = _place(src, dst, link) and report.linked
+                            report.tile_bytes += dst.stat().st_size
+                        else:
+                            report.tile_bytes += src.stat().st_size
                 if missing:
                     report.missing[n] = missing
                 report.rendered.append(n)
@@ -557,6 +598,14 @@ def export_site(
                         for key in ("k", "columns", "rows", "tile", "width", "height")
                     },
                     "missing": missing,
+                    # each unit's feature visualisation beside its sprite (render(feature_vis=))
+                    "fv": None
+                    if fv is None
+                    else {
+                        "ext": ".fv" + suffix,
+                        "size": list(fv["size"]),
+                        "missing": fv_missing,
+                    },
                 }
             vals, e = _scaled(values.reshape(-1).tolist())
             idx = [int(v) for v in indices.reshape(-1).tolist()]

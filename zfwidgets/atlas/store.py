@@ -381,10 +381,17 @@ class ImagesRecord:
     layout: SpriteLayout
     mode: str
     display: dict
+    #: The settings of the units' feature visualisations (``render(feature_vis=...)``), stored
+    #: beside the sprites as ``<channel:05d>.fv.<format>``; None when none was rendered.
+    feature_vis: dict | None = None
 
     def file(self, channel: int) -> str:
         """The unit's sprite, relative to the atlas directory."""
         return f"{self.dir}/{channel:05d}.{self.format}"
+
+    def fv_file(self, channel: int) -> str:
+        """The unit's feature visualisation, relative to the atlas directory."""
+        return f"{self.dir}/{channel:05d}.fv.{self.format}"
 
     def settings(self) -> dict:
         """What decides the pixels: equal settings, equal tiles (used to skip finished work)."""
@@ -396,10 +403,13 @@ class ImagesRecord:
             "top": self.layout.k,
             "tile": list(self.layout.tile),
             "display": self.display,
-        }
+        } | ({} if self.feature_vis is None else {"feature_vis": self.feature_vis})
 
     def to_json(self) -> dict:
-        return {
+        fv = {}
+        if self.feature_vis is not None:
+            fv = {"feature_vis": {"files": "{channel:05d}.fv." + self.format, **self.feature_vis}}
+        return fv | {
             "dir": self.dir,
             "files": "{channel:05d}." + self.format,
             "format": self.format,
@@ -459,7 +469,50 @@ class ImagesRecord:
                 ),
                 "patches": check_display(display["patches"], f"{where}.display.patches"),
             },
+            feature_vis=check_feature_vis(
+                d.get("feature_vis"), f"{where}.feature_vis", input_size=input_size
+            ),
         )
+
+
+#: The transform sets of :func:`zfwidgets.engine.featurevis.feature_vis` a manifest may name.
+FEATURE_VIS_TRANSFORMS = ("standard", "none")
+#: What a manifest's feature-visualisation record holds (besides the ``files`` pattern).
+FEATURE_VIS_KEYS = ("size", "mode", "steps", "lr", "transforms", "seed", "objective")
+
+
+def check_feature_vis(d: Any, where: str, *, input_size: tuple[int, int]) -> dict | None:
+    """A layer's feature-visualisation record (None when absent): the picture size (the
+    atlas's input size), its mode and the optimisation settings; ``ValueError`` naming the
+    first bad field."""
+    if d is None:
+        return None
+    d = _dict(d, where, FEATURE_VIS_KEYS)
+    size = _pair(d["size"], f"{where}.size", 1, MAX_SIDE)
+    if size != tuple(input_size):
+        raise invalid(
+            f"{where}.size", f"expected the input size {list(input_size)}, got {list(size)}"
+        )
+    if d["mode"] not in ("RGB", "L"):
+        raise invalid(f"{where}.mode", f"expected 'RGB' or 'L', got {_short(d['mode'])}")
+    if d["transforms"] not in FEATURE_VIS_TRANSFORMS:
+        raise invalid(
+            f"{where}.transforms",
+            f"expected one of {list(FEATURE_VIS_TRANSFORMS)}, got {_short(d['transforms'])}",
+        )
+    if d["objective"] not in ("max", "mean"):
+        raise invalid(
+            f"{where}.objective", f"expected 'max' or 'mean', got {_short(d['objective'])}"
+        )
+    return {
+        "size": list(size),
+        "mode": d["mode"],
+        "steps": _int(d["steps"], f"{where}.steps", 1, 1 << 20),
+        "lr": _float(d["lr"], f"{where}.lr"),
+        "transforms": d["transforms"],
+        "seed": _int(d["seed"], f"{where}.seed", 0, (1 << 63) - 1),
+        "objective": d["objective"],
+    }
 
 
 @dataclass
@@ -827,14 +880,19 @@ class Store:
     def file(self, layer: str, channel: int) -> Path:
         return inside(self.root, self.images[layer].file(channel))
 
-    def read(self, layer: str, channel: int) -> bytes:
-        path = self.file(layer, channel)
+    def fv_file(self, layer: str, channel: int) -> Path:
+        return inside(self.root, self.images[layer].fv_file(channel))
+
+    def read(self, layer: str, channel: int, *, feature_vis: bool = False) -> bytes:
+        rec = self.images[layer]
+        path = inside(self.root, rec.fv_file(channel) if feature_vis else rec.file(channel))
         try:
             size = path.stat().st_size
         except FileNotFoundError as e:
             raise FileNotFoundError(
-                f"atlas: the tile of {layer!r} channel {channel} is missing ({os.fspath(path)!r}); "
-                "render the layer again with atlas.render([layer])"
+                f"atlas: the {'feature visualisation' if feature_vis else 'tile'} of {layer!r} "
+                f"channel {channel} is missing ({os.fspath(path)!r}); render the layer again "
+                "with atlas.render([layer])"
             ) from e
         if size > MAX_TILE_FILE:
             raise invalid(os.fspath(path), f"{size} bytes is more than a tile can hold")

@@ -8,6 +8,7 @@
 - :mod:`.occlusion` (+ :mod:`.incremental`), :mod:`.gradcam`, :mod:`.cam`: where the evidence is;
   :mod:`.attribution`: the maps of one image side by side (the Explorer's views).
 - :mod:`.filters`: first-layer filters, RMS renormalisation.
+- :mod:`.featurevis`: inputs optimised to excite units (Olah et al. 2017), many units per batch.
 - :mod:`.invariance`, :mod:`.correspondence`, :mod:`.embed`: Sec. 3.3, 4.2 and the codes.
 """
 
@@ -19,6 +20,7 @@ from .cam import Cam, cam
 from .capture import Capture, capture
 from .correspondence import Correspondence, correspondence
 from .embed import Embedding, embed
+from .featurevis import FeatureVis, feature_vis
 from .filters import (
     FilterStats,
     dead_filters,
@@ -38,6 +40,7 @@ __all__ = [
     "Capture",
     "Correspondence",
     "Embedding",
+    "FeatureVis",
     "FilterStats",
     "GradCam",
     "Invariance",
@@ -54,6 +57,7 @@ __all__ = [
     "deconv",
     "dominating_filters",
     "embed",
+    "feature_vis",
     "filter_rms",
     "filters",
     "grad_cam",

@@ -29,6 +29,7 @@ __all__ = [
     "check_images",
     "check_input_size",
     "dry_run",
+    "fixed_input_size",
     "last_called_conv",
     "layer_shapes",
     "one_image",
@@ -255,6 +256,24 @@ def _fixed_size(model: nn.Module, failed: DryRun, c: int, start: int) -> int | N
     return hi if features(hi) == want and _runs(model, 1, c, hi, hi) else None
 
 
+_LADDER = (16, 28, 32, 64, 75, 96, 128, 224, 227, 256, 299, 384, 512, 1024)
+
+
+def fixed_input_size(model: nn.Module, channels: int) -> int | None:
+    """The square size a model whose classifier takes one size (a flatten into an
+    ``nn.Linear``) needs, found on the meta device; ``None`` when a 224x224 input runs (or
+    when no size can be found: a model that cannot run on meta)."""
+    run = dry_run(model, (1, channels, 224, 224))
+    if run.ok:
+        return None
+    working = [s for s in _LADDER if _runs(model, 1, channels, s, s)]
+    if working and working[-1] != _LADDER[-1]:
+        return working[0]
+    if working:
+        return None
+    return _fixed_size(model, run, channels, 224)
+
+
 def check_input_size(model: nn.Module, shape: tuple[int, ...], *, name: str = "x") -> None:
     """Refuse an image size the network cannot take, before any work.
 
@@ -269,7 +288,7 @@ def check_input_size(model: nn.Module, shape: tuple[int, ...], *, name: str = "x
     run = dry_run(model, (1, c, h, w))
     if run.ok:
         return
-    ladder = sorted({16, 28, 32, 64, 75, 96, 128, 224, 227, 256, 299, 384, 512, 1024, max(h, w)})
+    ladder = sorted({*_LADDER, max(h, w)})
     working = [s for s in ladder if _runs(model, 1, c, s, s)]
     if not working:
         # A head that takes one size off the ladder (a Linear after a flatten at 20x20)

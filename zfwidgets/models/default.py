@@ -56,6 +56,10 @@ class ZFNetSmall(nn.Module):
     Input (N, in_channels, 28, 28); output (N, num_classes) logits.
     """
 
+    #: The image size the network is built for (read by :func:`zfwidgets.feature_vis`;
+    #: other sizes run too, thanks to the adaptive pool).
+    input_size: tuple[int, int] = (28, 28)
+
     def __init__(
         self,
         num_classes: int = 10,

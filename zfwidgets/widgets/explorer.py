@@ -143,6 +143,14 @@ class Explorer(w.VBox):
         Add the "Grad-CAM", "saliency", "guided backprop" and "deconvnet" views (docs/method.md
         Sec. 2 and 4) to the occlusion widget: the three projections are of the selected unit
         when a feature map is selected, else of the predicted class score.
+    feature_vis : bool or dict
+        Show the selected map's feature visualisation (docs/method.md, "Feature
+        visualisation": the input its channel responds to most, :func:`zfwidgets.feature_vis`
+        at the images' size) beside its two projections. Computed once per (layer, channel)
+        in the background (progress in the unit view's caption; a newer selection cancels
+        it), kept for the session, or read from the atlas when it stores them
+        (``atlas.render(feature_vis=True)``). A dict sets some of ``steps``, ``lr``,
+        ``transforms``, ``seed``, ``objective``; ``False`` leaves it out.
 
     Examples
     --------
@@ -166,9 +174,16 @@ class Explorer(w.VBox):
         occlusion: bool = True,
         attributions: Mapping[str, Any] | None = None,
         attribution_views: bool = True,
+        feature_vis: bool | Mapping[str, Any] = True,
         max_images: int = 32,
         **kwargs: Any,
     ) -> None:
+        from ..atlas.render import check_feature_vis
+
+        #: the settings of the unit view's feature visualisations (None: not shown)
+        self._fv = check_feature_vis(
+            dict(feature_vis) if isinstance(feature_vis, Mapping) else feature_vis
+        )
         default = None
         if model is None:
             from ..data import load_default, load_default_atlas
@@ -227,6 +242,15 @@ class Explorer(w.VBox):
         self.index = 0
         self._runner = Runner(f"zfwidgets.Explorer-{id(self):x}")
         self._need_full = True  # the image changed: Grad-CAM and Captum views are due too
+        # the unit view's feature visualisations: their own runner (a click's projections must
+        # not cancel them, nor they the projections), (layer, channel) -> display tile
+        self._fv_runner = Runner(
+            f"zfwidgets.Explorer-fv-{id(self):x}", on_progress=self._fv_progress
+        )
+        self._fv_cache: dict[tuple[str, int], torch.Tensor] = {}
+        self._fv_failed: set[tuple[str, int]] = set()  # not asked again (the note says why)
+        self._fv_note = ""
+        self._unit_shown: tuple[torch.Tensor, str, int | None, dict] | None = None
 
         self.status = w.Label("")
         self.strip = Gallery(
@@ -501,9 +525,10 @@ class Explorer(w.VBox):
         self._request_views()
 
     def close(self) -> None:
-        runner = getattr(self, "_runner", None)  # None when __init__ failed early
-        if runner is not None:
-            runner.close()
+        for name in ("_runner", "_fv_runner"):
+            runner = getattr(self, name, None)  # None when __init__ failed early
+            if runner is not None:
+                runner.close()
         super().close()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -518,7 +543,8 @@ class Explorer(w.VBox):
                 ok = False
             except RuntimeError:
                 pass  # shown in the widget
-        return self._runner.join(timeout) and ok
+        ok = self._runner.join(timeout) and ok
+        return self._fv_runner.join(timeout) and ok
 
     # -- the unit view and the attribution views in the occlusion widget -------------------
     def attribution_maps(self, *, unit_only: bool = False) -> dict[str, torch.Tensor]:
@@ -604,20 +630,95 @@ class Explorer(w.VBox):
         """The image beside the projections of the selected map's strongest unit (tiles and
         caption in one message, so the front end never shows one without the other)."""
         image = self._display(x)
+        self._unit_shown = (x, layer, c, projections)
         if c is None or not {"deconv", "guided"} <= projections.keys():
             with self.unit.hold_sync():
                 self.unit.set_images(image, ["image"])
                 self.unit.caption = _UNIT_HINT
             return
-        tiles = torch.cat(
-            [
-                image,
-                fit_channels(contrast_normalize(projections["deconv"])),
-                fit_channels(contrast_normalize(projections["guided"])),
-            ]
+        parts = [
+            image,
+            fit_channels(contrast_normalize(projections["deconv"])),
+            fit_channels(contrast_normalize(projections["guided"])),
+        ]
+        names = ["image", "deconvnet (Zeiler & Fergus)", "guided backprop"]
+        caption = (
+            f"{layer} · channel {c}: its strongest unit in this image, projected to pixel space"
         )
+        if self._fv is not None:
+            key = (layer, c)
+            if key not in self._fv_cache and key not in self._fv_failed:
+                self._request_fv(layer, c, tuple(x.shape[-2:]))  # stored: cached at once
+            fv = self._fv_cache.get(key)
+            if fv is not None and fv.shape[1:] == parts[1].shape[1:]:
+                parts.append(fv.to(parts[1].device))
+                names.append("feature visualisation")
+                self._fv_note = ""
+        if self._fv_note:
+            caption += f" · {self._fv_note}"
         with self.unit.hold_sync():
-            self.unit.set_images(tiles, ["image", "deconvnet (Zeiler & Fergus)", "guided backprop"])
-            self.unit.caption = (
-                f"{layer} · channel {c}: its strongest unit in this image, projected to pixel space"
+            self.unit.set_images(torch.cat(parts), names)
+            self.unit.caption = caption
+
+    # -- the unit view's feature visualisation ----------------------------------------------
+    def _request_fv(self, layer: str, c: int, size: tuple[int, int]) -> None:
+        """The feature visualisation of (layer, c): from the atlas when it stores one, else
+        computed through the feature-visualisation runner (a newer request cancels it)."""
+        atlas = self.atlas
+        if (
+            atlas is not None
+            and layer in atlas.layers
+            and hasattr(atlas, "has_feature_vis")
+            and atlas.has_feature_vis(layer)
+            and tuple(atlas.input_size) == size
+        ):
+            try:
+                px = torch.from_numpy(atlas.feature_vis_image(layer, c))
+                tile = (px.float() / 255).reshape(*px.shape[:2], -1).permute(2, 0, 1)
+                self._fv_cache[(layer, c)] = fit_channels(tile.unsqueeze(0))
+                self._fv_note = ""
+                return
+            except (ValueError, OSError) as exc:  # a missing or damaged file: compute it
+                self._fv_note = f"stored feature visualisation unreadable ({exc}); computing"
+        settings = dict(self._fv)
+        mean, std = self._mean, self._std
+        self._fv_note = "feature visualisation: 0%"
+
+        def work(job: Job) -> torch.Tensor:
+            from ..engine.featurevis import feature_vis
+
+            out = feature_vis(
+                module_tree_copy(self.model),
+                layer,
+                [c],
+                size=size,
+                mean=mean,
+                std=std,
+                progress=job.progress,
+                **settings,
             )
+            return fit_channels(out.images)
+
+        def apply(tile: torch.Tensor) -> None:
+            self._fv_cache[(layer, c)] = tile
+            self._fv_note = ""
+            self._reshow_unit()
+
+        def error(exc: BaseException) -> None:
+            self._fv_failed.add((layer, c))
+            self._fv_note = f"feature visualisation failed: {type(exc).__name__}: {exc}"
+            self._reshow_unit()
+
+        self._fv_runner.submit(work, apply, error=error, key=(layer, c))
+
+    def _fv_progress(self, fraction: float) -> None:
+        self._fv_note = f"feature visualisation: {round(100 * fraction)}%"
+        shown = self._unit_shown
+        if shown is not None and shown[2] is not None:
+            base = self.unit.caption.split(" · feature visualisation")[0]
+            self.unit.caption = f"{base} · {self._fv_note}"
+
+    def _reshow_unit(self) -> None:
+        shown = self._unit_shown
+        if shown is not None and (shown[1], shown[2]) == (self.grid.layer, self.grid.channel):
+            self._show_unit(*shown)
