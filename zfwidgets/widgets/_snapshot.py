@@ -178,7 +178,9 @@ _DESCRIBE: dict[str, Describer] = {
         f"Explorer(layer={w.grid.layer!r}, channel={w.grid.channel!r}, image={w.index!r})"
     ),
     "MonitorView": lambda w: f"MonitorView(run={_run_name(w)!r})",
-    "InvarianceCurves": lambda w: f"InvarianceCurves(transform={w.result.transform!r}, image={w.selector.label!r})",
+    "InvarianceCurves": lambda w: (
+        f"InvarianceCurves(transform={w.result.transform!r}, image={w.selector.label!r})"
+    ),
     "EmbeddingView": lambda w: f"EmbeddingView(points={_points(w)})",
     "CorrespondenceTable": lambda w: (
         f"CorrespondenceTable(parts={len(w.result.score)}, layers={list(w.result.layers)!r})"
