@@ -44,6 +44,7 @@ __all__ = [
     "bar_chart",
     "blank",
     "clean",
+    "draw_text",
     "colorbar",
     "fit_scale",
     "fmt",
@@ -58,6 +59,7 @@ __all__ = [
     "scaled",
     "stack",
     "text_block",
+    "text_length",
 ]
 
 #: The colours of ``js/style.css`` (``--zf-fg``, ``--zf-muted``, ...).
@@ -87,6 +89,56 @@ _SUBSTITUTES = str.maketrans(
 def clean(text: object) -> str:
     """``text`` as a string the default font can draw (a few symbols replaced)."""
     return str(text).translate(_SUBSTITUTES)
+
+
+@functools.lru_cache(maxsize=4096)
+def _glyph(size: int, ch: str) -> tuple[Image.Image | None, int, int, float]:
+    """One character rendered once: (coverage mask or None, x and y offset from the pen
+    position at the ascender line, advance)."""
+    f = font(size)
+    advance = f.getlength(ch)
+    x0, y0, x1, y1 = f.getbbox(ch)
+    if x1 <= x0 or y1 <= y0:
+        return None, 0, 0, advance
+    mask = Image.new("L", (x1 - x0, y1 - y0), 0)
+    ImageDraw.Draw(mask).text((-x0, -y0), ch, font=f, fill=255)
+    return mask, x0, y0, advance
+
+
+def text_length(text: str, size: int = 12) -> float:
+    """Width in pixels of ``text`` (already :func:`clean`) drawn by :func:`draw_text`."""
+    return sum(_glyph(size, ch)[3] for ch in text)
+
+
+def draw_text(
+    image: Image.Image,
+    xy: tuple[float, float],
+    text: object,
+    *,
+    size: int = 12,
+    fill: Color = FG,
+    anchor: str = "la",
+) -> None:
+    """Draw one line of text in place, from a cache of rendered glyphs (drawing a line costs a
+    paste per character, not a FreeType layout and render).
+
+    ``anchor`` as Pillow's: horizontal ``l`` / ``m`` / ``r``, vertical ``a`` (top of the
+    ascender) / ``m`` (middle) / ``d`` (bottom of the descender).
+    """
+    line = clean(text)
+    x, y = xy
+    h, v = anchor[0], anchor[1]
+    if h != "l":
+        w = text_length(line, size)
+        x -= w / 2 if h == "m" else w
+    if v != "a":
+        ascent, descent = font(size).getmetrics()
+        y -= (ascent + descent) / 2 if v == "m" else ascent + descent
+    for ch in line:
+        mask, ox, oy, advance = _glyph(size, ch)
+        if mask is not None:
+            image.paste(fill, (round(x + ox), round(y + oy)), mask)
+        x += advance
 
 
 def fmt(v: float) -> str:
@@ -166,16 +218,16 @@ def scaled(image: Image.Image, scale: float) -> Image.Image:
     return image.resize((w, h), Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BOX)
 
 
-def _wrap(text: str, width: int | None, f) -> list[str]:
+def _wrap(text: str, width: int | None, size: int) -> list[str]:
     lines: list[str] = []
     for para in str(text).splitlines() or [""]:
-        if width is None or f.getlength(para) <= width:
+        if width is None or text_length(para, size) <= width:
             lines.append(para)
             continue
         line = ""
         for word in para.split(" "):
             trial = f"{line} {word}" if line else word
-            if line and f.getlength(trial) > width:
+            if line and text_length(trial, size) > width:
                 lines.append(line)
                 line = word
             else:
@@ -197,34 +249,32 @@ def text_block(
     """Text as an image: wrapped to ``width`` pixels (one line per paragraph when None), at
     most ``max_lines`` lines (the last one ends with an ellipsis when cut); ``shrink``: no
     wider than its longest line."""
-    f = font(size)
-    lines = _wrap(clean(text), width, f)
+    lines = _wrap(clean(text), width, size)
     if len(lines) > max_lines:
         lines = lines[:max_lines]
         lines[-1] = lines[-1] + " …"
-    lengths = [f.getlength(s) for s in lines]
+    lengths = [text_length(s, size) for s in lines]
     if width is not None:
-        lines = [_clip(s, width, f) if n > width else s for s, n in zip(lines, lengths)]
+        lines = [_clip(s, width, size) if n > width else s for s, n in zip(lines, lengths)]
         lengths = [min(n, width) for n in lengths]
     line_h = size + max(2, size // 3)
     natural = int(max(lengths, default=1)) + 2
     w = natural if width is None else (min(width, natural) if shrink else width)
     im = blank(w, line_h * len(lines) + 2)
-    d = ImageDraw.Draw(im)
     for i, line in enumerate(lines):
-        d.text((0, i * line_h), line, fill=color, font=f)
+        draw_text(im, (0, i * line_h), line, size=size, fill=color)
         if bold:
-            d.text((1, i * line_h), line, fill=color, font=f)
+            draw_text(im, (1, i * line_h), line, size=size, fill=color)
     return im
 
 
-def _clip(line: str, width: int, f) -> str:
-    if f.getlength(line) <= width:
+def _clip(line: str, width: int, size: int) -> str:
+    if text_length(line, size) <= width:
         return line
     lo, hi = 0, len(line)  # the longest prefix that fits with the ellipsis
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if f.getlength(line[:mid] + "…") <= width:
+        if text_length(line[:mid] + "…", size) <= width:
             lo = mid
         else:
             hi = mid - 1
@@ -357,7 +407,6 @@ def line_chart(
     """Lines on up to two y axes (left, right) over one x axis, with ticks and a legend."""
     im = blank(width, height)
     d = ImageDraw.Draw(im)
-    f = font(11)
     left, right, top, bottom = 50, 50, 26, 36
     pw, ph = width - left - right, height - top - bottom
     xs = [float(v) for s in series for v in s.x]
@@ -382,7 +431,7 @@ def line_chart(
     for t in _ticks(x0, x1):
         px = left + (t - x0) / (x1 - x0) * pw
         d.line((px, top + ph, px, top + ph + 3), fill=MUTED)
-        d.text((px, top + ph + 5), fmt(t), fill=MUTED, font=f, anchor="ma")
+        draw_text(im, (px, top + ph + 5), fmt(t), size=11, fill=MUTED, anchor="ma")
     for axis, (lo, hi, used) in enumerate(ranges):
         if not used:
             continue
@@ -390,15 +439,15 @@ def line_chart(
             py = top + ph - (t - lo) / (hi - lo) * ph
             if axis == 0:
                 d.line((left, py, left + pw, py), fill=(238, 240, 242))
-                d.text((left - 4, py), fmt(t), fill=MUTED, font=f, anchor="rm")
+                draw_text(im, (left - 4, py), fmt(t), size=11, fill=MUTED, anchor="rm")
             else:
-                d.text((left + pw + 4, py), fmt(t), fill=MUTED, font=f, anchor="lm")
+                draw_text(im, (left + pw + 4, py), fmt(t), size=11, fill=MUTED, anchor="lm")
         name = ylabels[axis]
         if name:
             lab = text_block(name, size=11, color=MUTED).rotate(90, expand=True)
             im.paste(lab, (2 if axis == 0 else width - lab.width - 2, top + (ph - lab.height) // 2))
     if xlabel:
-        d.text((left + pw / 2, height - 2), clean(xlabel), fill=MUTED, font=f, anchor="md")
+        draw_text(im, (left + pw / 2, height - 2), xlabel, size=11, fill=MUTED, anchor="md")
     for s in series:
         lo, hi, _ = ranges[s.axis]
         color = s.color if not s.faint else tuple(int(c + (255 - c) * 0.75) for c in s.color)
@@ -427,8 +476,8 @@ def line_chart(
         if not s.label:
             continue
         d.line((x, 10, x + 16, 10), fill=s.color, width=2)
-        d.text((x + 20, 10), clean(s.label), fill=FG, font=f, anchor="lm")
-        x += 28 + int(f.getlength(s.label))
+        draw_text(im, (x + 20, 10), s.label, size=11, fill=FG, anchor="lm")
+        x += 28 + int(text_length(clean(s.label), 11))
     return im
 
 
@@ -440,29 +489,22 @@ def bar_chart(
     color: Color = SELECT,
 ) -> Image.Image:
     """Horizontal bars in [0, 1] with their label on the left and percentage on the right."""
-    f = font(12)
     row = 20
-    label_w = min(width // 2, max((int(f.getlength(str(s))) for s in labels), default=0) + 8)
+    label_w = min(width // 2, max((int(text_length(clean(s))) for s in labels), default=0) + 8)
     value_w = 56
     bar_w = max(10, width - label_w - value_w)
     im = blank(width, row * max(1, len(labels)))
     d = ImageDraw.Draw(im)
     for i, (name, v) in enumerate(zip(labels, values)):
         y = i * row
-        d.text(
-            (label_w - 6, y + row // 2),
-            _clip(clean(name), label_w - 8, f),
-            fill=FG,
-            font=f,
-            anchor="rm",
-        )
+        draw_text(im, (label_w - 6, y + row // 2), _clip(clean(name), label_w - 8, 12), anchor="rm")
         d.rectangle((label_w, y + 4, label_w + bar_w - 1, y + row - 5), fill=(241, 243, 245))
         frac = min(max(float(v), 0.0), 1.0) if math.isfinite(float(v)) else 0.0
         if frac > 0:
             d.rectangle(
                 (label_w, y + 4, label_w + max(1, round(frac * bar_w)) - 1, y + row - 5), fill=color
             )
-        d.text((label_w + bar_w + 6, y + row // 2), fmt_percent(v), fill=FG, font=f, anchor="lm")
+        draw_text(im, (label_w + bar_w + 6, y + row // 2), fmt_percent(v), fill=FG, anchor="lm")
     return im
 
 

@@ -343,9 +343,8 @@ def _evolution(w: Any) -> Image.Image:
     width = 420
     im = P.blank(width, 28)
     d = ImageDraw.Draw(im)
-    f = P.font(12)
-    d.text((0, 14), P.clean(w.description), fill=P.MUTED, font=f, anchor="lm")
-    x0 = int(f.getlength(w.description)) + 12
+    P.draw_text(im, (0, 14), w.description, fill=P.MUTED, anchor="lm")
+    x0 = int(P.text_length(P.clean(w.description))) + 12
     x1 = x0 + 200
     d.line((x0, 14, x1, 14), fill=P.LINE, width=4)
     frac = w.index / (n - 1) if n > 1 else 0.0
@@ -353,9 +352,7 @@ def _evolution(w: Any) -> Image.Image:
     d.line((x0, 14, cx, 14), fill=P.SELECT, width=4)
     d.ellipse((cx - 7, 7, cx + 7, 21), fill=P.SELECT)
     label = w.labels[w.index] if 0 <= w.index < n else ""
-    d.text(
-        (x1 + 12, 14), P.clean(f"{label}  ({w.index + 1} / {n})"), fill=P.FG, font=f, anchor="lm"
-    )
+    P.draw_text(im, (x1 + 12, 14), f"{label}  ({w.index + 1} / {n})", anchor="lm")
     return im
 
 
@@ -587,13 +584,12 @@ def _bar(title: str, cmap: str, lo: float, hi: float, baseline: float | None) ->
 def _legend(
     title: str, items: list[tuple[tuple[int, int, int], str]], more: int, width: int
 ) -> Image.Image:
-    f = P.font(11)
     rows: list[Image.Image] = []
     line: list[Image.Image] = []
     used = 0
     for color, text in items + ([] if not more else [(None, f"+{more} more")]):
         sw = 12 if color is not None else 0
-        tw = int(f.getlength(text)) + sw + 18
+        tw = int(P.text_length(P.clean(text), 11)) + sw + 18
         if line and used + tw > width:
             rows.append(P.stack(line, direction="h", gap=0))
             line, used = [], 0
@@ -601,7 +597,7 @@ def _legend(
         d = ImageDraw.Draw(im)
         if color is not None:
             d.rectangle((0, 2, 11, 13), fill=color)
-        d.text((sw + 4, 8), P.clean(text), fill=P.FG, font=f, anchor="lm")
+        P.draw_text(im, (sw + 4, 8), text, size=11, fill=P.FG, anchor="lm")
         line.append(im)
         used += tw
     if line:
@@ -760,7 +756,6 @@ def _num(v: float) -> str:
 @register("CorrespondenceTable")
 def _correspondence(w: Any) -> Image.Image:
     r = w.result
-    f = P.font(12)
     header = ["part"] + [f"{layer}: score | random ± std" for layer in r.layers]
     rows = []
     bold = []
@@ -777,7 +772,7 @@ def _correspondence(w: Any) -> Image.Image:
         rows.append(cells)
         bold.append(marks)
     widths = [
-        max(int(f.getlength(str(row[c]))) for row in [header, *rows]) + 20
+        max(int(P.text_length(P.clean(row[c]))) for row in [header, *rows]) + 20
         for c in range(len(header))
     ]
     line_h = 20
@@ -789,12 +784,8 @@ def _correspondence(w: Any) -> Image.Image:
         for ci, cell in enumerate(row):
             if ri > 0 and bold[ri - 1][ci]:
                 d.rectangle((x, y, x + widths[ci] - 1, y + line_h - 1), fill=(232, 244, 232))
-            d.text(
-                (x + 10, y + line_h // 2),
-                P.clean(cell),
-                fill=P.FG if ri else P.MUTED,
-                font=f,
-                anchor="lm",
+            P.draw_text(
+                im, (x + 10, y + line_h // 2), cell, fill=P.FG if ri else P.MUTED, anchor="lm"
             )
             x += widths[ci]
         d.line(
