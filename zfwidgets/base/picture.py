@@ -141,13 +141,19 @@ def draw_text(
         x += advance
 
 
+def _exp(v: float, digits: int) -> str:
+    """JavaScript's ``v.toExponential(digits)``: ``1.00e-4``, ``1.23e+5``."""
+    mantissa, exponent = f"{v:.{digits}e}".split("e")
+    return f"{mantissa}e{int(exponent):+d}"
+
+
 def fmt(v: float) -> str:
     """A number as ``js/lib/dom.js`` ``fmt`` writes it (4 significant digits)."""
     v = float(v)
     if not math.isfinite(v):
         return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
     if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
-        return f"{v:.2e}"
+        return _exp(v, 2)
     return f"{float(f'{v:.4g}'):g}"
 
 
@@ -157,7 +163,7 @@ def fmt_value(v: float) -> str:
     if not math.isfinite(v) or v == 0:
         return fmt(v) if not math.isfinite(v) else "0"
     if abs(v) >= 1e5 or abs(v) < 1e-3:
-        return f"{v:.2e}"
+        return _exp(v, 2)
     return f"{float(f'{v:.3g}'):g}"
 
 
@@ -167,7 +173,7 @@ def fmt_percent(p: float) -> str:
     if not math.isfinite(v):
         return str(p)
     if v != 0 and abs(v) < 0.01:
-        return f"{v:.1e}%"
+        return f"{_exp(v, 1)}%"
     if abs(v) < 1:
         return f"{float(f'{v:.2g}'):g}%"
     return f"{v:.1f}%"
