@@ -36,8 +36,8 @@ import ipywidgets as W
 from IPython.display import display
 import zfwidgets as zf
 from zfwidgets.data import load_default_atlas
-from zfwidgets.widgets import (EvolutionSlider, Explorer, FilterGrid, Gallery, LayerGrid,
-    OcclusionMap, Predictions, TopNine)
+from zfwidgets.widgets import (CorrespondenceTable, EmbeddingView, EvolutionSlider, Explorer,
+    FilterGrid, Gallery, InvarianceCurves, LayerGrid, OcclusionMap, Predictions, TopNine)
 torch.manual_seed(0)
 torch.set_num_threads(1)
 d = zf.load_default()
@@ -61,6 +61,12 @@ BUILD = {
     "EvolutionSlider": lambda: EvolutionSlider([d.model.state_dict()] * 4,
                                                labels=[f"epoch {i}" for i in range(4)]),
     "Explorer": lambda: Explorer(),
+    "InvarianceCurves": lambda: InvarianceCurves(d.model, x[:4], transform="rotate", target=y[:4],
+                                                 classes=d.classes, **kw),
+    "EmbeddingView": lambda: EmbeddingView(d.model, d.images, method="pca", classes=d.classes,
+                                           **kw),
+    "CorrespondenceTable": lambda: CorrespondenceTable(zf.correspondence(
+        d.model, x[y == 7][:5], {"top": (0, 0, 14, 28), "bottom": (14, 0, 28, 28)}, n_random=3)),
 }
 shown = {"w": None}
 out = W.Output()
@@ -91,7 +97,7 @@ box = W.VBox([W.HBox(buttons), result, out])
 box.add_class("zf-bench")
 box"""
 
-#: The element that is there once each widget has drawn its state.
+#: Elements that are all there once each widget has drawn its state (comma: each part).
 DRAWN = {
     "LayerGrid": ".zf-layer-grid canvas.zf-atlas[data-draws]",
     "TopNine": ".zf-top-nine canvas[data-draws]",
@@ -101,6 +107,9 @@ DRAWN = {
     "Predictions": ".zf-predictions .zf-pred-bar",
     "EvolutionSlider": ".zf-evolution input.zf-slider",
     "Explorer": ".zf-top-nine canvas[data-draws], .zf-occlusion canvas.zf-occ-heat[data-draws]",
+    "InvarianceCurves": ".zf-gallery canvas.zf-atlas[data-draws], .js-plotly-plot .legendtext",
+    "EmbeddingView": ".zf-gallery canvas.zf-atlas[data-draws], .js-plotly-plot .legendtext",
+    "CorrespondenceTable": "table.zf-correspondence td.zf-score",
 }
 
 FIRST_DRAW = """async ([name, selector, ms]) => {
@@ -108,11 +117,11 @@ FIRST_DRAW = """async ([name, selector, ms]) => {
   const out = root.lastElementChild;
   const result = root.querySelector('.zf-result');
   const before = result.textContent;
-  const wanted = selector.split(',').length;
+  const parts = selector.split(',');
   const t0 = performance.now();
   root.querySelector('.zf-go-' + name).click();
   while (true) {
-    const drawn = out.querySelectorAll(selector).length >= wanted;
+    const drawn = parts.every((part) => out.querySelector(part));
     if (drawn && result.textContent !== before && result.textContent.includes(name)) break;
     if (performance.now() - t0 > ms) throw new Error('timed out: ' + name);
     await new Promise((r) => requestAnimationFrame(r));
@@ -194,6 +203,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--kernel-only", action="store_true")
+    p.add_argument("--device", default="cpu", help="ignored: pictures are drawn on the CPU")
     args = p.parse_args()
     n = 2 if args.quick else 5
 

@@ -92,8 +92,8 @@ def clean(text: object) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _glyph(size: int, ch: str) -> tuple[Image.Image | None, int, int, float]:
-    """One character rendered once: (coverage mask or None, x and y offset from the pen
+def _glyph(size: int, ch: str) -> tuple[np.ndarray | None, int, int, float]:
+    """One character rendered once: (uint8 coverage mask or None, x and y offset from the pen
     position at the ascender line, advance)."""
     f = font(size)
     advance = f.getlength(ch)
@@ -102,11 +102,13 @@ def _glyph(size: int, ch: str) -> tuple[Image.Image | None, int, int, float]:
         return None, 0, 0, advance
     mask = Image.new("L", (x1 - x0, y1 - y0), 0)
     ImageDraw.Draw(mask).text((-x0, -y0), ch, font=f, fill=255)
-    return mask, x0, y0, advance
+    return np.asarray(mask), x0, y0, advance
 
 
+@functools.lru_cache(maxsize=4096)
 def text_length(text: str, size: int = 12) -> float:
-    """Width in pixels of ``text`` (already :func:`clean`) drawn by :func:`draw_text`."""
+    """Width in pixels of ``text`` (already :func:`clean`) drawn by :func:`draw_text`: the sum
+    of its characters' advances (no kerning, so widths add up)."""
     return sum(_glyph(size, ch)[3] for ch in text)
 
 
@@ -119,26 +121,38 @@ def draw_text(
     fill: Color = FG,
     anchor: str = "la",
 ) -> None:
-    """Draw one line of text in place, from a cache of rendered glyphs (drawing a line costs a
-    paste per character, not a FreeType layout and render).
+    """Draw one line of text in place, from a cache of rendered glyphs: the line's coverage
+    is put together from the cached glyph masks with numpy and pasted once (no FreeType
+    layout or rendering per line).
 
     ``anchor`` as Pillow's: horizontal ``l`` / ``m`` / ``r``, vertical ``a`` (top of the
     ascender) / ``m`` (middle) / ``d`` (bottom of the descender).
     """
     line = clean(text)
+    if not line:
+        return
     x, y = xy
-    h, v = anchor[0], anchor[1]
-    if h != "l":
-        w = text_length(line, size)
-        x -= w / 2 if h == "m" else w
-    if v != "a":
-        ascent, descent = font(size).getmetrics()
-        y -= (ascent + descent) / 2 if v == "m" else ascent + descent
-    for ch in line:
-        mask, ox, oy, advance = _glyph(size, ch)
+    width = text_length(line, size)
+    ascent, descent = font(size).getmetrics()
+    if anchor[0] != "l":
+        x -= width / 2 if anchor[0] == "m" else width
+    if anchor[1] != "a":
+        y -= (ascent + descent) / 2 if anchor[1] == "m" else ascent + descent
+    glyphs = [_glyph(size, ch) for ch in line]
+    left = min(0, *(ox for _, ox, _, _ in glyphs))
+    w = int(math.ceil(width)) - left + size
+    h = ascent + descent + size // 2
+    cover = np.zeros((h, w), np.uint8)
+    pen = -left
+    for mask, ox, oy, advance in glyphs:
         if mask is not None:
-            image.paste(fill, (round(x + ox), round(y + oy)), mask)
-        x += advance
+            gx, gy = round(pen + ox), max(0, oy)
+            gh, gw = min(mask.shape[0], h - gy), min(mask.shape[1], w - gx)
+            if gh > 0 and gw > 0:
+                region = cover[gy : gy + gh, gx : gx + gw]
+                np.maximum(region, mask[:gh, :gw], out=region)
+        pen += advance
+    image.paste(fill, (round(x + left), round(y)), Image.fromarray(cover))
 
 
 def _exp(v: float, digits: int) -> str:
@@ -198,6 +212,8 @@ def rgba_image(array: np.ndarray) -> Image.Image:
         raise ValueError(f"array: expected (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
     if a.shape[2] == 3:
         return Image.fromarray(np.ascontiguousarray(a))
+    if a[:, :, 3].min() == 255:  # opaque: no blending
+        return Image.fromarray(np.ascontiguousarray(a[:, :, :3]))
     alpha = a[:, :, 3:4].astype(np.uint16)
     rgb = (a[:, :, :3].astype(np.uint16) * alpha + 255 * (255 - alpha) + 127) // 255
     return Image.fromarray(rgb.astype(np.uint8))
@@ -226,18 +242,21 @@ def scaled(image: Image.Image, scale: float) -> Image.Image:
 
 def _wrap(text: str, width: int | None, size: int) -> list[str]:
     lines: list[str] = []
+    space = text_length(" ", size)
     for para in str(text).splitlines() or [""]:
         if width is None or text_length(para, size) <= width:
             lines.append(para)
             continue
-        line = ""
+        line, used = "", 0.0
         for word in para.split(" "):
-            trial = f"{line} {word}" if line else word
-            if line and text_length(trial, size) > width:
+            n = text_length(word, size)
+            if line and used + space + n > width:
                 lines.append(line)
-                line = word
+                line, used = word, n
+            elif line:
+                line, used = f"{line} {word}", used + space + n
             else:
-                line = trial
+                line, used = word, n
         lines.append(line)
     return lines
 
@@ -301,6 +320,8 @@ def stack(
     ims = [p for p in parts if p is not None]
     if not ims:
         return blank(1, 1)
+    if len(ims) == 1:
+        return ims[0]
     if direction == "v":
         w = max(p.width for p in ims)
         h = sum(p.height for p in ims) + gap * (len(ims) - 1)
@@ -521,7 +542,7 @@ def png(image: Image.Image) -> bytes:
     The pictures are mostly flat colour, where PNG's per-row filter search buys nothing
     (the files come out the same size) and costs more than half of Pillow's encoding time.
     """
-    a = np.asarray(image.convert("RGB"))
+    a = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     h, w = a.shape[:2]
     rows = np.empty((h, 1 + 3 * w), np.uint8)
     rows[:, 0] = 0  # filter type 0 (none) on every row
@@ -537,7 +558,7 @@ def png(image: Image.Image) -> bytes:
         (
             b"\x89PNG\r\n\x1a\n",
             chunk(b"IHDR", header),
-            chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)),
+            chunk(b"IDAT", zlib.compress(rows, 1)),  # rows: a C-contiguous buffer
             chunk(b"IEND", b""),
         )
     )
