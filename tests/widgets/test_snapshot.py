@@ -293,3 +293,32 @@ def test_executed_notebook_stores_the_picture(tmp_path):
     png = base64.b64decode(out["data"]["image/png"])
     assert decode_image(png, formats=("png",)).shape[1] > 60
     assert VIEW in out["data"] and out["data"]["text/plain"].startswith("Gallery(")
+
+
+def test_other_pictures_follow_their_state(widgets, batch):
+    x, _ = batch
+    ev = widgets["EvolutionSlider"]
+    first = ev.snapshot()
+    ev.index = 1
+    assert ev.snapshot() != first
+    ev.index = 0
+    assert ev.snapshot() == first
+
+    pred = widgets["Predictions"]
+    before = pred.snapshot()
+    pred.set_image(x[1])
+    pred.wait()
+    assert pred.labels and pred.snapshot() != before
+
+    ov = widgets["LayerOverview"]
+    before = ov.snapshot()
+    ov.selected = ov.frame["units"][0]
+    assert np.all(_pixels(ov) == (25, 113, 194), axis=-1).sum() > 10  # the selection box
+    ov.selected = None
+    assert ov.snapshot() == before
+
+    e = widgets["Explorer"]  # the composite follows its parts
+    before = e.snapshot()
+    e.grid.channel = 1
+    e.wait()
+    assert e.snapshot() != before
