@@ -23,6 +23,7 @@ import anywidget
 from ..base.codec import get_transport, inline_payloads, is_payload, to_base64
 from ..base.static import built, bundle_path
 from ._jobs import start_worker
+from ._snapshot import Pictured
 
 __all__ = ["NO_BUFFERS", "ZFWidget", "bundle_path", "start_worker"]
 
@@ -43,9 +44,12 @@ def _holds_payload(value: object) -> bool:
     return False
 
 
-class ZFWidget(anywidget.AnyWidget):
+class ZFWidget(Pictured, anywidget.AnyWidget):
     """Base class: ``zfwidgets/static/<_bundle>`` as the widget's ES module, ``style.css`` as
     its stylesheet.
+
+    Its display bundle carries a PNG picture of the state shown besides the live view, for
+    front ends without a kernel (``widgets/_snapshot.py``); :meth:`snapshot` returns it.
 
     Each subclass gets ``_esm`` and ``_css`` as :class:`pathlib.Path` class attributes, which
     anywidget reads (and reloads under ``ANYWIDGET_HMR=1``) itself. A bundle missing at import

@@ -10,6 +10,7 @@ from typing import Any
 import ipywidgets as W
 
 from ..engine.correspondence import Correspondence
+from ._snapshot import Pictured
 
 __all__ = ["CorrespondenceTable", "correspondence_html"]
 
@@ -68,7 +69,7 @@ def correspondence_html(result: Correspondence, caption: str | None = None) -> s
     )
 
 
-class CorrespondenceTable(W.HTML):
+class CorrespondenceTable(Pictured, W.HTML):
     """Table 1 of the paper for a :class:`zfwidgets.Correspondence` result.
 
     Parameters

@@ -21,6 +21,7 @@ from torch import nn
 from ..base.images import display_image
 from ..base.source import ImageSource
 from ..engine.embed import Embedding, embed
+from ._snapshot import Pictured
 from .gallery import Gallery
 
 __all__ = ["EmbeddingView"]
@@ -101,7 +102,7 @@ def embedding_figure(emb: Embedding, classes: Sequence[str] | None = None):
     return fig
 
 
-class EmbeddingView(W.HBox):
+class EmbeddingView(Pictured, W.HBox):
     """The codes of a layer embedded in 2-d, coloured by class, with the hovered image beside.
 
     Parameters

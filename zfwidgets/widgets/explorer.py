@@ -38,6 +38,7 @@ from ..engine.attribution import VIEWS, AttributionMaps, attribution_maps
 from ..engine.backprop import backprop
 from ..engine.probe import called_convs, check_images
 from ._jobs import Job, Runner
+from ._snapshot import Pictured
 from .gallery import Gallery
 from .layer_grid import LayerGrid
 
@@ -102,7 +103,7 @@ def _check_attributions(attributions: Any) -> dict[str, Any]:
     return dict(attributions)
 
 
-class Explorer(w.VBox):
+class Explorer(Pictured, w.VBox):
     """Zeiler & Fergus for one model, in one widget.
 
     Parameters

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..base.images import display_image
 from ..engine.invariance import Invariance, invariance
+from ._snapshot import Pictured
 from .gallery import Gallery
 
 __all__ = ["InvarianceCurves", "invariance_figure"]
@@ -127,7 +128,7 @@ def invariance_figure(res: Invariance, classes: Sequence[str] | None = None):
     return fig
 
 
-class InvarianceCurves(W.VBox):
+class InvarianceCurves(Pictured, W.VBox):
     """Fig. 5: how far each layer's features and the class probability move under a
     transform.
 

@@ -28,6 +28,7 @@ from ..monitor.curves import smooth
 from ..monitor.snapshots import Snapshot
 from ..monitor.state import RunState
 from ._jobs import Runner
+from ._snapshot import Pictured
 from .evolution import EvolutionSlider
 from .filter_grid import FilterGrid
 from .gallery import Gallery
@@ -265,7 +266,7 @@ def _alerts(m: RunState) -> str:
     return "".join(rows) or "<div class='zf-monitor-ok'>no dead or dominating filters</div>"
 
 
-class MonitorView(W.VBox):
+class MonitorView(Pictured, W.VBox):
     """The live widget of a :class:`TrainingMonitor` (``monitor.widget``).
 
     Children: a status line (step, epoch, latest values), a plotly ``FigureWidget`` with the
