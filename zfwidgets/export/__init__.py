@@ -29,25 +29,40 @@ __all__ = ["MAX_NOTEBOOK_BYTES", "PageState", "ZFWidgetsExporter", "export_html"
 #: A notebook file larger than this is refused before it is read.
 MAX_NOTEBOOK_BYTES = 1 << 30
 
-#: Run in the kernel after the notebook's cells (then removed): waits until the zfwidgets
-#: widgets' background jobs are done and applied, so the saved state holds their results
-#: (a widget computes off the kernel thread, and its last frames would otherwise be missing).
+#: Run in the kernel after the notebook's cells (then removed): waits, letting the kernel's
+#: event loop run, until no zfwidgets widget has work under way three checks in a row, so the
+#: saved state holds their results (a widget computes off the kernel thread and applies its
+#: results on the loop: without this its last frames would be missing from the state), then
+#: sends every widget's state again under this cell's header, which nbclient records.
 _SETTLE = """\
-def __zf_settle(timeout):
-    import time, warnings
+async def __zf_settle(timeout):
+    import asyncio, time, warnings
     import ipywidgets
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         live = ipywidgets.Widget.widgets
     deadline = time.monotonic() + timeout
-    for _ in range(4):  # a result may start more work (the Explorer's parts)
+    quiet = 0
+    while quiet < 3 and time.monotonic() < deadline:
+        busy = False
         for w in list(live.values()):
             if type(w).__module__.startswith("zfwidgets.") and callable(getattr(w, "wait", None)):
                 try:
-                    w.wait(max(0.1, deadline - time.monotonic()))
+                    busy |= w.wait(0.05) is False
+                except TimeoutError:
+                    busy = True
                 except Exception:
                     pass  # shown in the widget
-__zf_settle({timeout})
+        await asyncio.sleep(0.1)  # the kernel's loop applies what the jobs posted
+        quiet = 0 if busy else quiet + 1
+    # what a job applied went out under the header of the cell that started it; nbclient
+    # records only messages of the cell it runs: send every widget's state again from here
+    for w in list(live.values()):
+        try:
+            w.send_state()
+        except Exception:
+            pass
+await __zf_settle({timeout})
 del __zf_settle
 """
 
