@@ -15,6 +15,7 @@ template) with four changes, so the page is one file that needs nothing else:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from typing import Any
 from nbconvert.exporters.html import HTMLExporter
 
 from ..base.static import bundle_path
-from .state import page_state
+from .state import MIME, page_state
 
 __all__ = ["CSP", "TEMPLATES", "ZFWidgetsExporter", "script_json"]
 
@@ -67,6 +68,29 @@ def model_id(view: Any) -> str:
     return mid if isinstance(mid, str) and _MODEL_ID.fullmatch(mid) else ""
 
 
+_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _views_only(nb: Any) -> Any:
+    """A copy of ``nb`` for nbconvert's template: each widget-view output holds only a checked
+    ``model_id`` ("" when it had none), and the widget state only names those ids, so every
+    view is drawn by our page (or shows its note) instead of falling back to text, and
+    nbconvert never reads the saved state itself."""
+    nb = copy.deepcopy(nb)
+    ids = set()
+    for cell in nb.get("cells", []):
+        for output in cell.get("outputs", []) if isinstance(cell, dict) else []:
+            data = output.get("data") if isinstance(output, dict) else None
+            if isinstance(data, dict) and _VIEW in data:
+                mid = model_id(data[_VIEW])
+                data[_VIEW] = {"model_id": mid, "version_major": 2, "version_minor": 0}
+                ids.add(mid)
+    nb.metadata["widgets"] = {
+        MIME: {"version_major": 2, "version_minor": 0, "state": {i: {} for i in ids}}
+    }
+    return nb
+
+
 class ZFWidgetsExporter(HTMLExporter):
     """nbconvert's HTML exporter, self-contained, drawing zfwidgets widgets from their state.
 
@@ -93,6 +117,7 @@ class ZFWidgetsExporter(HTMLExporter):
         """The page for ``nb`` (and nbconvert's resources, with ``resources["zfwidgets"]``:
         the embedded parts and ``notes``, model id -> why that widget is not drawn)."""
         state = page_state(getattr(nb, "metadata", None))
+        nb = _views_only(nb)
         resources = dict(resources or {})
         names = [*state.bundles]
         resources["zfwidgets"] = {

@@ -264,8 +264,10 @@ def _model(entry: Any, budget: list[int]) -> dict[str, Any]:
             return {"note": _note(who, "not a zfwidgets widget; it needs its own front end")}
         label = ident.rsplit(".", 1)[-1]
         kind = "zf"
-    elif module in _CORE_MODULES and name in CORE_MODELS:
-        kind = "core"
+    elif module in _CORE_MODULES and (name in CORE_MODELS or name.endswith("StyleModel")):
+        kind = "core"  # style models are kept (small), not drawn
+    elif module in _CORE_MODULES:
+        return {"note": _note(label, "not drawn in an exported page; it needs a running kernel")}
     else:
         return {
             "note": _note(
