@@ -244,7 +244,9 @@ function str(value) {
 export async function drawModel(page, id, el, path = []) {
   const entry = Object.hasOwn(page.models, id) ? page.models[id] : undefined;
   if (!entry) {
-    el.append(note(`widget not drawn: ${page.summary || "its state is not saved in the notebook"}`));
+    el.append(
+      note(`widget not drawn: ${page.summary || "its state is not saved in the notebook"}`),
+    );
     return;
   }
   if (entry.note) {
@@ -368,7 +370,8 @@ function decorate(page, s, node) {
     }
   }
   if (Array.isArray(s._dom_classes)) {
-    for (const c of s._dom_classes) if (typeof c === "string" && SAFE_CLASS.test(c)) node.classList.add(c);
+    for (const c of s._dom_classes)
+      if (typeof c === "string" && SAFE_CLASS.test(c)) node.classList.add(c);
   }
   if (typeof s.tooltip === "string" && s.tooltip) node.title = s.tooltip;
 }
@@ -386,7 +389,11 @@ function readOnly(wrap, control, restore, events) {
   for (const type of events) {
     control.addEventListener(type, (event) => {
       if (type === "click" || type === "keydown") {
-        if (type === "keydown" && !["Enter", " "].includes(/** @type {KeyboardEvent} */ (event).key)) return;
+        if (
+          type === "keydown" &&
+          !["Enter", " "].includes(/** @type {KeyboardEvent} */ (event).key)
+        )
+          return;
         event.preventDefault();
       }
       restore();
@@ -528,33 +535,50 @@ function drawControl(s, name, wrap) {
     for (const b of buttons) readOnly(wrap, b, () => {}, ["click"]);
     return;
   }
-  if (/Slider|Progress|Text|Textarea/.test(name)) {
+  if (/Slider|Progress|Text/.test(name)) {
     described(s, wrap);
-    const range = /Slider/.test(name);
-    const progress = /Progress/.test(name);
-    const input = /** @type {HTMLInputElement} */ (h(progress ? "progress" : name === "TextareaModel" ? "textarea" : "input", "zf-x-input"));
-    const value = Array.isArray(s.value) ? s.value.map(str).join(" – ") : str(s.value);
-    if (progress) {
-      input.setAttribute("max", str(s.max ?? 100));
-      input.setAttribute("value", value);
-    } else if (range && !Array.isArray(s.value) && name !== "SelectionSliderModel") {
-      input.type = "range";
-      for (const k of ["min", "max", "step"]) if (typeof s[k] === "number") input.setAttribute(k, String(s[k]));
-      input.value = value;
-    } else {
-      input.value = range && name === "SelectionSliderModel" ? str(labels[s.index]) : value;
+    const shown =
+      name === "SelectionSliderModel"
+        ? str(labels[s.index])
+        : Array.isArray(s.value)
+          ? s.value.map(str).join(" – ")
+          : str(s.value);
+    if (/Progress/.test(name)) {
+      const bar = h("progress", "zf-x-input");
+      bar.setAttribute("max", str(s.max ?? 100));
+      bar.setAttribute("value", shown);
+      wrap.append(bar);
+      return;
     }
-    const restore = () => {
-      if (!progress) input.value = range && input.type === "range" ? value : input.defaultValue || input.value;
-    };
-    input.defaultValue = input.value;
+    const input = /** @type {HTMLInputElement} */ (
+      h(name === "TextareaModel" ? "textarea" : "input", "zf-x-input")
+    );
+    const range = /Slider/.test(name) && typeof s.value === "number";
+    if (range) {
+      input.type = "range";
+      for (const k of ["min", "max", "step"]) {
+        if (typeof s[k] === "number") input.setAttribute(k, String(s[k]));
+      }
+    }
+    input.value = range ? String(s.value) : shown;
+    const saved = input.value;
     wrap.append(input);
-    if (range) wrap.append(h("span", "zf-x-readout", name === "SelectionSliderModel" ? str(labels[s.index]) : value));
-    if (!progress) readOnly(wrap, input, () => ((input.value = input.defaultValue), restore()), ["input", "change"]);
+    if (/Slider/.test(name)) wrap.append(h("span", "zf-x-readout", shown));
+    readOnly(
+      wrap,
+      input,
+      () => {
+        input.value = saved;
+      },
+      ["input", "change"],
+    );
     return;
   }
   if (["ButtonModel", "ToggleButtonModel", "FileUploadModel", "PlayModel"].includes(name)) {
-    const text = name === "PlayModel" ? "▶" : str(s.description) || (name === "FileUploadModel" ? "upload" : "");
+    const text =
+      name === "PlayModel"
+        ? "▶"
+        : str(s.description) || (name === "FileUploadModel" ? "upload" : "");
     const b = /** @type {HTMLButtonElement} */ (h("button", "zf-x-button", text));
     b.type = "button";
     if (name === "ToggleButtonModel") b.setAttribute("aria-pressed", String(Boolean(s.value)));
@@ -569,9 +593,14 @@ function drawControl(s, name, wrap) {
     const lab = h("label", "zf-x-description");
     lab.append(box, document.createTextNode(str(s.description)));
     wrap.append(lab);
-    readOnly(wrap, box, () => {
-      box.checked = Boolean(s.value);
-    }, ["change"]);
+    readOnly(
+      wrap,
+      box,
+      () => {
+        box.checked = Boolean(s.value);
+      },
+      ["change"],
+    );
     return;
   }
   wrap.append(note(`${name}: not drawn in an exported page`));
@@ -615,7 +644,11 @@ export function safeHTML(html) {
           const n = attr.name.toLowerCase();
           if (!ATTRS.has(n)) continue;
           const v = attr.value;
-          if (n === "style" && (!SAFE_CSS.test(v.replaceAll(/[:;]/g, "")) || /url|expression|image|import|\\/i.test(v))) continue;
+          if (
+            n === "style" &&
+            (!SAFE_CSS.test(v.replaceAll(/[:;]/g, "")) || /url|expression|image|import|\\/i.test(v))
+          )
+            continue;
           if ((n === "colspan" || n === "rowspan") && !/^\d{1,3}$/.test(v)) continue;
           node.setAttribute(n, v);
         }
@@ -674,7 +707,11 @@ export async function drawPage(doc, data, load) {
 
 if (typeof document !== "undefined" && document.getElementById("zf-export-state")) {
   const start = () =>
-    drawPage(document, readJSON("zf-export-state"), bundleLoader(readJSON("zf-export-bundles") ?? {}));
+    drawPage(
+      document,
+      readJSON("zf-export-state"),
+      bundleLoader(readJSON("zf-export-bundles") ?? {}),
+    );
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();
 }
