@@ -462,7 +462,9 @@ async function drawCore(page, entry, el, path) {
         wrap.append(details);
         await drawChild(c, body);
         if (!body.textContent && !body.querySelector("canvas, img")) {
-          body.append(note(`empty in the saved state: filling it ${KERNEL}`));
+          const empty = note(`empty in the saved state: filling it ${KERNEL}`);
+          empty.classList.add("zf-x-empty");
+          body.append(empty);
         }
       }
       return;
