@@ -193,7 +193,8 @@ function kernelNote(box) {
  * @typedef {{kind?: string, name?: string, label?: string, bundle?: string, note?: string,
  *   state?: Record<string, any>, buffers?: {path: any[], data: string}[]}} Entry
  * @typedef {{models: Record<string, Entry>, summary?: string,
- *   load: (name: string) => Promise<any>}} Page
+ *   load: (name: string) => Promise<any>,
+ *   loadScript: (name: string, global: string) => Promise<any>}} Page
  */
 
 /**
@@ -211,6 +212,32 @@ export function bundleLoader(bundles) {
       if (typeof text !== "string") return Promise.reject(new Error(`no bundle ${name}`));
       const url = URL.createObjectURL(new Blob([text], { type: "text/javascript" }));
       p = import(/* @vite-ignore */ url);
+      cache.set(name, p);
+    }
+    return p;
+  };
+}
+
+/**
+ * A classic (UMD) script from its text in the page, by a blob: URL; the global it defines.
+ * @param {Record<string, string>} bundles
+ * @returns {(name: string, global: string) => Promise<any>}
+ */
+export function scriptLoader(bundles) {
+  /** @type {Map<string, Promise<any>>} */
+  const cache = new Map();
+  return (name, global) => {
+    let p = cache.get(name);
+    if (!p) {
+      const text = bundles[name];
+      if (typeof text !== "string") return Promise.reject(new Error(`no bundle ${name}`));
+      p = new Promise((resolve, reject) => {
+        const script = document.createElement("script");
+        script.src = URL.createObjectURL(new Blob([text], { type: "text/javascript" }));
+        script.onload = () => resolve(/** @type {any} */ (window)[global]);
+        script.onerror = () => reject(new Error(`${name} did not load`));
+        document.head.append(script);
+      });
       cache.set(name, p);
     }
     return p;
@@ -259,6 +286,7 @@ export async function drawModel(page, id, el, path = []) {
   }
   try {
     if (entry.kind === "zf") await drawOurs(page, entry, el);
+    else if (entry.kind === "plotly") await drawPlotly(page, entry, el);
     else await drawCore(page, entry, el, [...path, id]);
   } catch (e) {
     el.append(note(`${entry.label}: could not be drawn (${str(/** @type {any} */ (e)?.message)})`));
@@ -294,6 +322,25 @@ async function drawOurs(page, entry, el) {
   box.append(view);
   await widget.initialize?.({ model, experimental });
   await widget.render({ model, el: view, experimental });
+}
+
+/**
+ * A plotly FigureWidget, by plotly.js (inlined from the plotly package) from its saved data,
+ * layout and config: hover and zoom work; nothing goes back to a kernel.
+ * @param {Page} page
+ * @param {Entry} entry
+ * @param {HTMLElement} el
+ */
+async function drawPlotly(page, entry, el) {
+  const s = entry.state ?? {};
+  const box = h("div", "zf-x-widget zf-x-plotly");
+  decorate(page, s, box);
+  el.append(box);
+  const Plotly = await page.loadScript(/** @type {string} */ (entry.bundle), "Plotly");
+  const data = Array.isArray(s._widget_data) ? s._widget_data : [];
+  const layout = s._widget_layout && typeof s._widget_layout === "object" ? s._widget_layout : {};
+  const config = s._config && typeof s._config === "object" ? s._config : {};
+  await Plotly.newPlot(box, data, layout, { ...config, displaylogo: false, showLink: false });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -684,13 +731,20 @@ function readJSON(id) {
  * @param {Document} doc
  * @param {{models?: Record<string, Entry>, summary?: string} | null} data
  * @param {(name: string) => Promise<any>} load
+ * @param {(name: string, global: string) => Promise<any>} [loadScript]
  * @returns {Promise<void>}
  */
-export async function drawPage(doc, data, load) {
+export async function drawPage(
+  doc,
+  data,
+  load,
+  loadScript = () => Promise.reject(new Error("no loader")),
+) {
   const page = {
     models: data?.models && typeof data.models === "object" ? data.models : {},
     summary: typeof data?.summary === "string" ? data.summary : "",
     load,
+    loadScript,
   };
   const views = Array.from(doc.querySelectorAll(".zf-export-view[data-model-id]"));
   await Promise.all(
@@ -708,12 +762,9 @@ export async function drawPage(doc, data, load) {
 }
 
 if (typeof document !== "undefined" && document.getElementById("zf-export-state")) {
+  const bundles = readJSON("zf-export-bundles") ?? {};
   const start = () =>
-    drawPage(
-      document,
-      readJSON("zf-export-state"),
-      bundleLoader(readJSON("zf-export-bundles") ?? {}),
-    );
+    drawPage(document, readJSON("zf-export-state"), bundleLoader(bundles), scriptLoader(bundles));
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();
 }

@@ -256,3 +256,43 @@ describe("safeHTML", () => {
     expect(out.textContent).toContain("t");
   });
 });
+
+describe("plotly figures", () => {
+  it("are drawn by the plotly global from the inlined script, with the saved data", async () => {
+    const [v] = views("fig");
+    const models = {
+      fig: {
+        kind: "plotly",
+        name: "AnyModel",
+        label: "FigureWidget",
+        bundle: "plotly.min.js",
+        state: {
+          _widget_data: [{ y: [1, 2], name: EVIL }],
+          _widget_layout: { title: "t" },
+          _config: {},
+        },
+      },
+    };
+    const calls = [];
+    const Plotly = {
+      newPlot: (el, data, layout, config) => {
+        calls.push({ data, layout, config });
+        el.append(document.createTextNode(data[0].name));
+      },
+    };
+    await drawPage(
+      document,
+      { models },
+      async () => ({}),
+      async (name, global) => {
+        calls.push(`${name} ${global}`);
+        return Plotly;
+      },
+    );
+    expect(calls[0]).toBe("plotly.min.js Plotly");
+    expect(calls[1].data[0].name).toBe(EVIL);
+    expect(calls[1].config.displaylogo).toBe(false);
+    expect(v.querySelector(".zf-x-plotly")?.textContent).toBe(EVIL);
+    expect(v.querySelector("img")).toBeNull();
+  });
+});

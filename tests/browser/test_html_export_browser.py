@@ -3,7 +3,7 @@ headless Chromium, with every request outside the file refused (README "Sharing 
 
 The notebook: ``Explorer()`` (the bundled model: Gallery, LayerGrid, TopNine, OcclusionMap,
 Predictions inside ipywidgets boxes, labels, an accordion and an upload button), a printed
-line and a markdown cell. Checks: no request leaves the file; every widget is drawn by our
+line, a markdown cell and a plotly ``FigureWidget`` (drawn by plotly.js, inlined). Checks: no request leaves the file; every widget is drawn by our
 front-end code from the saved state (canvases with pixels, the TopNine's finished top-9);
 hovering a feature map shows its value; the occlusion views switch by keyboard among the
 maps in the state; what needs the kernel (the next feature map, an upload) says "needs a
@@ -30,6 +30,7 @@ GRID = ".zf-explorer .zf-layer-grid canvas.zf-atlas"
 TOP = ".zf-explorer .zf-top-nine"
 HEAT = ".zf-explorer canvas.zf-occ-heat"
 DRAWN = "() => document.documentElement.dataset.zfExport === 'drawn'"
+EVIL = "<img src=x onerror=window.zfXSS=1>"
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,11 @@ def exported(tmp_path_factory) -> Path:
     nb.cells = [
         nbformat.v4.new_markdown_cell("# Exported <i>Explorer</i>"),
         nbformat.v4.new_code_cell("from zfwidgets import Explorer\nprint('hello <b>')\nExplorer()"),
+        nbformat.v4.new_code_cell(
+            "import plotly.graph_objects as go\n"
+            f"go.FigureWidget(data=[go.Scatter(x=[1, 2, 3], y=[3, 1, 2], name={EVIL!r})],"
+            " layout=dict(showlegend=True))"
+        ),
     ]
     nbformat.write(nb, str(folder / "explorer.ipynb"))
     out = folder / "explorer.html"
@@ -85,12 +91,21 @@ def test_widgets_draw_from_the_file_alone(page, exported, artifacts):
     # nbconvert's own outputs are there as usual, as text
     expect(page.locator(".jp-OutputArea-output pre").first).to_have_text(re.compile("hello <b>"))
     expect(page.locator("h1")).to_contain_text("Exported")
+    # plotly's FigureWidget, drawn by plotly.js from inside the file; its trace name as text
+    expect(page.locator(".zf-x-plotly .main-svg").first).to_be_visible()
+    expect(page.locator(".zf-x-plotly .legendtext")).to_have_text(EVIL)
+    assert page.evaluate("() => typeof window.zfXSS") == "undefined"
     assert page.outside == [], page.outside
     assert page.errors == [], page.errors
     page.mouse.move(2, 2)
     page.screenshot(path=str(artifacts / "exported.png"), full_page=True)
     html = exported.read_text(encoding="utf-8")
-    assert not re.search(r"""(src|href)=["']?https?:""", html)
+    # no element of the page points outside (plotly.js's own text, inside the bundles' JSON,
+    # mentions URLs; the browser gates above show none is requested)
+    outside = re.sub(
+        r'(<script[^>]*id="zf-export-bundles"[^>]*>).*?</script>', "", html, flags=re.S
+    )
+    assert not re.search(r"""(src|href)=["']?https?:""", outside)
 
 
 def test_hover_shows_a_feature_map_value(page):

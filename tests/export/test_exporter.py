@@ -319,3 +319,20 @@ def test_execute_saves_the_widgets_finished_state(tmp_path):
     assert ("frame", "probability", "view") in paths, paths  # the maps, not only the image
     assert occ[0]["state"]["busy"] is False
     assert len(nbformat.read(str(path), 4).cells) == 1  # the file itself is not changed
+
+
+def test_a_plotly_figure_brings_plotly_js_inside_the_page():
+    import plotly.graph_objects as go
+    from ipywidgets.embed import dependency_state, embed_data
+
+    fig = go.FigureWidget(data=[go.Scatter(x=[1, 2], y=[3, 4], name=EVIL)])
+    try:
+        state = dependency_state([fig], drop_defaults=False)
+        data = embed_data(views=[fig], state=state, drop_defaults=False)["manager_state"]
+        page, _ = ZFWidgetsExporter().from_notebook_node(notebook(data, [fig.model_id]))
+    finally:
+        fig.close()
+    s = scan(page)
+    assert len(s.scripts) == 3 and s.loads == [] and s.handlers == []
+    _, bundles = page_data(page)
+    assert list(bundles) == ["plotly.min.js"] and "Plotly" in bundles["plotly.min.js"][:4000]

@@ -162,3 +162,24 @@ def test_input_is_not_modified(gallery):
     before = copy.deepcopy(m)
     page_state(m)
     assert m == before
+
+
+def test_a_plotly_figure_keeps_only_its_data_layout_and_config():
+    import plotly.graph_objects as go
+
+    fig = go.FigureWidget(data=[go.Scatter(x=[1, 2], y=[3, 4], name="<b>x</b>")])
+    try:
+        out = page_state(saved(fig))
+        entry = out.models[fig.model_id]
+        assert entry["kind"] == "plotly" and entry["bundle"] == st.PLOTLY_BUNDLE
+        assert set(entry["state"]) <= {
+            "_widget_data",
+            "_widget_layout",
+            "_config",
+            "_dom_classes",
+            "layout",
+        }
+        assert entry["state"]["_widget_data"][0]["name"] == "<b>x</b>"
+        assert out.bundles == [st.PLOTLY_BUNDLE]
+    finally:
+        fig.close()

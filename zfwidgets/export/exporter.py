@@ -16,6 +16,7 @@ template) with four changes, so the page is one file that needs nothing else:
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import re
@@ -25,7 +26,7 @@ from typing import Any
 from nbconvert.exporters.html import HTMLExporter
 
 from ..base.static import bundle_path
-from .state import MIME, page_state
+from .state import MIME, PLOTLY_BUNDLE, page_state
 
 __all__ = ["CSP", "TEMPLATES", "ZFWidgetsExporter", "script_json"]
 
@@ -60,6 +61,17 @@ def _inline(name: str, closing: str) -> str:
             "inlined in a page; rebuild it with `npm run build`"
         )
     return text
+
+
+def _bundle(name: str) -> str | None:
+    """The text of a bundle the page loads (inside JSON: any text is safe there); plotly.js
+    from the plotly package, None when it is not installed (those figures show a note)."""
+    if name == PLOTLY_BUNDLE:
+        spec = importlib.util.find_spec("plotly")
+        origin = Path(spec.origin).parent if spec and spec.origin else None
+        path = origin / "package_data" / "plotly.min.js" if origin else None
+        return path.read_text(encoding="utf-8") if path and path.is_file() else None
+    return bundle_path(name).read_text(encoding="utf-8")
 
 
 def model_id(view: Any) -> str:
@@ -124,7 +136,7 @@ class ZFWidgetsExporter(HTMLExporter):
             "csp": CSP,
             "css": _inline("style.css", "</style") + "\n" + _inline("export/page.css", "</style"),
             "state": script_json({"models": state.models, "summary": state.summary}),
-            "bundles": script_json({n: _inline(n, "</script") for n in names}),
+            "bundles": script_json({n: t for n in names if (t := _bundle(n)) is not None}),
             "runtime": _inline("export/page.js", "</script"),
             "notes": state.notes,
             "summary": state.summary,

@@ -37,6 +37,8 @@ __all__ = [
     "MAX_STATE_BYTES",
     "MAX_TOTAL_BYTES",
     "MIME",
+    "PLOTLY_BUNDLE",
+    "PLOTLY_IDS",
     "PageState",
     "page_state",
 ]
@@ -57,6 +59,15 @@ BUNDLES = {
     "zfwidgets.widgets.predictions.Predictions": "predictions.js",
     "zfwidgets.widgets.top_nine.TopNine": "top_nine.js",
 }
+
+#: anywidget ids of plotly's ``FigureWidget`` (the training monitor's curves, the invariance
+#: curves): drawn with plotly.js from the plotly package (:data:`PLOTLY_BUNDLE`), from the
+#: figure's saved data, layout and config only.
+PLOTLY_IDS = frozenset(
+    {"plotly.graph_objs._figurewidget.FigureWidget", "plotly.basewidget.BaseFigureWidget"}
+)
+PLOTLY_BUNDLE = "plotly.min.js"
+_PLOTLY_KEEP = ("_widget_data", "_widget_layout", "_config", "_dom_classes", "layout")
 
 #: The core ipywidgets models the page draws from their state (read-only: a control that
 #: would need the kernel says so when used).
@@ -259,11 +270,14 @@ def _model(entry: Any, budget: list[int]) -> dict[str, Any]:
     if module == "anywidget":
         ident = traits.get("_anywidget_id")
         bundle = BUNDLES.get(ident) if isinstance(ident, str) else None
+        if ident in PLOTLY_IDS:
+            bundle = PLOTLY_BUNDLE
+            traits = {k: traits[k] for k in _PLOTLY_KEEP if k in traits}
         if bundle is None:
             who = _short(ident) if isinstance(ident, str) else "an anywidget widget"
             return {"note": _note(who, "not a zfwidgets widget; it needs its own front end")}
         label = ident.rsplit(".", 1)[-1]
-        kind = "zf"
+        kind = "plotly" if bundle == PLOTLY_BUNDLE else "zf"
     elif module in _CORE_MODULES and (name in CORE_MODELS or name.endswith("StyleModel")):
         kind = "core"  # style models are kept (small), not drawn
     elif module in _CORE_MODULES:
@@ -288,6 +302,6 @@ def _model(entry: Any, budget: list[int]) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": kind, "name": name, "label": label, "state": kept}
     if buffers:
         out["buffers"] = buffers
-    if kind == "zf":
+    if kind in ("zf", "plotly"):
         out["bundle"] = bundle
     return out
