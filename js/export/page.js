@@ -81,8 +81,9 @@ export function putBuffers(state, buffers) {
  *
  * `set` of a LOCAL trait changes it and fires `change:<name>` as a live model does; any other
  * `set` (and `save_changes` after it, and `send`) changes nothing: `onKernel` is called (the
- * widget shows the note) and `change:<name>` fires with the saved value, so a control the user
- * moved shows the saved value again.
+ * widget shows the note) and `change:<name>` fires with the saved value, then for every other
+ * trait, so a control the user moved, and a view that marked itself as waiting, show the saved
+ * state again.
  */
 export class StaticModel {
   /**
@@ -125,10 +126,14 @@ export class StaticModel {
     const keys = [...this.refused];
     this.refused.clear();
     this.onKernel();
+    // then every trait: a front end that marked itself waiting for the kernel's answer (a
+    // "computing…" state) redraws the saved state and is no longer waiting
+    const rest = Object.keys(this.state).filter((k) => !keys.includes(k));
     queueMicrotask(() => {
       this.resyncing = true;
       try {
-        for (const key of keys) this.emit(`change:${key}`);
+        for (const key of [...keys, ...rest]) this.emit(`change:${key}`);
+        this.emit("change");
       } finally {
         this.resyncing = false;
       }

@@ -78,10 +78,10 @@ describe("StaticModel", () => {
     expect(m.get("channel")).toBe(3);
     expect(asked).toBe(1);
     await Promise.resolve();
-    expect(seen).toEqual([3]); // the control is told to show the saved value again
+    expect(seen).toEqual([3, "a"]); // the refused trait, then every other one, as saved
     m.set("view", "b");
     expect(m.get("view")).toBe("b");
-    expect(seen).toEqual([3, "b"]);
+    expect(seen).toEqual([3, "a", "b"]);
     m.send({});
     expect(asked).toBe(2);
     expect(m.listeners()).toBe(2);
