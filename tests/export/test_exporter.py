@@ -265,9 +265,10 @@ def test_registered_as_an_nbconvert_exporter():
     text = (REPO / "pyproject.toml").read_text()
     section = text.split('[project.entry-points."nbconvert.exporters"]', 1)[1].split("[", 1)[0]
     assert 'zfwidgets = "zfwidgets.export.exporter:ZFWidgetsExporter"' in section
-    from zfwidgets.export import exporter
+    from nbconvert.exporters import get_exporter
 
-    assert exporter.ZFWidgetsExporter.__name__ == "ZFWidgetsExporter"
+    module, _, name = section.split('"')[1].partition(":")
+    assert get_exporter(f"{module}.{name}") is ZFWidgetsExporter
 
 
 def test_jupyter_nbconvert_runs_the_exporter(widgets, tmp_path):
