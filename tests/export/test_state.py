@@ -181,5 +181,13 @@ def test_a_plotly_figure_keeps_only_its_data_layout_and_config():
         }
         assert entry["state"]["_widget_data"][0]["name"] == "<b>x</b>"
         assert out.bundles == [st.PLOTLY_BUNDLE]
+        # a buffer of a trait that is left out goes with it; one of a kept trait is checked
+        m = saved(fig)
+        raw = m["widgets"][MIME]["state"][fig.model_id]
+        raw["state"]["_py2js_update"] = {"x": None}
+        raw["buffers"] = [{"path": ["_py2js_update", "x"], "data": "AAAA", "encoding": "base64"}]
+        assert "buffers" not in page_state(m).models[fig.model_id]
+        raw["buffers"].append({"path": ["_config", "x"], "data": "!!", "encoding": "base64"})
+        assert "not base64" in page_state(m).notes[fig.model_id]
     finally:
         fig.close()

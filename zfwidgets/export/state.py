@@ -161,6 +161,10 @@ def _decoded_size(data: str) -> int:
     return len(data) // 4 * 3 - pad
 
 
+def _first(path: Any) -> Any:
+    return path[0] if isinstance(path, list) and path else None
+
+
 def _resolve(state: Any, path: list[Any]) -> bool:
     """Whether ``path`` names a place in ``state`` (every step but the last exists)."""
     node = state
@@ -296,7 +300,10 @@ def _model(entry: Any, budget: list[int]) -> dict[str, Any]:
         return {"note": _note(label, "its saved state is not JSON")}
     if size > MAX_STATE_BYTES:
         return {"note": _note(label, f"its saved state holds {size} bytes, too large to draw")}
-    buffers, why = _buffers(entry.get("buffers"), kept, budget)
+    raw = entry.get("buffers")
+    if kind == "plotly" and isinstance(raw, list):  # buffers of the traits left out go too
+        raw = [b for b in raw if not isinstance(b, Mapping) or _first(b.get("path")) in kept]
+    buffers, why = _buffers(raw, kept, budget)
     if why:
         return {"note": _note(label, why)}
     out: dict[str, Any] = {"kind": kind, "name": name, "label": label, "state": kept}
