@@ -398,7 +398,12 @@ def _html_parser(sub) -> argparse.ArgumentParser:
 
 
 def _run_html(args) -> int:
-    from .export import export_html
+    try:
+        from .export import export_html
+    except ImportError as e:
+        raise UsageError(
+            f"needs nbconvert and nbclient ({e}); install them with `pip install 'zfwidgets[html]'`"
+        ) from e
 
     out = Path(args.out)
     if out.is_dir():
