@@ -1,6 +1,6 @@
 """The package's architecture, checked from its source (README "Layout").
 
-- Arrows point down only: widgets -> monitor / data -> atlas -> engine / models -> base.
+- Arrows point down only: widgets, export -> monitor / data -> atlas -> engine / models -> base.
 - No import circles, lazy imports inside functions included.
 - A module imports only public names of another package's modules, and reaches into no
   private attribute of a module it imported (helpers private to a package stay in it).
@@ -28,6 +28,7 @@ LAYERS = {
     "zfwidgets.data": 3,
     "zfwidgets.monitor": 3,
     "zfwidgets.widgets": 4,
+    "zfwidgets.export": 4,  # reads saved widget state; never imports the widgets
     "zfwidgets.models.train_default": 5,  # the script that trains the bundled model
     "zfwidgets.data._build": 5,  # the script that builds the bundled data
     "zfwidgets.cli": 5,

@@ -5,6 +5,7 @@
         --out atlas/ --batch-size 256 --workers 8 --device cuda
     torchrun --nproc-per-node=8 -m zfwidgets mine ...        # the same job on 8 GPUs
     python -m zfwidgets site atlas/ site/ --data /data/imagenet/train   # a static site of it
+    python -m zfwidgets html notebook.ipynb notebook.html --execute   # one offline page
 
 Every argument is checked before the first image is read; a bad one exits with status 2 and
 a message that says what was expected. Re-running the same command resumes a killed job
@@ -414,6 +415,58 @@ def _run_site(args) -> int:
     return 0
 
 
+def _html_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "html",
+        help="a notebook as one self-contained HTML page that draws its widgets, offline",
+        description=(
+            "Write nbconvert's HTML of a notebook in which every zfwidgets widget is drawn "
+            "from the widget state saved in the notebook, by the widgets' own front-end code, "
+            "inlined: one file that opens from file:// and requests nothing from the network."
+        ),
+    )
+    p.add_argument("notebook", help="a .ipynb file")
+    p.add_argument("out", help="the HTML file to write")
+    p.add_argument(
+        "--execute",
+        action="store_true",
+        help="run the notebook first (nbclient; saves the widget state) instead of drawing "
+        "the state saved in the file",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds a cell may take (default 600)"
+    )
+    return p
+
+
+def _run_html(args) -> int:
+    try:
+        from .export import export_html
+    except ImportError as e:
+        raise UsageError(
+            f"needs nbconvert and nbclient ({e}); install them with `pip install 'zfwidgets[html]'`"
+        ) from e
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"out: expected a file path, got the folder {args.out!r}")
+    if not out.parent.is_dir():
+        raise UsageError(f"out: the folder {str(out.parent)!r} does not exist")
+    if not args.timeout > 0:
+        raise UsageError(f"--timeout: expected a positive number of seconds, got {args.timeout}")
+    start = time.perf_counter()
+    try:
+        page = export_html(args.notebook, out, execute_first=args.execute, timeout=args.timeout)
+    except (ValueError, TypeError) as e:
+        raise UsageError(str(e)) from e
+    print(
+        f"wrote {out} ({len(page.encode('utf-8')) / 1e6:.2f} MB) in "
+        f"{time.perf_counter() - start:.1f} s",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m zfwidgets", description=__doc__.splitlines()[0]
@@ -422,12 +475,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.required = True
     _mine_parser(sub)
     _site_parser(sub)
+    _html_parser(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "mine":
             return _run_mine(args)
         if args.command == "site":
             return _run_site(args)
+        if args.command == "html":
+            return _run_html(args)
     except UsageError as e:
         print(f"zfwidgets {args.command}: error: {e}", file=sys.stderr)
         return 2

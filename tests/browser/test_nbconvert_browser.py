@@ -4,9 +4,10 @@ with the widget state saved), opened in headless Chromium with no network.
 The export saves the widgets' state in the page, but draws nothing by itself: it loads
 require.js from cdnjs and the widget manager from unpkg (``@jupyter-widgets/html-manager``),
 which would then have to fetch our front end (anywidget's module) from the CDN too; anywidget
-widgets do not render that way (anywidget #339, #343). This test pins that down, so the README
-can say so and point to the static site (``atlas.export_site``), which needs nothing outside
-its folder.
+widgets do not render that way (anywidget #339, #343). This test pins that down for plain
+``--to html``, which stays as nbconvert makes it; ``python -m zfwidgets html`` / ``jupyter
+nbconvert --to zfwidgets`` (zfwidgets.export) draw the same notebook offline, tested in
+test_html_export_browser.py. The README says both.
 """
 
 from __future__ import annotations
