@@ -283,7 +283,9 @@ def main() -> int:
         if args.keep:
             print(f"check_wheel: kept {work}")
         else:
+            start = time.perf_counter()
             shutil.rmtree(work, ignore_errors=True)
+            print(f"  remove {work}: {time.perf_counter() - start:.1f} s", flush=True)
     print(f"check_wheel: passed in {time.perf_counter() - total:.0f} s", flush=True)
     return 0
 
