@@ -10,13 +10,14 @@ NODE_STAMP := node_modules/.package-lock.json
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: test lint format bench install clean build-js js-test chromium demo slides reveal
+.PHONY: test lint format bench install clean build-js js-test chromium demo slides reveal wheel-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# torch/torchvision are pinned to the releases pip takes from local disk here.
+# The development environment pins the torch/torchvision it is tested with (the releases pip
+# takes from local disk here); the package itself only sets lower bounds (pyproject.toml).
 # `pip install -e .` also builds the front end (hatch-jupyter-builder: npm install + esbuild).
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q "torch<=2.14.1" "torchvision<=0.29.1"
@@ -73,6 +74,12 @@ format: $(STAMP) $(NODE_STAMP)
 
 test: lint js-test build-js chromium reveal
 	$(PY) -m pytest -q
+
+# The wheel as a user gets it: built from a copy of the sources (npm + esbuild run in the
+# build), installed with its declared dependencies alone into a new venv (not $(VENV)), and
+# used there: `zfwidgets --help`, Explorer() on the bundled model, `zfwidgets mine` and `site`.
+wheel-check:
+	$(PYTHON) scripts/check_wheel.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

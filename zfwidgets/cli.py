@@ -1,11 +1,11 @@
-"""``python -m zfwidgets``: the batch jobs, for a GPU box or a cluster node.
+"""``zfwidgets`` (or ``python -m zfwidgets``): the batch jobs, for a GPU box or a cluster node.
 
-    python -m zfwidgets mine --model torchvision.models:alexnet --weights alexnet.safetensors \\
+    zfwidgets mine --model torchvision.models:alexnet --weights alexnet.safetensors \\
         --data /data/imagenet/train --size 224 --layers features.0,features.3 --k 9 \\
         --out atlas/ --batch-size 256 --workers 8 --device cuda
     torchrun --nproc-per-node=8 -m zfwidgets mine ...        # the same job on 8 GPUs
-    python -m zfwidgets site atlas/ site/ --data /data/imagenet/train   # a static site of it
-    python -m zfwidgets html notebook.ipynb notebook.html --execute   # one offline page
+    zfwidgets site atlas/ site/ --data /data/imagenet/train   # a static site of it
+    zfwidgets html notebook.ipynb notebook.html --execute   # one offline page
 
 Every argument is checked before the first image is read; a bad one exits with status 2 and
 a message that says what was expected. Re-running the same command resumes a killed job
@@ -467,9 +467,19 @@ def _run_html(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str = "zfwidgets") -> int:
+    """Run one command; return the exit status (0, or 2 for a bad argument).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program name (default ``sys.argv[1:]``).
+    prog : str
+        The program name that usage and help show: ``zfwidgets`` (the console script),
+        ``python -m zfwidgets`` from ``__main__``.
+    """
     parser = argparse.ArgumentParser(
-        prog="python -m zfwidgets", description=__doc__.splitlines()[0]
+        prog=prog, description=__doc__.splitlines()[0].replace("``", "")
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
