@@ -29,7 +29,7 @@ def _csv(values: tuple[float, ...]) -> str:
     return ",".join(str(v) for v in values)
 
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
 class UsageError(Exception):
@@ -372,7 +372,9 @@ def _run_site(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m zfwidgets`` parser with its ``mine`` and ``site`` sub-commands (the
+    documentation site renders its reference of the command line from it)."""
     parser = argparse.ArgumentParser(
         prog="python -m zfwidgets", description=__doc__.splitlines()[0]
     )
@@ -380,6 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.required = True
     _mine_parser(sub)
     _site_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m zfwidgets COMMAND ...``; returns the exit status (2 on a bad argument)."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "mine":
