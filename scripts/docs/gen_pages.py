@@ -204,12 +204,12 @@ for script, (out, seconds, cached) in zip(scripts, results):
             f.write(f"![{title}]({script.stem}/{png.name}){{ .zf-figure }}\n\n")
         if stdout:
             f.write("```text\n" + stdout + "\n```\n\n")
-        when = (
-            "cached: neither the package nor the script changed since" if cached else "this build"
+        ran = f"{seconds:.1f} s" + (
+            ", cached: the package and the script are unchanged since" if cached else ""
         )
         f.write(
-            f"The code that made it ([{script.name}]({script.name})), run by `make docs` "
-            f"in {seconds:.1f} s ({when}; a change to either reruns it):\n\n"
+            f"The code that made it ([{script.name}]({script.name}); run by `make docs`, "
+            f"{ran}; a change to either reruns it):\n\n"
         )
         f.write("```python\n" + source.rstrip() + "\n```\n")
     for png in pngs:
