@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import inspect
 import os
 import pkgutil
 import re
@@ -112,6 +113,9 @@ def test_every_public_name_has_a_reference_page_in_the_nav():
     for name, identifier in public_names.names():
         assert public_names.kind(name) != "?", name
         assert public_names.group_of(name, identifier) in public_names.GROUPS
+        module, _, attr = identifier.rpartition(".")
+        doc = inspect.getdoc(getattr(importlib.import_module(module), attr))
+        assert doc and len(doc) > 20, f"{identifier}: a public name needs a docstring"
 
 
 def test_the_site_check_finds_problems(tmp_path):

@@ -223,7 +223,7 @@ with mkdocs_gen_files.open("gallery/index.md", "w") as f:
         "Every figure here is drawn by a script that the documentation build runs on the "
         "bundled model and images (`zf.load_default()`, `zf.load_default_atlas()`, the bundled "
         "checkpoints): the pictures are what the library computes today. Each page shows the "
-        "code beside its figure.\n\n"
+        "code that made its figure.\n\n"
         '<div class="zf-thumbs" markdown>\n\n'
     )
     for stem, title, png in index_rows:

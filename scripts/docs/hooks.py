@@ -16,6 +16,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's zfwidgets
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import public_names  # noqa: E402
