@@ -10,7 +10,9 @@ NODE_STAMP := node_modules/.package-lock.json
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: test lint format bench install clean build-js js-test chromium demo slides reveal wheel-check
+DOCS_STAMP := $(VENV)/.installed-docs
+
+.PHONY: docs test lint format bench install clean build-js js-test chromium demo slides reveal wheel-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +27,18 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The documentation site into build/docs/ (git-ignored): mkdocs-material + mkdocstrings, strict
+# (a warning fails), then scripts/docs/hooks.py checks that every public name has a reference
+# entry, that internal links resolve and that nothing loads from another host. The gallery's
+# figures are cached in build/docs-cache/ (rerun when the package or a script changes).
+# Open build/docs/index.html from disk, or serve the folder.
+$(DOCS_STAMP): pyproject.toml | $(STAMP)
+	$(PY) -m pip install -q -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --config-file mkdocs.yml
 
 # The JS toolchain (esbuild, vitest, biome) from package-lock.json.
 $(NODE_STAMP): package.json package-lock.json
@@ -63,13 +77,13 @@ chromium:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-dejavu-core; }
 
 lint: $(STAMP) $(NODE_STAMP)
-	$(VENV)/bin/ruff check zfwidgets tests benchmarks scripts
-	$(VENV)/bin/ruff format --check zfwidgets tests benchmarks scripts
+	$(VENV)/bin/ruff check zfwidgets tests benchmarks scripts site-src
+	$(VENV)/bin/ruff format --check zfwidgets tests benchmarks scripts site-src
 	$(NPM) run lint
 
 format: $(STAMP) $(NODE_STAMP)
-	$(VENV)/bin/ruff format zfwidgets tests benchmarks scripts
-	$(VENV)/bin/ruff check --fix zfwidgets tests benchmarks scripts
+	$(VENV)/bin/ruff format zfwidgets tests benchmarks scripts site-src
+	$(VENV)/bin/ruff check --fix zfwidgets tests benchmarks scripts site-src
 	$(NPM) run format
 
 test: lint js-test build-js chromium reveal

@@ -30,7 +30,7 @@ def _csv(values: tuple[float, ...]) -> str:
     return ",".join(str(v) for v in values)
 
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
 class UsageError(Exception):
@@ -467,13 +467,12 @@ def _run_html(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None, *, prog: str = "zfwidgets") -> int:
-    """Run one command; return the exit status (0, or 2 for a bad argument).
+def build_parser(prog: str = "zfwidgets") -> argparse.ArgumentParser:
+    """The command line's parser with its ``mine``, ``site`` and ``html`` sub-commands (the
+    documentation site renders its reference of the command line from it).
 
     Parameters
     ----------
-    argv : list of str, optional
-        The arguments after the program name (default ``sys.argv[1:]``).
     prog : str
         The program name that usage and help show: ``zfwidgets`` (the console script),
         ``python -m zfwidgets`` from ``__main__``.
@@ -486,6 +485,20 @@ def main(argv: list[str] | None = None, *, prog: str = "zfwidgets") -> int:
     _mine_parser(sub)
     _site_parser(sub)
     _html_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None, *, prog: str = "zfwidgets") -> int:
+    """Run one command; return the exit status (0, or 2 for a bad argument).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program name (default ``sys.argv[1:]``).
+    prog : str
+        The program name (see :func:`build_parser`).
+    """
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         if args.command == "mine":

@@ -449,8 +449,14 @@ def capture(
 
     Examples
     --------
-    >>> with zf.capture(model) as cap:
-    ...     model(x)
-    >>> cap.activations["features.3"], cap.switches["features.2"]
+    >>> import zfwidgets as zf
+    >>> d = zf.load_default()
+    >>> x = d.images.tensors()[0][:4]                  # (4, 1, 28, 28)
+    >>> with zf.capture(d.model) as cap:
+    ...     logits = d.model(x)
+    >>> cap.activations["features.4"].shape            # conv2's output
+    torch.Size([4, 32, 14, 14])
+    >>> cap.switches["features.2"].shape               # conv1's max-pooling argmax
+    torch.Size([4, 16, 14, 14])
     """
     return Capture(model, layers, switches=switches, clone=clone)

@@ -482,8 +482,17 @@ def occlusion(
 
     Examples
     --------
-    >>> res = zf.occlusion(model, x, target=243, window=32, stride=8)
-    >>> res.probability.shape, res.top_class[0], res.activation[0]
+    >>> import zfwidgets as zf
+    >>> d = zf.load_default()                       # 28x28 images, 10 classes
+    >>> x, label = d.images[60]                     # an ankle boot
+    >>> res = zf.occlusion(d.model, x[None], target=label, window=6, stride=2)
+    >>> res.probability.shape, res.activation.shape, res.top_class.shape
+    (torch.Size([1, 12, 12]), torch.Size([1, 12, 12]), torch.Size([1, 12, 12]))
+    >>> d.classes[int(res.baseline_top_class[0])]
+    'Ankle boot'
+
+    On an ImageNet model, ``zf.occlusion(model, x, target=243, window=32, stride=8)`` maps
+    224x224 images with the paper's square.
     """
     # -- checks that need no forward -----------------------------------------------------
     x = check_images(model, x)

@@ -856,11 +856,16 @@ def receptive_field(
 
     Examples
     --------
+    >>> import torch, torchvision
+    >>> import zfwidgets as zf
+    >>> alexnet = torchvision.models.alexnet()
     >>> rf = zf.receptive_field(alexnet, "features.10", 224)  # torchvision AlexNet's conv5
     >>> rf.stride, rf.offset, rf.size
     ((16, 16), (-66, -66), (163, 163))
     >>> top, left, bottom, right = rf.box(6, 6)
-    >>> patch = image[:, top:bottom, left:right]
+    >>> image = torch.zeros(3, 224, 224)
+    >>> image[:, max(top, 0):bottom, max(left, 0):right].shape   # clipped at the border
+    torch.Size([3, 163, 163])
     """
     check_model(model)
     H, W = _check_input_size(input_size)

@@ -53,6 +53,8 @@ class ZFNetSmall(nn.Module):
     hidden : int
         Units of fc6 and fc7 (the paper's 4096).
 
+    Notes
+    -----
     Input (N, in_channels, 28, 28); output (N, num_classes) logits.
     """
 

@@ -38,6 +38,8 @@ class ZFNet(nn.Module):
     dropout : float
         Dropout probability before fc6 and fc7 (0.5 in the paper).
 
+    Notes
+    -----
     Input (N, in_channels, H, W), 224x224 in the paper; output (N, num_classes) logits.
     """
 
@@ -120,7 +122,7 @@ def zfnet(num_classes: int = 1000, *, in_channels: int = 3, dropout: float = 0.5
 
     Examples
     --------
-    >>> torch.manual_seed(0)
+    >>> _ = torch.manual_seed(0)
     >>> model = zfnet().eval()
     >>> model(torch.randn(1, 3, 224, 224)).shape
     torch.Size([1, 1000])

@@ -36,9 +36,11 @@ def MonitorCallback(probe: Any = None, **options: Any):  # noqa: N802 - a class 
 
     Examples
     --------
-    >>> cb = MonitorCallback(probe=x_val[:64])
-    >>> trainer = L.Trainer(callbacks=[cb]); trainer.fit(model, loaders)
-    >>> cb.monitor.save("run.safetensors")
+    Not run as a doctest: it needs PyTorch Lightning, which zfwidgets does not depend on.
+
+    >>> cb = MonitorCallback(probe=x_val[:64])  # doctest: +SKIP
+    >>> trainer = L.Trainer(callbacks=[cb]); trainer.fit(model, loaders)  # doctest: +SKIP
+    >>> cb.monitor.save("run.safetensors")  # doctest: +SKIP
     """
     base = _callback_base()
 

@@ -142,14 +142,23 @@ class TrainingMonitor:
 
     Examples
     --------
-    >>> monitor = TrainingMonitor(model, probe=x_val[:64])
-    >>> monitor                                   # in a notebook: the live widget
-    >>> for epoch in range(3):
-    ...     for x, y in loader:
+    >>> import os, tempfile
+    >>> import torch, torch.nn.functional as F
+    >>> import zfwidgets as zf
+    >>> images, labels = zf.load_default().images.tensors()
+    >>> _ = torch.manual_seed(0)
+    >>> model = zf.models.zfnet_small()
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    >>> monitor = TrainingMonitor(model, probe=images[:16], every=1)
+    >>> for epoch in range(2):
+    ...     for i in range(0, 64, 32):
+    ...         x, y = images[i : i + 32], labels[i : i + 32]
     ...         loss = F.cross_entropy(model(x), y); opt.zero_grad(); loss.backward(); opt.step()
     ...         monitor.step(loss=loss)
-    ...     monitor.epoch_end(val_loss=val_loss, val_acc=val_acc)
-    >>> monitor.save("run.safetensors")
+    ...     monitor.epoch_end(val_acc=0.5)
+    >>> monitor.save(os.path.join(tempfile.mkdtemp(), "run.safetensors"))
+
+    In a notebook, ``monitor`` as the last expression of a cell shows the live widget.
     """
 
     def __init__(

@@ -52,12 +52,18 @@ class EvolutionSlider(ZFWidget):
 
     Examples
     --------
+    >>> import zfwidgets as zf
+    >>> from zfwidgets.widgets import FilterGrid, TopNine
+    >>> d = zf.load_default()
     >>> slider = EvolutionSlider(d.checkpoints)           # [(epoch, state_dict), ...]
     >>> top = TopNine(d.model, d.images, layer="features.8", channel=3)
-    >>> slider.link(top)
+    >>> _ = slider.link(top)
     >>> grid = FilterGrid(d.model, checkpoints=slider.checkpoints, labels=slider.labels)
-    >>> slider.link(grid)
-    >>> display(slider, top, grid)
+    >>> _ = slider.link(grid)
+    >>> slider.labels[:3]
+    ['epoch 1', 'epoch 2', 'epoch 5']
+
+    In a notebook, ``display(slider, top, grid)`` shows the three, linked.
     """
 
     _bundle = "evolution.js"

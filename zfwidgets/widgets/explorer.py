@@ -156,8 +156,11 @@ class Explorer(Pictured, w.VBox):
     Examples
     --------
     >>> from zfwidgets import Explorer
-    >>> Explorer()                                   # bundled model and images
-    >>> Explorer(model, dataset=val_set, classes=names, transform=weights.transforms())
+    >>> e = Explorer()                               # bundled model and images
+
+    Your own model (not run here: it needs your model and data):
+
+    >>> Explorer(model, dataset=val_set, classes=names, transform=weights.transforms())  # doctest: +SKIP
     """
 
     def __init__(

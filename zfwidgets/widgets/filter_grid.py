@@ -165,8 +165,12 @@ class FilterGrid(ZFWidget):
 
     Examples
     --------
-    >>> FilterGrid(model, images=x[:64])                      # the first conv, dead ones marked
-    >>> FilterGrid(weights=sd["features.0.weight"], layer="features.0")   # no model needed
+    >>> import zfwidgets as zf
+    >>> d = zf.load_default()
+    >>> x = d.images.tensors()[0]
+    >>> grid = FilterGrid(d.model, images=x[:64])            # the first conv, dead ones marked
+    >>> sd = d.checkpoints[0][1]                             # a state_dict from training
+    >>> grid = FilterGrid(weights=sd["features.0.weight"], layer="features.0")  # no model needed
     """
 
     _bundle = "filter_grid.js"
@@ -451,6 +455,8 @@ class FilterGrid(ZFWidget):
         label : str, optional
             Shown after the layer name in the caption.
 
+        Notes
+        -----
         The frame is made by the widget's job runner and applied on the kernel's thread
         (at once where no event loop runs); the selected filter is kept when it still exists.
         """

@@ -101,9 +101,18 @@ class LayerGrid(ZFWidget):
 
     Examples
     --------
-    >>> grid = LayerGrid(model, x, "features.3", transform=weights.transforms())
-    >>> grid.observe(lambda change: print(change.new), "channel")
-    >>> grid.layer = "features.6"
+    >>> import zfwidgets as zf
+    >>> d = zf.load_default()
+    >>> x, label = d.images[0]
+    >>> grid = LayerGrid(d.model, x, "features.4", mean=[d.mean], std=[d.std])
+    >>> grid.observe(lambda change: print("selected map", change.new), "channel")
+    >>> grid.channel = 3
+    selected map 3
+    >>> grid.layer = "features.8"                  # another layer: the selection is cleared
+    selected map None
+
+    On an ImageNet model, ``LayerGrid(model, x, "features.3", transform=weights.transforms())``
+    undoes the transform's ``Normalize`` to show the image.
     """
 
     _bundle = "layer_grid.js"

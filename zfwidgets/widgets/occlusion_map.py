@@ -133,11 +133,19 @@ class OcclusionMap(ZFWidget):
 
     Examples
     --------
-    >>> occ = OcclusionMap(model, x, classes=weights.meta["categories"],
-    ...                    transform=weights.transforms())
+    >>> import zfwidgets as zf
+    >>> d = zf.load_default()
+    >>> x, label = d.images[60]
+    >>> occ = OcclusionMap(d.model, x, window=6, stride=2, classes=d.classes,
+    ...                    mean=[d.mean], std=[d.std])
     >>> occ.view = "top_class"
-    >>> occ.image = other_image          # recomputes in the background
+    >>> sneaker = d.images[209][0]
+    >>> occ.image = sneaker              # recomputes (in the background in a notebook)
+    >>> cam = zf.grad_cam(d.model, sneaker[None]).upsampled[0]
     >>> occ.show_map("grad-cam", cam)    # any (h, w) map over the image as one more view
+
+    On an ImageNet model: ``OcclusionMap(model, x, classes=weights.meta["categories"],
+    transform=weights.transforms())``.
     """
 
     _bundle = "occlusion_map.js"

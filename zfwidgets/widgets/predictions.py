@@ -52,8 +52,14 @@ class Predictions(ZFWidget):
 
     Examples
     --------
-    >>> Predictions(model, x, classes=weights.meta["categories"])
-    >>> preds.set_image(other)      # or preds.image = other
+    >>> import zfwidgets as zf
+    >>> d = zf.load_default()
+    >>> preds = Predictions(d.model, d.images[60][0], classes=d.classes, k=3)
+    >>> preds.labels[0]
+    'Ankle boot'
+    >>> preds.set_image(d.images[90][0])      # or preds.image = ...
+    >>> preds.labels[0]
+    'Trouser'
     """
 
     _bundle = "predictions.js"

@@ -196,11 +196,17 @@ class TopNine(ZFWidget):
 
     Examples
     --------
-    >>> top = TopNine(model, val_images, layer="features.10", channel=37,
-    ...               transform=weights.transforms(), classes=weights.meta["categories"])
+    >>> import zfwidgets as zf
+    >>> from zfwidgets.widgets import EvolutionSlider
+    >>> d = zf.load_default()
+    >>> top = TopNine(d.model, d.images, layer="features.12", channel=4, classes=d.classes,
+    ...               atlas=zf.load_default_atlas(d), mean=[d.mean], std=[d.std])
     >>> top.channel = 12                                  # redraws
     >>> top.observe(lambda c: print("open image", c.new), "selected")
-    >>> EvolutionSlider(checkpoints).link(top)            # Fig. 4
+    >>> _ = EvolutionSlider(d.checkpoints).link(top)      # Fig. 4
+
+    On an ImageNet model: ``TopNine(model, val_images, layer="features.10", channel=37,
+    transform=weights.transforms(), classes=weights.meta["categories"])``.
     """
 
     _bundle = "top_nine.js"
