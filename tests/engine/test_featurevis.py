@@ -1,5 +1,6 @@
 """zf.feature_vis: shapes, range, determinism, the objective rises, the guarantees, every error."""
 
+import numpy as np
 import pytest
 import torch
 from models import assert_unchanged, hook_count, snapshot, tiny_zf, torchvision_model
@@ -68,6 +69,9 @@ def test_units_and_flat_layers():
     with zf.capture(model, ["4"]) as cap, torch.no_grad():
         model(r.inputs)
     torch.testing.assert_close(cap.activations["4"][0, 2, 3, 4], r.activation[0])
+    # channels as NumPy ints, a tensor or a range: the same request
+    for same in (np.array([2, 0]), torch.tensor([2, 0]), range(2, -1, -2)):
+        assert zf.feature_vis(model, "4", same, **{**FAST, "steps": 1}).channels.tolist() == [2, 0]
     # a (B, C) layer: the class logit
     logit = zf.feature_vis(model, "11", [7], **FAST)
     assert bool(logit.activation[0] > logit.start[0])
@@ -153,6 +157,8 @@ def test_colour_matrix_and_transforms_are_published():
         ({"channels": []}, ValueError, "channels: expected at least one"),
         ({"channels": [0.5]}, TypeError, "channels: expected ints"),
         ({"channels": "0"}, TypeError, "channels: expected an int or a sequence"),
+        ({"channels": np.array([0.5])}, TypeError, "channels: expected integer indices"),
+        ({"channels": torch.tensor([1.0])}, TypeError, "channels: expected integer indices"),
         ({"channels": None}, ValueError, "expected exactly one of"),
         ({"units": [(0, 1, 1)]}, ValueError, "expected exactly one of"),
         ({"channels": None, "units": [(0, 16, 0)]}, ValueError, "units: unit 0 = (0, 16, 0)"),

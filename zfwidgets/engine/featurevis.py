@@ -160,6 +160,12 @@ def _as_index_list(values: object, name: str) -> list[int]:
                 f"{name}: expected integer indices, got a tensor of dtype {values.dtype}"
             )
         values = values.reshape(-1).tolist()
+    elif hasattr(values, "tolist") and hasattr(values, "dtype"):  # a NumPy array
+        if getattr(values.dtype, "kind", "") not in "iu":
+            raise TypeError(
+                f"{name}: expected integer indices, got an array of dtype {values.dtype}"
+            )
+        values = values.reshape(-1).tolist()
     elif not isinstance(values, (str, bytes, bool)) and hasattr(values, "__index__"):
         values = [values]
     if not isinstance(values, (Sequence, range)) or isinstance(values, (str, bytes)):
