@@ -104,6 +104,9 @@ def test_batches_run_across_chunk_ends_and_commit_on_chunk_ends():
     assert _plan([0, 1, 2, 3], 12, 3, 6) == [(0, 6, [0, 1]), (6, 12, [2, 3])]
     # a run's last batch is never one image when the run has more
     assert _plan([0, 1], 9, 5, 4) == [(0, 4, []), (4, 7, []), (7, 9, [0, 1])]
+    # batches of one or two: no batch is ever empty
+    for b in (1, 2):
+        assert all(e > s for s, e, _ in _plan([0, 1], 5, 3, b))
     # non-consecutive chunks (a resumed job) form separate runs
     assert _plan([0, 2], 6, 2, 4) == [(0, 2, [0]), (4, 6, [2])]
     # ranks take contiguous shares that differ by at most one chunk, and cover every chunk

@@ -272,7 +272,7 @@ def _plan(
     for run in runs:
         lo, hi = run[0] * chunk_size, min(n, (run[-1] + 1) * chunk_size)
         cuts = list(range(lo, hi, batch_size)) + [hi]
-        if len(cuts) > 2 and cuts[-1] - cuts[-2] == 1:
+        if len(cuts) > 2 and cuts[-1] - cuts[-2] == 1 and batch_size > 2:
             cuts[-2] -= 1  # ..., B - 1, 2 rather than ..., B, 1
         pending = list(run)
         for s, e in zip(cuts, cuts[1:]):
