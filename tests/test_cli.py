@@ -184,6 +184,8 @@ def test_mine_command_under_torchrun_gives_the_same_atlas(folder, tmp_path):
     for layer in ("0", "4"):
         assert torch.equal(atlas.indices[layer], ref.indices[layer])
         torch.testing.assert_close(atlas.values[layer], ref.values[layer])
+        assert atlas.has_images(layer)  # rendered by both ranks, named once by rank 0
+    assert not list((out / "tiles").glob("*.partial"))
 
 
 def test_default_layers_are_the_convolutions_the_forward_calls():

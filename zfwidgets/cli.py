@@ -174,7 +174,13 @@ def _mine_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=4, help="DataLoader worker processes")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (cuda = cuda:LOCAL_RANK)")
     p.add_argument("--checkpoint", help="checkpoint folder (default <out>.checkpoint)")
-    p.add_argument("--chunk-size", type=int, default=None, help="images per checkpointed chunk")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="images per checkpointed chunk (default: from the number of images, or the "
+        "checkpoint's own)",
+    )
     p.add_argument("--mean", default=_csv(IMAGENET_MEAN), help="normalisation mean (3 numbers)")
     p.add_argument("--std", default=_csv(IMAGENET_STD), help="normalisation std (3 numbers)")
     p.add_argument("--no-render", action="store_true", help="save the top-k only, no images")
@@ -187,7 +193,7 @@ def _run_mine(args) -> int:
 
     from .atlas import distributed
     from .atlas.folder import ImageFolder
-    from .atlas.mining import DEFAULT_CHUNK_SIZE, mine
+    from .atlas.mining import mine
 
     for name, value, lo in (
         ("--size", args.size, 8),
@@ -250,7 +256,7 @@ def _run_mine(args) -> int:
             batch_size=args.batch_size,
             num_workers=args.workers,
             checkpoint=checkpoint,
-            chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
+            chunk_size=args.chunk_size,
             progress=not args.quiet,
         )
     except (ValueError, TypeError) as e:
@@ -259,8 +265,14 @@ def _run_mine(args) -> int:
     skipped = atlas.provenance.get("skipped", [])
     if ctx.is_main:
         atlas.save(out)
-        if not args.no_render and hasattr(atlas, "render"):
-            atlas.render(batch_size=args.batch_size, device=device, progress=not args.quiet)
+    ctx.barrier()
+    if not args.no_render:  # every rank renders its share of the units
+        if not ctx.is_main:
+            from .atlas.core import Atlas
+
+            atlas = Atlas.load(out, model=model, data=data)
+        atlas.render(batch_size=args.batch_size, device=device, progress=not args.quiet)
+    if ctx.is_main:
         n = len(data)
         print(
             f"mined {n - len(skipped)} images over {len(layers)} layers in {elapsed:.1f} s "

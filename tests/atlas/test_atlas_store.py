@@ -338,3 +338,88 @@ def test_render_finds_the_data_normalisation(tmp_path, model):
         ref = atlas.patches("4", 1)
         # back through the normalisation: the model-input crops, within a grey level
         assert float((back.patches("4", 1) - ref).abs().max()) <= 0.5 / 255 / 0.2 + 1e-5
+
+
+RENDER_WORKER = """
+import sys
+sys.path.insert(0, {tests!r})
+import torch
+import torch.distributed as dist
+from models import tiny_zf
+from safetensors.torch import load_file
+import zfwidgets as zf
+
+data = load_file({data!r})["x"]
+out = sys.argv[1]
+atlas = zf.mine(tiny_zf(), data, layers={layers!r}, k=4, progress=False)  # the same on each rank
+if dist.get_rank() == 0:
+    atlas.save(out)
+dist.barrier()
+if dist.get_rank() != 0:
+    atlas = zf.Atlas.load(out, model=tiny_zf(), data=data)
+atlas.render(batch_size=2, format={format!r}, progress=False)  # 2 units per group: 2-8 groups
+assert dist.get_world_size() == 2
+"""
+
+
+def stored_files(path):
+    """Every file of an atlas directory (tile folders named by layer, not by their random
+    suffix) -> its bytes; the manifest with the tile folders' names replaced the same way."""
+    m = manifest(path)
+    dirs = {}
+    for i, layer in enumerate(m["layers"]):
+        if layer.get("images"):
+            dirs[layer["images"]["dir"]] = f"tiles/layer-{i}"
+            layer["images"]["dir"] = f"tiles/layer-{i}"
+    out = {MANIFEST: json.dumps(m, sort_keys=True).encode()}
+    for p in sorted(path.rglob("*")):
+        rel = p.relative_to(path).as_posix()
+        if p.is_file() and rel != MANIFEST:
+            for old, new in dirs.items():
+                rel = rel.replace(old + "/", new + "/")
+            out[rel] = p.read_bytes()
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("format", ["webp"])
+def test_render_under_two_gloo_ranks_writes_the_bytes_of_one_process(tmp_path, data, format):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    repo = Path(__file__).resolve().parents[2]
+    save_file({"x": data.contiguous()}, str(tmp_path / "data.safetensors"))
+    script = tmp_path / "worker.py"
+    script.write_text(
+        RENDER_WORKER.format(
+            tests=str(repo / "tests"),
+            data=str(tmp_path / "data.safetensors"),
+            layers=LAYERS,
+            format=format,
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    result = subprocess.run(
+        [*cmd, "--max-restarts=0", str(script), str(tmp_path / "two")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    torch.set_num_threads(1)  # as torchrun's workers: the same kernels
+    try:
+        one = zf.mine(tiny_zf(), data, layers=LAYERS, k=4, progress=False)
+        one.save(tmp_path / "one")
+        one.render(batch_size=2, format=format, progress=False)
+    finally:
+        torch.set_num_threads(2)
+    got, want = stored_files(tmp_path / "two"), stored_files(tmp_path / "one")
+    assert sorted(got) == sorted(want)
+    assert sum(name.endswith(f".{format}") for name in got) == 8 + 12 + 16
+    for name in want:
+        assert got[name] == want[name], name

@@ -85,19 +85,33 @@ def test_layers_the_forward_never_calls_are_refused(data):
         zf.mine(WithSpare(), data, layers=["net.4", "spare"], k=3, progress=False)
 
 
-@pytest.mark.parametrize("chunk_size", [4, 7, 16, 10_000])
+@pytest.mark.parametrize("chunk_size", [4, 7, 16, 10_000, None])
 def test_chunks_do_not_change_the_atlas(data, chunk_size):
     model = tiny_zf()
-    ref = zf.mine(model, data, layers=LAYERS, k=5, batch_size=4, progress=False)
-    got = zf.mine(
-        model, data, layers=LAYERS, k=5, batch_size=4, chunk_size=chunk_size, progress=False
-    )
-    if chunk_size % 4 == 0:  # the same batches: bit for bit
-        same(got, ref)
-    else:  # batches cut at chunk ends: other batch shapes, float-level differences only
-        for layer in LAYERS:
-            assert torch.equal(got.indices[layer], ref.indices[layer])
-            torch.testing.assert_close(got.values[layer], ref.values[layer])
+    kw = {"layers": LAYERS, "k": 5, "batch_size": 4, "progress": False}
+    ref = zf.mine(model, data, chunk_size=40, **kw)  # one chunk
+    got = zf.mine(model, data, chunk_size=chunk_size, **kw)  # None: 40 chunks of one image
+    same(got, ref)  # batches run across chunk ends: the same batches, bit for bit
+
+
+def test_batches_run_across_chunk_ends_and_commit_on_chunk_ends():
+    from zfwidgets.atlas.mining import _plan, _share
+
+    # chunks of 2 images, batches of 4: full batches, each finishing two chunks
+    assert _plan([0, 1, 2, 3], 8, 2, 4) == [(0, 4, [0, 1]), (4, 8, [2, 3])]
+    # chunks of 3, batches of 4: a batch ending inside a chunk commits nothing yet
+    assert _plan([0, 1, 2], 9, 3, 4) == [(0, 4, []), (4, 7, []), (7, 9, [0, 1, 2])]
+    assert _plan([0, 1, 2, 3], 12, 3, 6) == [(0, 6, [0, 1]), (6, 12, [2, 3])]
+    # a run's last batch is never one image when the run has more
+    assert _plan([0, 1], 9, 5, 4) == [(0, 4, []), (4, 7, []), (7, 9, [0, 1])]
+    # non-consecutive chunks (a resumed job) form separate runs
+    assert _plan([0, 2], 6, 2, 4) == [(0, 2, [0]), (4, 6, [2])]
+    # ranks take contiguous shares that differ by at most one chunk, and cover every chunk
+    for m in range(12):
+        for world in (1, 2, 3, 8):
+            shares = [_share(list(range(m)), r, world) for r in range(world)]
+            assert sum(shares, []) == list(range(m))
+            assert max(map(len, shares)) - min(map(len, shares)) <= 1
 
 
 def test_merge_orders_by_value_then_index():
@@ -192,6 +206,49 @@ def test_checkpoint_resumes_after_a_cancel_and_skips_finished_chunks(data, tmp_p
     again = zf.mine(model, data, checkpoint=ck, progress=lambda d, t: seen.append(d), **kw)
     same(again, ref)
     assert seen == []
+
+
+def test_default_chunk_size_depends_on_the_data_size_only():
+    from zfwidgets.atlas.mining import DEFAULT_CHUNK_SIZE, default_chunk_size
+
+    sizes = {n: default_chunk_size(n) for n in (1, 40, 256, 257, 1280, 50_000, 1_281_167, 10**8)}
+    assert sizes == {
+        1: 1,
+        40: 1,
+        256: 1,
+        257: 2,
+        1280: 8,
+        50_000: 256,
+        1_281_167: 8192,
+        10**8: DEFAULT_CHUNK_SIZE,
+    }
+    for n in [*range(1, 3000), *range(3000, 5_000_000, 9973)]:
+        c = default_chunk_size(n)
+        assert c & (c - 1) == 0 and 1 <= c <= DEFAULT_CHUNK_SIZE  # a power of two
+        assert -(-n // c) >= min(n, 129)  # any job of up to 128 ranks (and n) keeps all busy
+
+
+def test_a_checkpoint_resumes_with_the_chunk_size_it_was_written_with(data, tmp_path):
+    """A checkpoint cut into other chunks (the old default of 8,192, or a chunk_size= given
+    then) resumes with them when chunk_size is left unset; a different chunk_size is refused."""
+    model = tiny_zf()
+    ck = tmp_path / "run"
+    kw = {"layers": LAYERS, "k": 5, "batch_size": 4}
+    ref = zf.mine(model, data, chunk_size=16, progress=False, **kw)
+
+    def stop_at_20(done, total):
+        if done >= 20:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        zf.mine(model, data, checkpoint=ck, chunk_size=16, progress=stop_at_20, **kw)
+    seen = []
+    resumed = zf.mine(model, data, checkpoint=ck, progress=lambda d, t: seen.append((d, t)), **kw)
+    same(resumed, ref)
+    assert seen[-1] == (24, 24)  # chunk 0 (16 images) was kept: the saved chunks resumed
+    assert json.loads((ck / "job.json").read_text())["chunk_size"] == 16
+    with pytest.raises(ValueError, match=r"chunk_size \(saved 16, now 8\).*Leave chunk_size unset"):
+        zf.mine(model, data, checkpoint=ck, chunk_size=8, progress=False, **kw)
 
 
 def test_checkpoint_of_another_job_is_refused(data, tmp_path):

@@ -372,6 +372,11 @@ class Atlas:
         skipped; an interrupted layer continues from the units already written. The manifest
         names a layer's tiles only once all of them are on disk.
 
+        Under ``torchrun`` (an initialised default process group) it is a collective, like
+        :func:`zfwidgets.mine`: call it on every rank, each with this atlas saved to (or loaded
+        from) the same directory; the units are split over the ranks and the files are the
+        same bytes as one process's.
+
         Parameters
         ----------
         layers : name or list of names, optional

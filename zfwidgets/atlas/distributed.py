@@ -8,6 +8,7 @@ the backend needs (CUDA for NCCL, CPU for gloo).
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -39,7 +40,9 @@ def context(device: torch.device | None = None, *, init: bool = True) -> Context
     An initialised default process group is used as it is. Otherwise, when torchrun's
     environment (``WORLD_SIZE`` > 1, ``RANK``, ``MASTER_ADDR``) is present and ``init`` is true,
     the default group is initialised here: NCCL when ``device`` is a CUDA device, gloo otherwise.
-    It is left initialised for the rest of the program (``dist.destroy_process_group()`` ends it).
+    It is left initialised for the rest of the program and destroyed at its exit (a gloo group
+    left alive at exit aborts the process: "terminate called without an active exception");
+    ``dist.destroy_process_group()`` ends it sooner.
     """
     if dist.is_available() and dist.is_initialized():
         return Context(dist.get_rank(), dist.get_world_size())
@@ -49,6 +52,7 @@ def context(device: torch.device | None = None, *, init: bool = True) -> Context
         if backend == "nccl":
             torch.cuda.set_device(device if device.index is not None else local_device())
         dist.init_process_group(backend)
+        atexit.register(_destroy)
         return Context(dist.get_rank(), dist.get_world_size())
     return Context()
 
@@ -67,6 +71,11 @@ def all_gather_cat(t: torch.Tensor, dim: int) -> torch.Tensor:
     parts = [torch.empty_like(local) for _ in range(world)]
     dist.all_gather(parts, local)
     return torch.cat(parts, dim).to(t.device)
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _nccl() -> bool:

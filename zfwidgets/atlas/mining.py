@@ -12,8 +12,12 @@ How it scales:
   after the last call of the deepest requested layer (the rest of the network never runs). The
   running top-k is merged on the device; nothing is copied to the host per batch.
 - **Fixed chunks.** The work is cut into chunks of ``chunk_size`` consecutive global image
-  indices; batches never straddle a chunk, so the atlas is the same however the chunks are
-  spread over processes or resumed.
+  indices, the unit of checkpointing and of distribution. The default size depends on the
+  data size only, never on the number of processes (:func:`default_chunk_size`): more than
+  128 chunks, so every rank of any job up to 128 ranks gets work. Each rank takes a
+  contiguous, balanced share of the chunks and batches its images across chunk ends (full
+  batches whatever the chunk size); each image's maxima do not depend on which batch holds it,
+  so the atlas is the same however the chunks are spread over processes or resumed.
 - **Resumable.** With ``checkpoint=``, every finished chunk is committed to disk atomically
   (:mod:`zfwidgets.atlas.resume`); calling again skips committed chunks.
 - **Distributed.** Under ``torchrun``, ranks take disjoint chunks; an all-gather of fixed-shape
@@ -41,12 +45,45 @@ from ..engine.capture import Capture
 from ..engine.probe import check_images, check_input_size
 from . import distributed
 from .core import Atlas
-from .resume import Checkpoint, job_description, model_description
+from .resume import Checkpoint, job_description, model_description, saved_chunk_size
 
-__all__ = ["mine", "TopK", "UnreadableImage", "merge_topk", "DEFAULT_CHUNK_SIZE"]
+__all__ = [
+    "mine",
+    "TopK",
+    "UnreadableImage",
+    "merge_topk",
+    "DEFAULT_CHUNK_SIZE",
+    "default_chunk_size",
+]
 
-#: Images per chunk of work (the unit of checkpointing and of distribution).
+#: The largest chunk :func:`default_chunk_size` picks (images; once the fixed default).
 DEFAULT_CHUNK_SIZE = 8192
+#: The default cuts the data into about this many chunks (at least half of it, see below).
+TARGET_CHUNKS = 256
+
+
+def default_chunk_size(n: int) -> int:
+    """Images per chunk when ``mine`` is not given ``chunk_size``: a function of the data size
+    ``n`` only, never of the number of processes.
+
+    ``ceil(n / 256)`` rounded up to a power of two, at most :data:`DEFAULT_CHUNK_SIZE` (8,192):
+
+    - **Every rank gets work.** Up to 2.1M images there are more than 128 chunks (one image per
+      chunk below 257 images), so every rank of a job of up to 128 ranks (and at most ``n``)
+      mines, and ranks differ by at most one chunk. Above that, chunks of 8,192 images are
+      more than 256. ImageNet-val (50,000) gets 196 chunks of 256 images; 1,280 images 160 of 8.
+    - **The same atlas for any world size.** As the layout ignores the world size, a job run on
+      N ranks, resumed on M or run in one process commits the same chunks and gives the
+      identical atlas.
+    - **Full batches.** Batches run across chunk ends within a rank's share, so small chunks
+      never mean small batches; a power of two is a multiple of the usual power-of-two batch
+      sizes (or smaller than them), so batch ends fall on chunk ends and commits are frequent.
+    - **Cheap checkpoints.** A checkpoint rewrites one small part file when a batch ends on a
+      chunk end: at most once per batch, and at most a few hundred times per job beyond
+      65,536 images.
+    """
+    target = max(1, -(-int(n) // TARGET_CHUNKS))
+    return min(DEFAULT_CHUNK_SIZE, 1 << (target - 1).bit_length())
 
 
 class UnreadableImage(Exception):
@@ -277,15 +314,44 @@ def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]
     return torch.tensor([i for i, _ in good]), torch.stack([x for _, x in good]), skipped
 
 
+def _share(todo: list[int], rank: int, world: int) -> list[int]:
+    """The chunks of ``rank``: a contiguous, balanced slice of ``todo`` (sizes differ by at most
+    one chunk), so that each rank's images form as few runs as possible."""
+    m = len(todo)
+    return todo[rank * m // world : (rank + 1) * m // world]
+
+
 def _plan(
     chunks: list[int], n: int, chunk_size: int, batch_size: int
-) -> list[tuple[int, int, int]]:
-    """(chunk, start, end) of every batch, in order; batches never straddle a chunk."""
-    out = []
+) -> list[tuple[int, int, list[int]]]:
+    """(start, end, chunks finished) of every batch, in order.
+
+    Consecutive chunks form one run of images, cut into batches of ``batch_size`` from the
+    run's start: a batch may straddle chunks, so small chunks do not make small batches. A run's
+    last batch is never a single image when the run has more (some kernels compute a batch of
+    one with other rounding). A batch lists the chunks it finishes only when it ends on a chunk
+    boundary: the images mined then are exactly those of the finished chunks, which is what a
+    checkpoint may commit.
+    """
+    runs: list[list[int]] = []
     for c in chunks:
-        lo, hi = c * chunk_size, min(n, (c + 1) * chunk_size)
-        for s in range(lo, hi, batch_size):
-            out.append((c, s, min(hi, s + batch_size)))
+        if runs and runs[-1][-1] + 1 == c:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    out: list[tuple[int, int, list[int]]] = []
+    for run in runs:
+        lo, hi = run[0] * chunk_size, min(n, (run[-1] + 1) * chunk_size)
+        cuts = list(range(lo, hi, batch_size)) + [hi]
+        if len(cuts) > 2 and cuts[-1] - cuts[-2] == 1:
+            cuts[-2] -= 1  # ..., B - 1, 2 rather than ..., B, 1
+        pending = list(run)
+        for s, e in zip(cuts, cuts[1:]):
+            finished: list[int] = []
+            if e == hi or e % chunk_size == 0:
+                while pending and min(n, (pending[0] + 1) * chunk_size) <= e:
+                    finished.append(pending.pop(0))
+            out.append((s, e, finished))
     return out
 
 
@@ -298,12 +364,12 @@ def _batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[int]]]:
     if source.is_tensor:
         data = source.items
-        for _, s, e in plan:
+        for s, e, _ in plan:
             yield torch.arange(s, e), data[s:e], []
         return
     loader = DataLoader(
         _Indexed(source),
-        batch_sampler=[list(range(s, e)) for _, s, e in plan],
+        batch_sampler=[list(range(s, e)) for s, e, _ in plan],
         num_workers=num_workers,
         pin_memory=pin_memory,
         collate_fn=_collate,
@@ -324,7 +390,7 @@ def mine(
     progress: ProgressArg = True,
     num_workers: int | None = None,
     checkpoint: str | os.PathLike | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> Atlas:
     """The k strongest activations of every feature map of ``layers`` over ``data``.
 
@@ -358,8 +424,11 @@ def mine(
         with the same arguments skips them, so a killed run resumes where it stopped and gives
         exactly the atlas of an uninterrupted run. A folder holding another job (other model,
         parameters, data, layers, k, input size or chunk size) is refused with a ValueError.
-    chunk_size : int
+    chunk_size : int, optional
         Images per chunk: the unit of checkpointing and of distribution over processes.
+        Default: :func:`default_chunk_size` of the data size (``ceil(n / 256)`` rounded up to a
+        power of two, at most 8,192), or, when ``checkpoint`` holds a job saved before, the
+        chunk size it was written with (so its chunks resume as they were cut).
 
     Returns
     -------
@@ -377,7 +446,8 @@ def mine(
     names = list(dict.fromkeys(n for n, _ in named))
     k = check_positive_int(k, "k")
     batch_size = check_positive_int(batch_size, "batch_size")
-    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    if chunk_size is not None:
+        chunk_size = check_positive_int(chunk_size, "chunk_size")
     transform = check_callable(transform, "transform")
     progress = check_progress(progress)
     if num_workers is not None and (
@@ -409,6 +479,13 @@ def mine(
     ctx = distributed.context(device)
     model_info = model_description(model)
     data_info = {"n": n, "fingerprint": _data_fingerprint(source, first)}
+    if chunk_size is None:
+        chunk_size = default_chunk_size(n)
+        if checkpoint is not None:  # a job saved before keeps the chunks it was cut into
+            chunk_size = saved_chunk_size(checkpoint) or chunk_size
+            if ctx.world > 1:  # rank 0's choice, whatever each rank's view of the folder
+                ours = torch.tensor([chunk_size], dtype=torch.long)
+                chunk_size = int(distributed.all_gather_cat(ours, 0)[0])
     num_chunks = -(-n // chunk_size)
     store = None
     previous = []
@@ -431,7 +508,7 @@ def mine(
         ctx.barrier()  # every rank has listed the old parts before anyone writes a new one
     done = {c for p in previous for c in p.chunks}
     todo = [c for c in range(num_chunks) if c not in done]
-    mine_chunks = todo[ctx.rank :: ctx.world]
+    mine_chunks = _share(todo, ctx.rank, ctx.world)
     plan = _plan(mine_chunks, n, chunk_size, batch_size)
     session = _session_id(ctx)
     part_name = f"part-{session}-{ctx.rank}.safetensors"
@@ -447,7 +524,7 @@ def mine(
     skipped: list[int] = []
     finished: list[int] = []
     checks: list[tuple[torch.Tensor, torch.Tensor]] = []
-    total = sum(e - s for _, s, e in plan)
+    total = sum(e - s for s, e, _ in plan)
     show = progress if ctx.is_main or callable(progress) else False  # one bar: rank 0's
     with (
         Progress(show, total, desc="mining", unit="img") as bar,
@@ -456,7 +533,7 @@ def mine(
     ):
         batches = _batches(source, plan, num_workers=num_workers, pin_memory=device.type == "cuda")
         for j, (idx, x, bad) in enumerate(batches):
-            chunk, s, e = plan[j]
+            s, e, complete = plan[j]
             skipped.extend(bad)
             if x is not None:
                 if x.dim() != 4 or x.shape[1:] != first.shape[1:]:
@@ -474,10 +551,10 @@ def mine(
                 for nm in names:
                     tops[nm].accept(pending[nm])
             bar.update(e - s)
-            if j + 1 == len(plan) or plan[j + 1][0] != chunk:  # the chunk is complete
+            if complete:  # the images mined so far are exactly those of the finished chunks
                 _check_finite(checks)
                 checks.clear()
-                finished.append(chunk)
+                finished.extend(complete)
                 if store is not None:
                     store.write_part(
                         part_name, {nm: t.state() for nm, t in tops.items()}, finished, skipped

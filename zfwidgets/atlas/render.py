@@ -2,6 +2,12 @@
 
 docs/method.md Sec. 3.1, Fig. 2. :meth:`Atlas.render` validates its arguments and delegates
 here; the sprite layout and the manifest's records are :mod:`zfwidgets.atlas.store`'s.
+
+Under torchrun (an initialised default process group), every rank calls ``render`` on the same
+atlas directory: each layer's units are cut into fixed groups (:func:`_groups`, a function of the
+unit count only), rank r renders groups r, r + world, ... into the layer's partial folder, and
+rank 0 names the folder in the manifest after a barrier, once every tile is on disk. The tiles
+are the same bytes as a single process's; a killed render resumes per unit.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import torch
 
 from ..base.files import write_atomic
 from ..base.progress import Progress
+from . import distributed
 from . import store as st
 from .crops import crop, hit_units
 from .formats import hits_of, manifest_of, provenance_of
@@ -117,13 +124,28 @@ def render_layers(
         if done is not None and done.settings() == rec.settings():
             continue
         plans.append((n, rec))
-    total = sum(int(atlas.values[n].shape[0]) for n, _ in plans)
+    ctx = distributed.context(init=False)
+    groups = {n: _groups(int(atlas.values[n].shape[0]), atlas.k, batch_size) for n, _ in plans}
+    total = sum(len(g) for n, _ in plans for g in groups[n][ctx.rank :: ctx.world])
+    show = progress if ctx.is_main or callable(progress) else False  # one bar: rank 0's
     with (
-        Progress(progress, total, desc="rendering", unit="unit") as bar,
+        Progress(show, total, desc="rendering", unit="unit") as bar,
         ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool,
     ):
         for n, rec in plans:
-            _render_layer(atlas, store, n, rec, model, dev, batch_size, max_tile, bar, pool)
+            mine = groups[n][ctx.rank :: ctx.world]
+            _render_layer(
+                atlas, store, n, rec, model, dev, batch_size, max_tile, bar, pool, mine, ctx
+            )
+
+
+def _groups(C: int, k: int, batch_size: int) -> list[list[int]]:
+    """The units of a layer cut into the groups rendered together (their hits in shared
+    backward passes): a layout of the unit count only, so a unit's tile is the same bytes
+    however the groups are spread over processes. Under torchrun, rank r renders groups
+    r, r + world, ..."""
+    size = max(1, (4 * batch_size) // k)
+    return [list(range(s, min(C, s + size))) for s in range(0, C, size)]
 
 
 def _patch_display(atlas, mean, std) -> dict:
@@ -160,7 +182,11 @@ def _data_normalize(source) -> tuple[list[float], list[float]] | None:
     return None
 
 
-def _render_layer(atlas, store, layer, rec, model, device, batch_size, max_tile, bar, pool) -> None:
+def _render_layer(
+    atlas, store, layer, rec, model, device, batch_size, max_tile, bar, pool, groups, ctx
+) -> None:
+    """Render this process's ``groups`` of units of ``layer`` into ``tiles/<i>.partial``; then
+    (rank 0, once every rank's tiles are on disk) name the finished folder in the manifest."""
     from ..base.images import contrast_normalize, unnormalize
     from ..engine.backprop import backprop
 
@@ -168,24 +194,24 @@ def _render_layer(atlas, store, layer, rec, model, device, batch_size, max_tile,
     partial = store.root / "tiles" / f"{i}.partial"
     settings = json.dumps(rec.settings(), sort_keys=True)
     marker = partial / "settings.json"
-    if partial.is_dir():
-        ok = marker.is_file() and marker.stat().st_size < 1 << 16
-        if not ok or marker.read_text() != settings:
-            shutil.rmtree(partial)
-    if not partial.is_dir():
-        partial.mkdir(parents=True)
-        write_atomic(marker, settings.encode())
-    C = int(atlas.values[layer].shape[0])
-    todo = [c for c in range(C) if not (partial / f"{c:05d}.{rec.format}").is_file()]
-    bar.update(C - len(todo))
+    if ctx.is_main:
+        if partial.is_dir():
+            ok = marker.is_file() and marker.stat().st_size < 1 << 16
+            if not ok or marker.read_text() != settings:
+                shutil.rmtree(partial)
+        if not partial.is_dir():
+            partial.mkdir(parents=True)
+            write_atomic(marker, settings.encode())
+    ctx.barrier()  # the folder is ready (and holds no tiles of other settings)
+    todo = [[c for c in g if not (partial / f"{c:05d}.{rec.format}").is_file()] for g in groups]
+    bar.update(sum(len(g) for g in groups) - sum(len(g) for g in todo))
+    todo = [g for g in todo if g]
     size = rec.crop
     disp = rec.display["patches"]
     spatial = atlas.spatial.get(layer, True)
     mode: list[str] = []
-    chunk = max(1, (4 * batch_size) // atlas.k)
     pending: list = []
-    for s in range(0, len(todo), chunk):
-        channels = todo[s : s + chunk]
+    for channels in todo:
         wanted, inverse, units = hit_units(
             atlas.indices[layer], atlas.positions[layer], channels, spatial=spatial
         )
@@ -217,20 +243,27 @@ def _render_layer(atlas, store, layer, rec, model, device, batch_size, max_tile,
         bar.update(len(channels))
     for f in pending:
         f.result()
-    if not mode:  # everything was on disk already: read the mode back from one tile
-        from ..base.codec import decode_image
+    ctx.barrier()  # every rank's tiles are on disk
+    if ctx.is_main:
+        if not mode:  # everything was on disk already: read the mode back from one tile
+            from ..base.codec import decode_image
 
-        px = decode_image((partial / f"{0:05d}.{rec.format}").read_bytes())
-        mode.append("L" if px.ndim == 2 else "RGB")
-    final = st.new_tile_dir(i)
-    marker.unlink()
-    os.replace(partial, store.root / final)
-    store.images[layer] = dataclasses.replace(rec, dir=final, mode=mode[0])
-    records = {n: store.images.get(n) for n in atlas.layers}
-    st.write_manifest(store.root, manifest_of(atlas, store.tensors, records, provenance_of(atlas)))
-    st.remove_unreferenced(
-        store.root, store.tensors, {r.dir for r in records.values() if r is not None}
-    )
+            px = decode_image((partial / f"{0:05d}.{rec.format}").read_bytes())
+            mode.append("L" if px.ndim == 2 else "RGB")
+        final = st.new_tile_dir(i)
+        marker.unlink()
+        os.replace(partial, store.root / final)
+        store.images[layer] = dataclasses.replace(rec, dir=final, mode=mode[0])
+        records = {n: store.images.get(n) for n in atlas.layers}
+        st.write_manifest(
+            store.root, manifest_of(atlas, store.tensors, records, provenance_of(atlas))
+        )
+        st.remove_unreferenced(
+            store.root, store.tensors, {r.dir for r in records.values() if r is not None}
+        )
+    ctx.barrier()  # the manifest names the layer's tiles
+    if not ctx.is_main:
+        store.images[layer] = {L.name: L.images for L in st.read_manifest(store.root).layers}[layer]
 
 
 def _sprites(

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..base.files import write_atomic
 
-__all__ = ["Checkpoint", "Part", "job_description", "model_description"]
+__all__ = ["Checkpoint", "Part", "job_description", "model_description", "saved_chunk_size"]
 
 JOB_FORMAT = "zfwidgets.atlas.mining-job/1"
 PART_FORMAT = "zfwidgets.atlas.mining-part/1"
@@ -99,6 +99,25 @@ def job_description(
     }
 
 
+def saved_chunk_size(path: str | os.PathLike) -> int | None:
+    """The chunk size of the job saved in the checkpoint folder ``path``, or None (no folder, no
+    readable job of this format). A job written with another default chunk size resumes with
+    the chunks it was cut into; a damaged ``job.json`` is reported by :meth:`Checkpoint.prepare`."""
+    job_file = Path(path) / "job.json"
+    try:
+        if not job_file.is_file() or job_file.stat().st_size > 1_000_000:
+            return None
+        saved = json.loads(job_file.read_bytes())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(saved, dict) or saved.get("format") != JOB_FORMAT:
+        return None
+    size = saved.get("chunk_size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        return None
+    return size
+
+
 @dataclass
 class Part:
     """One saved part: the top-k over ``chunks`` (ids), per layer (values, indices, positions)."""
@@ -158,10 +177,14 @@ class Checkpoint:
                 )
             diff = _diff(saved, json.loads(json.dumps(self.job)))
             if diff:
+                hint = ""
+                if any(d.startswith("chunk_size ") for d in diff):
+                    hint = " Leave chunk_size unset to resume with the saved chunk size."
                 raise ValueError(
                     f"checkpoint: {str(self.path)!r} holds another job; it differs in "
                     + "; ".join(diff)
                     + ". Pass another checkpoint= folder (or delete this one) to start anew."
+                    + hint
                 )
             return
         if write:
