@@ -14,14 +14,15 @@ from models import tiny_zf, torchvision_model
 from torch import nn
 
 import zfwidgets as zf
-from zfwidgets.atlas.mining import TopK, merge_topk
+from zfwidgets.atlas.mining import TopK, _plan, merge_topk
 
 
 def reference_mine(model, data, layers, k, batch_size):
-    """(values, indices, positions) per layer, computed as ``mine`` did before."""
+    """(values, indices, positions) per layer, computed as ``mine`` did before, over the
+    batches ``mine`` runs in one process (a kernel may round a batch of one differently)."""
     tops = {}
-    for s in range(0, len(data), batch_size):
-        x = data[s : s + batch_size]
+    for s, e, _ in _plan([0], len(data), len(data), batch_size):
+        x = data[s:e]
         with zf.capture(model, layers, clone=True, switches=False) as cap, torch.no_grad():
             model(x)
         for layer in layers:
@@ -149,10 +150,11 @@ def test_topk_update_and_add_agree_with_the_stable_sort():
         torch.zeros((C, k, 2), dtype=torch.long),
     )
     start = 0
-    for B in (3, 8, 1, 12, 5):
+    for B in (3, 8, 0, 1, 12, 5):  # an empty batch too
         out = torch.randint(-3, 4, (B, C, 4, 5), generator=g).float()
         out[out == 0] = torch.where(torch.rand(int((out == 0).sum()), generator=g) > 0.5, 0.0, -0.0)
-        out[0, 0, 2, 2] = float("nan") if B == 8 else out[0, 0, 2, 2]
+        if B == 8:
+            out[0, 0, 2, 2] = float("nan")
         values, flat = out.flatten(2).max(2)
         positions = torch.stack([flat // 5, flat % 5], -1)
         by_update.update(values, positions, start)

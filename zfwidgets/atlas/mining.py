@@ -127,14 +127,13 @@ class TopK:
     ) -> None:
         """values (B, C), positions (B, C, 2) for images ``start .. start + B - 1``, or for the
         global indices ``start`` (a (B,) long tensor, increasing, all above those seen so far)."""
-        scores = values.t().to(self.values.dtype)
-        order, fresh, b = self._select(scores)
+        v, order, fresh, b = self._select(values.t().to(self.values.dtype))
+        p = torch.cat([self.positions, positions.transpose(0, 1)], 1)
         self._commit(
             order,
             fresh,
-            b,
-            torch.gather(scores, 1, b),
-            torch.gather(positions.transpose(0, 1), 1, b.unsqueeze(-1).expand(-1, -1, 2)),
+            torch.gather(v, 1, order),
+            torch.gather(p, 1, order.unsqueeze(-1).expand(-1, -1, 2)),
             self._global(start, values),
         )
 
@@ -153,13 +152,12 @@ class TopK:
         fresh (in a forward hook): it reads ``out`` and holds nothing of it.
         """
         out = out.detach()
-        if out.dim() == 2:
-            scores = out.t().to(self.values.dtype)
-            order, fresh, b = self._select(scores)
+        scores = out.amax((2, 3)) if out.dim() == 4 else out
+        v, order, fresh, b = self._select(scores.t().to(self.values.dtype))
+        if out.dim() == 2 or out.shape[0] == 0:  # (B, C), or an empty batch: nothing enters
             zeros = torch.zeros(b.shape + (2,), dtype=torch.long, device=out.device)
-            return order, fresh, b, torch.gather(scores, 1, b), zeros, self._global(start, out)
+            return order, fresh, torch.gather(v, 1, order), zeros, self._global(start, out)
         B, C, _, w = out.shape
-        order, fresh, b = self._select(out.amax((2, 3)).t().to(self.values.dtype))
         if self.k >= B:  # no more maps in the batch than entries kept: search them all
             best, flat = out.flatten(2).max(2)
             best, flat = torch.gather(best.t(), 1, b), torch.gather(flat.t(), 1, b)
@@ -167,7 +165,7 @@ class TopK:
             planes = out[b, torch.arange(C, device=out.device).unsqueeze(1)]
             best, flat = planes.flatten(2).max(2)
         positions = torch.stack([flat // w, flat % w], -1)
-        return order, fresh, b, best.to(self.values.dtype), positions, self._global(start, out)
+        return order, fresh, best.to(self.values.dtype), positions, self._global(start, out)
 
     def accept(self, offer: tuple) -> None:
         """Merge what :meth:`offer` computed (against the entries as they are now)."""
@@ -178,10 +176,11 @@ class TopK:
             return start.to(like.device)
         return torch.arange(start, start + like.shape[0], device=like.device)
 
-    def _select(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _select(self, scores: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The k best of the running entries and the batch's (C, B) scores, as a stable
-        descending sort of [running | batch] would order them: ``order`` (C, k) their columns,
-        ``fresh`` which come from the batch, ``b`` their image in the batch (0 where not)."""
+        descending sort of ``v`` = [running | batch] would order them: ``order`` (C, k) their
+        columns in ``v``, ``fresh`` which come from the batch, ``b`` their image in the batch
+        (0 where not)."""
         v = torch.cat([self.values, scores], 1)
         k = self.k
         if v.dtype == torch.float32:
@@ -189,21 +188,21 @@ class TopK:
         else:
             order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :k]
         fresh = order >= k
-        return order, fresh, (order - k).clamp_(min=0)
+        return v, order, fresh, (order - k).clamp_(min=0)
 
     def _commit(
         self,
         order: torch.Tensor,
         fresh: torch.Tensor,
-        b: torch.Tensor,
         values: torch.Tensor,
         positions: torch.Tensor,
         indices: torch.Tensor,
     ) -> None:
         """The new running entries: ``values`` (C, k), ``positions`` (C, k, 2) where fresh."""
         old = order.clamp(max=self.k - 1)
+        i = torch.cat([self.indices, indices.expand(order.shape[0], -1)], 1)
         self.values = torch.where(fresh, values, torch.gather(self.values, 1, old))
-        self.indices = torch.where(fresh, indices[b], torch.gather(self.indices, 1, old))
+        self.indices = torch.gather(i, 1, order)
         self.positions = torch.where(
             fresh.unsqueeze(-1),
             positions,
