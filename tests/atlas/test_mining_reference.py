@@ -1,7 +1,7 @@
 """The per-batch hot path of ``zf.mine`` against the straightforward computation it replaced.
 
 ``mine`` finds each map's spatial maximum with ``amax`` in the layer's hook, searches
-positions only in the maps that enter the top-k, merges with one ``topk`` over distinct keys
+positions only in the maps that enter the top-k (or in k maps per channel), merges with one ``topk`` over distinct keys
 and checks the images' finiteness by their max and min. The reference below is the earlier
 code, kept literally: ``out.flatten(2).max(2)`` of every map of every image, a stable sort
 of [running | batch] per batch, ``isfinite(x).all()``. The atlases must be bit-identical,
@@ -55,6 +55,14 @@ def reference_mine(model, data, layers, k, batch_size):
     return {layer: merge_topk(*tops[layer], k) for layer in layers}
 
 
+@pytest.fixture(params=[True, False], ids=["compact", "fixed-shape"])
+def compact(request, monkeypatch):
+    """Both ways of searching positions: only the maps that enter (the CPU's), k per channel
+    (a fixed shape, the GPU's)."""
+    monkeypatch.setattr(TopK, "compact", request.param)
+    return request.param
+
+
 def assert_same_atlas(atlas, ref):
     for layer, (v, i, p) in ref.items():
         got = atlas.values[layer]
@@ -96,7 +104,7 @@ class TiesNet(nn.Module):
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 9, 10, 16, 64])
-def test_atlas_bit_identical_to_reference(batch_size):
+def test_atlas_bit_identical_to_reference(batch_size, compact):
     torch.manual_seed(1)
     data = torch.randn(45, 3, 32, 32)
     data[20:23] = data[5]  # equal images: equal values, lower index first
@@ -108,7 +116,7 @@ def test_atlas_bit_identical_to_reference(batch_size):
 
 
 @pytest.mark.parametrize(("batch_size", "k"), [(4, 5), (7, 3), (16, 9), (40, 1)])
-def test_ties_signed_zeros_nan_inf_bit_identical(batch_size, k):
+def test_ties_signed_zeros_nan_inf_bit_identical(batch_size, k, compact):
     torch.manual_seed(2)
     data = torch.randn(40, 3, 8, 8)
     data[10:14] = data[2]
@@ -127,7 +135,7 @@ def test_ties_signed_zeros_nan_inf_bit_identical(batch_size, k):
     assert k == 1 or (atlas.values["clip"][:, 1:].abs() == 0.1).any()  # NaN first
 
 
-def test_resnet_relu_called_twice_and_float64_and_channels_last():
+def test_resnet_relu_called_twice_and_float64_and_channels_last(compact):
     model = torchvision_model("resnet18").double().to(memory_format=torch.channels_last)
     torch.manual_seed(3)
     data = torch.randn(21, 3, 48, 48, dtype=torch.float64).contiguous(
@@ -138,7 +146,7 @@ def test_resnet_relu_called_twice_and_float64_and_channels_last():
     assert_same_atlas(atlas, reference_mine(model, data, layers, 4, 8))
 
 
-def test_topk_update_and_add_agree_with_the_stable_sort():
+def test_topk_update_and_add_agree_with_the_stable_sort(compact):
     """The public ``TopK.update`` (values and positions given) and ``TopK.add`` (a layer's
     output) give the stable sort's entries, whatever ties, zeros and NaN the scores hold."""
     g = torch.Generator().manual_seed(4)

@@ -116,6 +116,11 @@ def merge_topk(
 class TopK:
     """Running top-k of (C,) scores per batch, strongest first; ties go to the lower index."""
 
+    #: :meth:`offer` searches positions only in the maps that enter (True), or in k maps per
+    #: channel, a fixed shape that needs no device synchronisation (False); None: the
+    #: former on the CPU. Both give the same entries.
+    compact: bool | None = None
+
     def __init__(self, channels: int, k: int, device: torch.device, dtype=torch.float32):
         self.k = k
         self.values = torch.full((channels, k), float("-inf"), device=device, dtype=dtype)
@@ -161,7 +166,15 @@ class TopK:
         if self.k >= B:  # no more maps in the batch than entries kept: search them all
             best, flat = out.flatten(2).max(2)
             best, flat = torch.gather(best.t(), 1, b), torch.gather(flat.t(), 1, b)
-        else:  # only the maps that may enter: (C, k, H, W)
+        elif self.compact if self.compact is not None else out.device.type == "cpu":
+            # only the maps that enter (few, once the top-k has filled): their number is
+            # data-dependent, which costs a device synchronisation off the CPU
+            rows, cols = fresh.nonzero(as_tuple=True)
+            found, where = out[b[rows, cols], rows].flatten(1).max(1)
+            best = torch.zeros(b.shape, dtype=found.dtype, device=out.device)
+            flat = torch.zeros(b.shape, dtype=torch.long, device=out.device)
+            best[rows, cols], flat[rows, cols] = found, where
+        else:  # the maps that may enter, a fixed number: (C, k, H, W)
             planes = out[b, torch.arange(C, device=out.device).unsqueeze(1)]
             best, flat = planes.flatten(2).max(2)
         positions = torch.stack([flat // w, flat % w], -1)
