@@ -157,6 +157,76 @@ def bench_throughput(device, quick, n=None, size=None, bs=None, repeats=None, ba
         row("the same atlas as the baseline (values, indices, positions)", str(same))
 
 
+def bench_breakdown(n=None, size=None, bs=None, repeats=None):
+    """CPU time per batch of the mining loop built up step by step (the same ``Capture`` with
+    ``stop_at`` as ``mine``): hooks that do nothing, ``amax`` in the hooks, the whole per-batch
+    path (positions, top-k merge, finite check), ``zf.mine`` itself (+ its fixed costs)."""
+    from zfwidgets.atlas import mining
+    from zfwidgets.engine.capture import Capture
+
+    n, size, bs, repeats = n or 512, size or 96, bs or 32, repeats or 5
+    model = alexnet(torch.device("cpu"))
+    x = torch.randn(n, 3, size, size)
+    stop, channels, _ = mining._trace(model, CONVS, x[:1])
+
+    def loop(reduce, after=None):
+        def run():
+            with torch.no_grad():
+                for s in range(0, n, bs):
+                    state = {"idx": torch.arange(s, min(n, s + bs)), "out": {}}
+                    with Capture(model, CONVS, switches=False, reduce=reduce(state), stop_at=stop):
+                        model(x[s : s + bs])
+                    if after is not None:
+                        after(state, x[s : s + bs])
+
+        return run
+
+    tops = {}
+
+    def offer(state):
+        return lambda name, out: state["out"].__setitem__(name, tops[name].offer(out, state["idx"]))
+
+    def accept(state, xb):
+        for name in CONVS:
+            tops[name].accept(state["out"][name])
+        mining._finite_rows(xb)
+
+    def full():
+        tops.update({c: mining.TopK(channels[c], 9, torch.device("cpu")) for c in CONVS})
+        loop(offer, accept)()
+
+    def floor():
+        with torch.no_grad():
+            for s in range(0, n, bs):
+                model.features[:11](x[s : s + bs])
+
+    fns = {
+        "floor": floor,
+        "+ hooks doing nothing": loop(lambda st: lambda name, out: None),
+        "+ amax in the hooks": loop(lambda st: lambda name, out: mining._spatial_amax(out)),
+        "+ positions, top-k merge, finite check": full,
+        "zf.mine (+ its fixed costs)": lambda: zf.mine(
+            model, x, layers=CONVS, k=9, batch_size=bs, progress=False
+        ),
+    }
+    for f in fns.values():
+        f()
+    cpu = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            c = time.process_time()
+            f()
+            cpu[k].append(time.process_time() - c)
+    batches = -(-n // bs)
+    print(
+        f"\n[breakdown] AlexNet, {n} images {size}px, batch {bs}, CPU, "
+        f"{torch.get_num_threads()} threads: CPU ms per batch, median of {repeats}"
+    )
+    for k, v in cpu.items():
+        ratio = statistics.median(f / m for f, m in zip(cpu["floor"], v))
+        row(k, f"{statistics.median(v) * 1e3 / batches:.1f} ms", f"floor / this {ratio:.3f}x")
+
+
 MEMORY_CHILD = textwrap.dedent(
     """
     import resource, sys, torch, torchvision
@@ -334,7 +404,9 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--only", choices=["throughput", "memory", "resume", "distributed", "gpu"])
+    p.add_argument(
+        "--only", choices=["throughput", "breakdown", "memory", "resume", "distributed", "gpu"]
+    )
     p.add_argument("--images", type=int, help="throughput: images (default 2048, quick 256)")
     p.add_argument("--size", type=int, help="throughput: image size (default 112)")
     p.add_argument("--batch", type=int, help="throughput: batch size (default 64)")
@@ -348,6 +420,8 @@ def main():
     torch.manual_seed(0)
     if a.only in (None, "throughput"):
         bench_throughput(device, a.quick, a.images, a.size, a.batch, a.repeats, a.baseline)
+    if a.only == "breakdown":  # not part of the full run
+        bench_breakdown(a.images, a.size, a.batch, a.repeats)
     if a.only in (None, "memory"):
         bench_memory(a.quick)
     if a.only in (None, "resume"):
