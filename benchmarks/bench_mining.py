@@ -9,6 +9,8 @@
    here, mining vs plain inference with the same DataLoader, projected time for 1.28 M images.
 
     python benchmarks/bench_mining.py [--quick] [--device cuda]
+    python benchmarks/bench_mining.py --only throughput --images 2048 --size 96 --batch 32 \
+        --threads 1 --repeats 7 --baseline /tmp/old   # 1. only, against another checkout
 """
 
 from __future__ import annotations
@@ -68,8 +70,26 @@ def alexnet(device):
 CONVS = ["features.0", "features.3", "features.6", "features.8", "features.10"]
 
 
-def bench_throughput(device, quick):
-    n, size, bs = (256, 112, 64) if quick else (2048, 112, 64)
+def load_baseline(root):
+    """The zfwidgets package of another checkout (``root``: its repository root), imported as
+    ``zfwidgets_baseline`` beside this one, to time both in one process (its imports inside
+    the package are relative)."""
+    import importlib.util
+
+    pkg = Path(root).resolve() / "zfwidgets"
+    spec = importlib.util.spec_from_file_location(
+        "zfwidgets_baseline", pkg / "__init__.py", submodule_search_locations=[str(pkg)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["zfwidgets_baseline"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_throughput(device, quick, n=None, size=None, bs=None, repeats=None, baseline=None):
+    n = n or (256 if quick else 2048)
+    size, bs = size or 112, bs or 64
+    repeats = repeats or (2 if quick else 5)
     model = alexnet(device)
     x = torch.randn(n, 3, size, size)
     trunk = model.features[:11]
@@ -86,25 +106,125 @@ def bench_throughput(device, quick):
                 model(x[s : s + bs].to(device))
         sync(device)
 
-    def mined():
-        zf.mine(model, x, layers=CONVS, k=9, batch_size=bs, progress=False)
-        sync(device)
+    def mined(lib=zf):
+        return lambda: (
+            lib.mine(model, x, layers=CONVS, k=9, batch_size=bs, progress=False),
+            sync(device),
+        )
 
-    fns = {"floor": floor, "full": full, "mine": mined}
+    fns = {"floor": floor, "full": full, "mine": mined()}
+    if baseline is not None:
+        old = load_baseline(baseline)
+        fns["baseline"] = mined(old)
+        a, b = fns["mine"]()[0], fns["baseline"]()[0]
+        same = all(
+            torch.equal(getattr(a, f)[l], getattr(b, f)[l])
+            for f in ("values", "indices", "positions")
+            for l in CONVS
+        )
     for f in fns.values():
         f()
-    times = {k: [] for k in fns}
-    for _ in range(2 if quick else 5):
+    wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
+    for _ in range(repeats):
         for k, f in fns.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             f()
-            times[k].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\n[throughput] AlexNet, {n} images {size}px, batch {bs}, all 5 conv layers, {device}")
+            wall[k].append(time.perf_counter() - t)
+            cpu[k].append(time.process_time() - c)
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    print(
+        f"\n[throughput] AlexNet, {n} images {size}px, batch {bs}, all 5 conv layers, {device}, "
+        f"{torch.get_num_threads()} threads, median of {repeats}; zfwidgets from "
+        f"{Path(zf.__file__).parent.parent}"
+    )
     row("plain forward stopping at features.10 (floor)", f"{n / med['floor']:.0f} img/s")
     row("plain forward of the whole network", f"{n / med['full']:.0f} img/s")
     row("zf.mine, all 5 conv layers", f"{n / med['mine']:.0f} img/s")
-    row("mine / floor throughput", f"{med['floor'] / med['mine']:.3f}x", "goal >= 0.95x")
+    names = ["mine"] + (["baseline"] if baseline is not None else [])
+    if baseline is not None:
+        row(f"zf.mine of {baseline} (baseline)", f"{n / med['baseline']:.0f} img/s")
+    for name in names:
+        # per round, each run against the floor run just before it: steadier under load
+        pair = statistics.median(f / m for f, m in zip(wall["floor"], wall[name]))
+        pair_cpu = statistics.median(f / m for f, m in zip(cpu["floor"], cpu[name]))
+        row(
+            f"{name} / floor throughput (wall; paired per round; CPU time)",
+            f"{med['floor'] / med[name]:.3f}x; {pair:.3f}x; {pair_cpu:.3f}x",
+            "goal >= 0.95x",
+        )
+    if baseline is not None:
+        row("the same atlas as the baseline (values, indices, positions)", str(same))
+
+
+def bench_breakdown(n=None, size=None, bs=None, repeats=None):
+    """CPU time per batch of the mining loop built up step by step (the same ``Capture`` with
+    ``stop_at`` as ``mine``): hooks that do nothing, ``amax`` in the hooks, the whole per-batch
+    path (positions, top-k merge, finite check), ``zf.mine`` itself (+ its fixed costs)."""
+    from zfwidgets.atlas import mining
+    from zfwidgets.engine.capture import Capture
+
+    n, size, bs, repeats = n or 512, size or 96, bs or 32, repeats or 5
+    model = alexnet(torch.device("cpu"))
+    x = torch.randn(n, 3, size, size)
+    stop, channels, _ = mining._trace(model, CONVS, x[:1])
+
+    def loop(reduce, after=None):
+        def run():
+            with torch.no_grad():
+                for s in range(0, n, bs):
+                    state = {"idx": torch.arange(s, min(n, s + bs)), "out": {}}
+                    with Capture(model, CONVS, switches=False, reduce=reduce(state), stop_at=stop):
+                        model(x[s : s + bs])
+                    if after is not None:
+                        after(state, x[s : s + bs])
+
+        return run
+
+    tops = {}
+
+    def offer(state):
+        return lambda name, out: state["out"].__setitem__(name, tops[name].offer(out, state["idx"]))
+
+    def accept(state, xb):
+        for name in CONVS:
+            tops[name].accept(state["out"][name])
+        mining._finite_rows(xb)
+
+    def full():
+        tops.update({c: mining.TopK(channels[c], 9, torch.device("cpu")) for c in CONVS})
+        loop(offer, accept)()
+
+    def floor():
+        with torch.no_grad():
+            for s in range(0, n, bs):
+                model.features[:11](x[s : s + bs])
+
+    fns = {
+        "floor": floor,
+        "+ hooks doing nothing": loop(lambda st: lambda name, out: None),
+        "+ amax in the hooks": loop(lambda st: lambda name, out: mining._spatial_amax(out)),
+        "+ positions, top-k merge, finite check": full,
+        "zf.mine (+ its fixed costs)": lambda: zf.mine(
+            model, x, layers=CONVS, k=9, batch_size=bs, progress=False
+        ),
+    }
+    for f in fns.values():
+        f()
+    cpu = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            c = time.process_time()
+            f()
+            cpu[k].append(time.process_time() - c)
+    batches = -(-n // bs)
+    print(
+        f"\n[breakdown] AlexNet, {n} images {size}px, batch {bs}, CPU, "
+        f"{torch.get_num_threads()} threads: CPU ms per batch, median of {repeats}"
+    )
+    for k, v in cpu.items():
+        ratio = statistics.median(f / m for f, m in zip(cpu["floor"], v))
+        row(k, f"{statistics.median(v) * 1e3 / batches:.1f} ms", f"floor / this {ratio:.3f}x")
 
 
 MEMORY_CHILD = textwrap.dedent(
@@ -284,14 +404,31 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--only", choices=["throughput", "breakdown", "memory", "resume", "distributed", "gpu"]
+    )
+    p.add_argument("--images", type=int, help="throughput: images (default 2048, quick 256)")
+    p.add_argument("--size", type=int, help="throughput: image size (default 112)")
+    p.add_argument("--batch", type=int, help="throughput: batch size (default 64)")
+    p.add_argument("--repeats", type=int, help="throughput: timed rounds (default 5, quick 2)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--baseline", help="throughput: also time the zfwidgets of this checkout")
     a = p.parse_args()
     device = torch.device(a.device)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    bench_throughput(device, a.quick)
-    bench_memory(a.quick)
-    bench_resume(a.quick)
-    bench_distributed(a.quick)
-    if device.type == "cuda":
+    if a.only in (None, "throughput"):
+        bench_throughput(device, a.quick, a.images, a.size, a.batch, a.repeats, a.baseline)
+    if a.only == "breakdown":  # not part of the full run
+        bench_breakdown(a.images, a.size, a.batch, a.repeats)
+    if a.only in (None, "memory"):
+        bench_memory(a.quick)
+    if a.only in (None, "resume"):
+        bench_resume(a.quick)
+    if a.only in (None, "distributed"):
+        bench_distributed(a.quick)
+    if device.type == "cuda" and a.only in (None, "gpu"):
         bench_gpu_folder(device, a.quick)
 
 

@@ -116,6 +116,11 @@ def merge_topk(
 class TopK:
     """Running top-k of (C,) scores per batch, strongest first; ties go to the lower index."""
 
+    #: :meth:`offer` searches positions only in the maps that enter (True), or in k maps per
+    #: channel, a fixed shape that needs no device synchronisation (False); None: the
+    #: former on the CPU. Both give the same entries.
+    compact: bool | None = None
+
     def __init__(self, channels: int, k: int, device: torch.device, dtype=torch.float32):
         self.k = k
         self.values = torch.full((channels, k), float("-inf"), device=device, dtype=dtype)
@@ -127,34 +132,122 @@ class TopK:
     ) -> None:
         """values (B, C), positions (B, C, 2) for images ``start .. start + B - 1``, or for the
         global indices ``start`` (a (B,) long tensor, increasing, all above those seen so far)."""
-        B, C = values.shape
-        if isinstance(start, torch.Tensor):
-            idx = start.to(values.device).expand(C, B)
-        else:
-            idx = torch.arange(start, start + B, device=values.device).expand(C, B)
-        v = torch.cat([self.values, values.t().to(self.values.dtype)], 1)
-        i = torch.cat([self.indices, idx], 1)
+        v, order, fresh, b = self._select(values.t().to(self.values.dtype))
         p = torch.cat([self.positions, positions.transpose(0, 1)], 1)
-        # stable: the running entries (lower indices) come first and win ties
-        order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, : self.k]
-        self.values = torch.gather(v, 1, order)
+        self._commit(
+            order,
+            fresh,
+            torch.gather(v, 1, order),
+            torch.gather(p, 1, order.unsqueeze(-1).expand(-1, -1, 2)),
+            self._global(start, values),
+        )
+
+    def add(self, out: torch.Tensor, start: int | torch.Tensor) -> None:
+        """``update`` with a layer's output: see :meth:`offer`."""
+        self.accept(self.offer(out, start))
+
+    def offer(self, out: torch.Tensor, start: int | torch.Tensor) -> tuple:
+        """What a layer's output brings to the top-k, without changing it (:meth:`accept` does):
+        (B, C, H, W) scored by each map's spatial maximum at its first position in row-major
+        order, (B, C) scored as it is at position (0, 0); ``start`` as in :meth:`update`.
+
+        The same result as ``update`` with the values and positions of ``out.flatten(2).max(2)``
+        for less work: the maxima are found without their positions (a vectorised pass), then
+        positions are searched only in the maps that enter the top-k. Call it while ``out`` is
+        fresh (in a forward hook): it reads ``out`` and holds nothing of it.
+        """
+        out = out.detach()
+        scores = _spatial_amax(out) if out.dim() == 4 else out
+        v, order, fresh, b = self._select(scores.t().to(self.values.dtype))
+        if out.dim() == 2 or out.shape[0] == 0:  # (B, C), or an empty batch: nothing enters
+            zeros = torch.zeros(b.shape + (2,), dtype=torch.long, device=out.device)
+            return order, fresh, torch.gather(v, 1, order), zeros, self._global(start, out)
+        B, C, _, w = out.shape
+        if self.k >= B:  # no more maps in the batch than entries kept: search them all
+            best, flat = out.flatten(2).max(2)
+            best, flat = torch.gather(best.t(), 1, b), torch.gather(flat.t(), 1, b)
+        elif self.compact if self.compact is not None else out.device.type == "cpu":
+            # only the maps that enter (few, once the top-k has filled): their number is
+            # data-dependent, which costs a device synchronisation off the CPU
+            rows, cols = fresh.nonzero(as_tuple=True)
+            found, where = out[b[rows, cols], rows].flatten(1).max(1)
+            best = torch.zeros(b.shape, dtype=found.dtype, device=out.device)
+            flat = torch.zeros(b.shape, dtype=torch.long, device=out.device)
+            best[rows, cols], flat[rows, cols] = found, where
+        else:  # the maps that may enter, a fixed number: (C, k, H, W)
+            planes = out[b, torch.arange(C, device=out.device).unsqueeze(1)]
+            best, flat = planes.flatten(2).max(2)
+        positions = torch.stack([flat // w, flat % w], -1)
+        return order, fresh, best.to(self.values.dtype), positions, self._global(start, out)
+
+    def accept(self, offer: tuple) -> None:
+        """Merge what :meth:`offer` computed (against the entries as they are now)."""
+        self._commit(*offer)
+
+    def _global(self, start: int | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        if isinstance(start, torch.Tensor):
+            return start.to(like.device)
+        return torch.arange(start, start + like.shape[0], device=like.device)
+
+    def _select(self, scores: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The k best of the running entries and the batch's (C, B) scores, as a stable
+        descending sort of ``v`` = [running | batch] would order them: ``order`` (C, k) their
+        columns in ``v``, ``fresh`` which come from the batch, ``b`` their image in the batch
+        (0 where not)."""
+        v = torch.cat([self.values, scores], 1)
+        k = self.k
+        if v.dtype == torch.float32:
+            order = torch.topk(_sort_keys(v), k, dim=1).indices
+        else:
+            order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :k]
+        fresh = order >= k
+        return v, order, fresh, (order - k).clamp_(min=0)
+
+    def _commit(
+        self,
+        order: torch.Tensor,
+        fresh: torch.Tensor,
+        values: torch.Tensor,
+        positions: torch.Tensor,
+        indices: torch.Tensor,
+    ) -> None:
+        """The new running entries: ``values`` (C, k), ``positions`` (C, k, 2) where fresh."""
+        old = order.clamp(max=self.k - 1)
+        i = torch.cat([self.indices, indices.expand(order.shape[0], -1)], 1)
+        self.values = torch.where(fresh, values, torch.gather(self.values, 1, old))
         self.indices = torch.gather(i, 1, order)
-        self.positions = torch.gather(p, 1, order.unsqueeze(-1).expand(-1, -1, 2))
+        self.positions = torch.where(
+            fresh.unsqueeze(-1),
+            positions,
+            torch.gather(self.positions, 1, old.unsqueeze(-1).expand(-1, -1, 2)),
+        )
 
     def state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.values, self.indices, self.positions
 
 
-def _spatial_max(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, C, H, W) -> values (B, C), positions (B, C, 2); (B, C) -> itself, zeros."""
-    if out.dim() == 4:
-        w = out.shape[3]
-        values, flat = out.detach().flatten(2).max(2)
-        return values, torch.stack([flat // w, flat % w], -1)
-    if out.dim() == 2:
-        values = out.detach()
-        return values, torch.zeros(values.shape + (2,), dtype=torch.long, device=values.device)
-    raise ValueError(f"mine: expected layer outputs (B, C, H, W) or (B, C), got {tuple(out.shape)}")
+def _spatial_amax(out: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C) maxima (NaN where a map holds one). Small maps (AlexNet's 6x6)
+    make short rows, slow to reduce one by one: their transposed copy is reduced across the
+    rows instead, a vectorised pass that costs less than the copy saves."""
+    B, C, H, W = out.shape
+    if H * W <= 64 and out.device.type == "cpu":
+        return out.reshape(B * C, H * W).t().contiguous().amax(0).view(B, C)
+    return out.amax((2, 3))
+
+
+def _sort_keys(v: torch.Tensor) -> torch.Tensor:
+    """(C, M) float32 -> (C, M) int64 keys, distinct within a row, whose descending order is
+    the order of ``torch.sort(v, dim=1, descending=True, stable=True)``: greater values first
+    (NaN above all, -0.0 equal to 0.0), then the lower column. ``topk`` of distinct keys has no
+    ties to order, so it agrees with the stable sort on every device, for less work."""
+    v = torch.where(v == 0, 0.0, v)  # -0.0 ties with 0.0, as in the sort
+    bits = v.view(torch.int32)
+    key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # an int32 in the order of the floats
+    key = torch.where(torch.isnan(v), torch.iinfo(torch.int32).max, key)
+    M = v.shape[1]
+    tie = torch.arange(M - 1, -1, -1, device=v.device)  # the lower column wins
+    return (key.long() << 32) + tie
 
 
 # -- the plan: what the forward calls, where it can stop ----------------------------------------
@@ -443,10 +536,12 @@ def mine(
     part_name = f"part-{session}-{ctx.rank}.safetensors"
 
     tops = {nm: TopK(channels[nm], k, device) for nm in names}
-    pending: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    pending: dict[str, tuple] = {}
+    batch: list[torch.Tensor] = []  # the global indices of the batch in flight
 
     def reduce(name: str, out: torch.Tensor):
-        pending[name] = _spatial_max(out)
+        # read the output in its hook, while it is fresh; a layer called again replaces it
+        pending[name] = tops[name].offer(out, batch[0])
 
     skipped: list[int] = []
     finished: list[int] = []
@@ -470,13 +565,13 @@ def mine(
                     )
                 x = x.to(device=device, dtype=first.dtype, non_blocking=True)
                 idx = idx.to(device, non_blocking=True)
-                checks.append((idx, torch.isfinite(x).flatten(1).all(1)))
+                checks.append((idx, _finite_rows(x)))
                 pending.clear()
+                batch[:] = [idx]
                 with Capture(model, names, switches=False, reduce=reduce, stop_at=stop):
                     model(x)  # ends after the deepest requested layer (Capture swallows the stop)
                 for nm in names:
-                    values, positions = pending[nm]
-                    tops[nm].update(values, positions, idx)
+                    tops[nm].accept(pending[nm])
             bar.update(e - s)
             if complete:  # the images mined so far are exactly those of the finished chunks
                 _check_finite(checks)
@@ -533,6 +628,13 @@ def _first_readable(source: ImageSource) -> tuple[torch.Tensor, int]:
         except UnreadableImage:
             continue
     raise ValueError("data: none of the first 1000 images could be read")
+
+
+def _finite_rows(x: torch.Tensor) -> torch.Tensor:
+    """(B, ...) -> (B,) whether each image is finite: its maximum and minimum are (both
+    propagate NaN), two vectorised passes that allocate nothing of the image's size."""
+    dims = tuple(range(1, x.dim()))
+    return torch.isfinite(x.amax(dims)) & torch.isfinite(x.amin(dims))
 
 
 def _check_finite(checks: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
