@@ -26,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "browser"))
 
-from harness import CHROMIUM, CHROMIUM_ARGS, serve, wire_script  # noqa: E402
+from harness import CHROMIUM, launch, serve, wire_script  # noqa: E402
 
 CELLS = [
     """\
@@ -134,13 +134,7 @@ def main() -> None:
         server = serve(Path(tmp), "bench.ipynb", CELLS)
         try:
             with sync_playwright() as pw:
-                ctx = pw.chromium.launch_persistent_context(
-                    str(Path(tmp) / "profile"),
-                    executable_path=str(CHROMIUM),
-                    headless=True,
-                    args=CHROMIUM_ARGS,
-                    viewport={"width": 1280, "height": 1000},
-                )
+                ctx = launch(pw, Path(tmp) / "profile", width=1280, height=1000)
                 pages, load = {}, {}
                 for t in transports:
                     page = pages[t] = ctx.new_page()

@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "browser"))
 
-from harness import CHROMIUM, CHROMIUM_ARGS, serve  # noqa: E402
+from harness import CHROMIUM, launch, serve  # noqa: E402
 
 SETUP = """\
 import json, statistics, time
@@ -138,13 +138,7 @@ def browser(repeats: int) -> dict[str, tuple[float, float]]:
         server = serve(Path(tmp), "bench.ipynb", [SETUP])
         try:
             with sync_playwright() as pw:
-                ctx = pw.chromium.launch_persistent_context(
-                    str(Path(tmp) / "profile"),
-                    executable_path=str(CHROMIUM),
-                    headless=True,
-                    args=CHROMIUM_ARGS,
-                    viewport={"width": 1280, "height": 1000},
-                )
+                ctx = launch(pw, Path(tmp) / "profile", width=1280, height=1000)
                 page = ctx.new_page()
                 page.goto(server.url, wait_until="domcontentloaded", timeout=120_000)
                 page.wait_for_selector(".zf-bench .zf-go-Explorer", timeout=120_000)

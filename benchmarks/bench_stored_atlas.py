@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "browser"))
 
-from harness import CHROMIUM, CHROMIUM_ARGS, serve  # noqa: E402
+from harness import CHROMIUM, launch, serve  # noqa: E402
 
 LAYERS = ["0", "3"]
 SIZE, N, K = 32, 12, 9
@@ -151,13 +151,7 @@ def main() -> None:
         clicks: dict[str, list[float]] = {}
         try:
             with sync_playwright() as pw:
-                ctx = pw.chromium.launch_persistent_context(
-                    str(Path(tmp) / "profile"),
-                    executable_path=str(CHROMIUM),
-                    headless=True,
-                    args=CHROMIUM_ARGS,
-                    viewport={"width": 1280, "height": 1400},
-                )
+                ctx = launch(pw, Path(tmp) / "profile", width=1280, height=1400)
                 page = ctx.new_page()
                 t0 = time.monotonic()
                 page.goto(server.url, wait_until="domcontentloaded", timeout=180_000)

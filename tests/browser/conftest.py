@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, VoilaServer, serve
+from harness import ARTIFACTS, CHROMIUM, VoilaServer, launch, serve
 
 #: how long ``expect(locator)`` waits by default (Playwright's own default is 5 s, too short
 #: on a loaded machine for a redraw that follows kernel work)
@@ -88,14 +88,7 @@ def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 1300},
-            device_scale_factor=1,
-        )
+        context = launch(p, profile, width=1280, height=1300)
         try:
             yield context
         finally:

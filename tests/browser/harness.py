@@ -34,6 +34,19 @@ REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
 
 
+def launch(playwright: Any, profile: Path, *, width: int = 1280, height: int = 1300) -> Any:
+    """Debian's headless Chromium (never Playwright's own download) with a fresh profile in
+    ``profile``: the one way the browser tests and the benchmarks start it."""
+    return playwright.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=CHROMIUM_ARGS,
+        viewport={"width": width, "height": height},
+        device_scale_factor=1,
+    )
+
+
 def notebook(cells: list[str]) -> dict:
     """A minimal nbformat-4 notebook of code cells."""
     return {
