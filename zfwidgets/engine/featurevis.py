@@ -3,7 +3,8 @@
 Olah, Mordvintsev and Schubert, "Feature Visualization", Distill 2017 (the method of Lucid),
 after Mordvintsev, Olah and Tyka, "Inceptionism" (2015); docs/method.md, "Feature
 visualisation". For each requested channel (or unit) the input is optimised by gradient ascent
-on the channel's mean activation (or the unit's activation):
+on the channel's activation at its strongest positions (a soft spatial maximum; Lucid's mean
+over positions with ``objective="mean"``), or on the unit's activation:
 
 - **parameterisation**: the image is the inverse real FFT of a learned spectrum whose
   coefficients are scaled by ``1 / frequency``, so all frequencies learn at the same rate and
