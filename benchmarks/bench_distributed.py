@@ -75,7 +75,7 @@ CHILD = textwrap.dedent(
         torch.manual_seed(0)
         model = torchvision.models.alexnet(weights=None).eval()
         data = Noise(n, 64)
-        layers = ["features.0", "features.3"]
+        layers = ["features.0", "features.3", "features.6", "features.8", "features.10"]
         atlas = zf.mine(model, data, layers=layers, k=9, batch_size=64, progress=False)
         world = dist.get_world_size() if dist.is_initialized() else 1
         if rank == 0:
@@ -149,7 +149,7 @@ def bench_render(script: Path, tmp: Path, n: int) -> None:
     run(script, ["render", str(n), str(tmp / "render-two")], 2)
     a = json.loads((tmp / "render-one.json").read_text())["seconds"]
     b = json.loads((tmp / "render-two.json").read_text())["seconds"]
-    print(f"\n[render] AlexNet features.0 + features.3 (256 units, 9 hits), {n} images 64x64, webp")
+    print(f"\n[render] AlexNet's 5 conv layers (1,152 units, 9 hits each), {n} images 64x64, webp")
     row("1 process", f"{a:.2f} s")
     row("2 ranks", f"{b:.2f} s", f"{a / b:.2f}x")
     same = tree_digest(tmp / "render-one") == tree_digest(tmp / "render-two")

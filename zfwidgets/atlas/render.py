@@ -5,9 +5,11 @@ here; the sprite layout and the manifest's records are :mod:`zfwidgets.atlas.sto
 
 Under torchrun (an initialised default process group), every rank calls ``render`` on the same
 atlas directory: each layer's units are cut into fixed groups (:func:`_groups`, a function of the
-unit count only), rank r renders groups r, r + world, ... into the layer's partial folder, and
-rank 0 names the folder in the manifest after a barrier, once every tile is on disk. The tiles
-are the same bytes as a single process's; a killed render resumes per unit.
+unit count only); the (layer, group) pairs of all layers, in order, are dealt round the ranks
+(rank r renders pairs r, r + world, ... into the layers' partial folders, with no wait between
+layers), and rank 0 names the folders in the manifest after a barrier, once every tile is on
+disk. One process names each layer as soon as it is done. The tiles are the same bytes as a
+single process's; a killed render resumes per unit.
 """
 
 from __future__ import annotations
@@ -194,24 +196,45 @@ def render_layers(
     groups = {  # sized by the hits each sprite shows (top), not the atlas's k
         n: _groups(int(atlas.values[n].shape[0]), rec.layout.k, batch_size) for n, rec, _ in plans
     }
-    total = sum(len(g) for n, _, _ in plans for g in groups[n][ctx.rank :: ctx.world])
+    every = [g for n, _, _ in plans for g in groups[n]]
+    total = sum(len(g) for g in every[ctx.rank :: ctx.world])
     show = progress if ctx.is_main or callable(progress) else False  # one bar: rank 0's
     with (
         Progress(show, total, desc="rendering", unit="unit") as bar,
         ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool,
     ):
-        for n, rec, keep in plans:
-            mine = groups[n][ctx.rank :: ctx.world]
-            _render_layer(
-                atlas, store, n, rec, model, dev, batch_size, max_tile, bar, pool, mine, ctx, keep
-            )
+        work = (atlas, store, model, dev, batch_size, max_tile, bar, pool)
+        if ctx.world == 1:  # each layer named in the manifest as soon as its tiles are done
+            for n, rec, keep in plans:
+                _prepare_layer(atlas, store, n, rec, keep, ctx)
+                mode = _render_groups(*work, n, rec, groups[n])
+                _finish_layer(atlas, store, n, rec, mode)
+        else:
+            # every (layer, group) pair in one list dealt round the ranks, so no rank waits at
+            # the end of each layer; the manifest names them all once every tile is on disk
+            for n, rec, keep in plans:
+                _prepare_layer(atlas, store, n, rec, keep, ctx)
+            ctx.barrier()  # the folders are ready (and hold no tiles of other settings)
+            pairs = [(n, g) for n, _, _ in plans for g in groups[n]][ctx.rank :: ctx.world]
+            modes = {}
+            for n, rec, _ in plans:
+                modes[n] = _render_groups(*work, n, rec, [g for m, g in pairs if m == n])
+            ctx.barrier()  # every rank's tiles are on disk
+            if ctx.is_main:
+                for n, rec, _ in plans:
+                    _finish_layer(atlas, store, n, rec, modes[n])
+            ctx.barrier()  # the manifest names the tiles
+            if not ctx.is_main:
+                named = {L.name: L.images for L in st.read_manifest(store.root).layers}
+                for n, _, _ in plans:
+                    store.images[n] = named[n]
 
 
 def _groups(C: int, k: int, batch_size: int) -> list[list[int]]:
     """The units of a layer cut into the groups rendered together (their hits in shared
     backward passes; ``k`` the hits each sprite shows): a layout of the unit count only, so a
-    unit's tile is the same bytes however the groups are spread over processes. Under
-    torchrun, rank r renders groups r, r + world, ..."""
+    unit's tile is the same bytes however the groups are spread over processes (see the
+    module docstring)."""
     size = max(1, (4 * batch_size) // k)
     return [list(range(s, min(C, s + size))) for s in range(0, C, size)]
 
@@ -250,18 +273,15 @@ def _data_normalize(source) -> tuple[list[float], list[float]] | None:
     return None
 
 
-def _render_layer(
-    atlas, store, layer, rec, model, device, batch_size, max_tile, bar, pool, groups, ctx, keep
-) -> None:
-    """Render this process's ``groups`` of units of ``layer`` into ``tiles/<i>.partial``; then
-    (rank 0, once every rank's tiles are on disk) name the finished folder in the manifest.
-    ``keep``: a tile folder of the same sprites (other feature visualisations) whose sprites
-    are linked into the partial folder rather than rendered again."""
-    from ..base.images import contrast_normalize, unnormalize
-    from ..engine.backprop import backprop
+def _partial(store, atlas, layer: str) -> Path:
+    return store.root / "tiles" / f"{atlas.layers.index(layer)}.partial"
 
-    i = atlas.layers.index(layer)
-    partial = store.root / "tiles" / f"{i}.partial"
+
+def _prepare_layer(atlas, store, layer, rec, keep, ctx) -> None:
+    """(Rank 0) the layer's ``tiles/<i>.partial`` folder, holding no tiles of other settings.
+    ``keep``: a tile folder of the same sprites (other feature visualisations) whose sprites
+    are linked into it rather than rendered again."""
+    partial = _partial(store, atlas, layer)
     settings = json.dumps(rec.settings(), sort_keys=True)
     marker = partial / "settings.json"
     if ctx.is_main:
@@ -274,7 +294,17 @@ def _render_layer(
             if keep is not None:
                 _link_sprites(st.inside(store.root, keep), partial, rec.format)
             write_atomic(marker, settings.encode())
-    ctx.barrier()  # the folder is ready (and holds no tiles of other settings)
+
+
+def _render_groups(
+    atlas, store, model, device, batch_size, max_tile, bar, pool, layer, rec, groups
+) -> list[str]:
+    """Render ``groups`` of units of ``layer`` (those not on disk yet) into its partial folder;
+    the image modes of the sprites drawn."""
+    from ..base.images import contrast_normalize, unnormalize
+    from ..engine.backprop import backprop
+
+    partial = _partial(store, atlas, layer)
     fv = rec.feature_vis
 
     def missing(c: int) -> tuple[bool, bool]:
@@ -339,27 +369,26 @@ def _render_layer(
         bar.update(len(group))
     for f in pending:
         f.result()
-    ctx.barrier()  # every rank's tiles are on disk
-    if ctx.is_main:
-        if not mode:  # everything was on disk already: read the mode back from one tile
-            from ..base.codec import decode_image
+    return mode
 
-            px = decode_image((partial / f"{0:05d}.{rec.format}").read_bytes())
-            mode.append("L" if px.ndim == 2 else "RGB")
-        final = st.new_tile_dir(i)
-        marker.unlink()
-        os.replace(partial, store.root / final)
-        store.images[layer] = dataclasses.replace(rec, dir=final, mode=mode[0])
-        records = {n: store.images.get(n) for n in atlas.layers}
-        st.write_manifest(
-            store.root, manifest_of(atlas, store.tensors, records, provenance_of(atlas))
-        )
-        st.remove_unreferenced(
-            store.root, store.tensors, {r.dir for r in records.values() if r is not None}
-        )
-    ctx.barrier()  # the manifest names the layer's tiles
-    if not ctx.is_main:
-        store.images[layer] = {L.name: L.images for L in st.read_manifest(store.root).layers}[layer]
+
+def _finish_layer(atlas, store, layer, rec, mode: list[str]) -> None:
+    """(Rank 0, every tile on disk) name the finished folder in the manifest."""
+    partial = _partial(store, atlas, layer)
+    if not mode:  # everything was on disk already: read the mode back from one tile
+        from ..base.codec import decode_image
+
+        px = decode_image((partial / f"{0:05d}.{rec.format}").read_bytes())
+        mode.append("L" if px.ndim == 2 else "RGB")
+    final = st.new_tile_dir(atlas.layers.index(layer))
+    (partial / "settings.json").unlink()
+    os.replace(partial, store.root / final)
+    store.images[layer] = dataclasses.replace(rec, dir=final, mode=mode[0])
+    records = {n: store.images.get(n) for n in atlas.layers}
+    st.write_manifest(store.root, manifest_of(atlas, store.tensors, records, provenance_of(atlas)))
+    st.remove_unreferenced(
+        store.root, store.tensors, {r.dir for r in records.values() if r is not None}
+    )
 
 
 def _link_sprites(src: Path, dst: Path, fmt: str) -> None:
