@@ -47,6 +47,7 @@ def check_feature_vis(feature_vis) -> dict | None:
     """
     import inspect
 
+    from ..engine.featurevis import OBJECTIVES, TRANSFORMS
     from ..engine.featurevis import feature_vis as fv_fn
 
     if feature_vis is None or feature_vis is False:
@@ -71,12 +72,12 @@ def check_feature_vis(feature_vis) -> dict | None:
         raise ValueError(f"feature_vis['lr']: expected a finite number > 0, got {lr!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 63:
         raise ValueError(f"feature_vis['seed']: expected an int in [0, 2**63), got {seed!r}")
-    if out["transforms"] not in st.FEATURE_VIS_TRANSFORMS:
+    if out["transforms"] not in TRANSFORMS:
         raise ValueError(
-            f"feature_vis['transforms']: expected one of {list(st.FEATURE_VIS_TRANSFORMS)}, "
+            f"feature_vis['transforms']: expected one of {list(TRANSFORMS)}, "
             f"got {out['transforms']!r}"
         )
-    if out["objective"] not in ("max", "mean"):
+    if out["objective"] not in OBJECTIVES:
         raise ValueError(
             f"feature_vis['objective']: expected 'max' or 'mean', got {out['objective']!r}"
         )

@@ -43,6 +43,7 @@ from ..base.codec import IMAGE_FORMATS
 from ..base.files import write_atomic
 from ..base.images import GridLayout, mosaic_columns
 from ..engine.backprop import RULES
+from ..engine.featurevis import OBJECTIVES, TRANSFORMS
 
 __all__ = [
     "FORMAT_DIR",
@@ -475,8 +476,6 @@ class ImagesRecord:
         )
 
 
-#: The transform sets of :func:`zfwidgets.engine.featurevis.feature_vis` a manifest may name.
-FEATURE_VIS_TRANSFORMS = ("standard", "none")
 #: What a manifest's feature-visualisation record holds (besides the ``files`` pattern).
 FEATURE_VIS_KEYS = ("size", "mode", "steps", "lr", "transforms", "seed", "objective")
 
@@ -495,12 +494,12 @@ def check_feature_vis(d: Any, where: str, *, input_size: tuple[int, int]) -> dic
         )
     if d["mode"] not in ("RGB", "L"):
         raise invalid(f"{where}.mode", f"expected 'RGB' or 'L', got {_short(d['mode'])}")
-    if d["transforms"] not in FEATURE_VIS_TRANSFORMS:
+    if d["transforms"] not in TRANSFORMS:
         raise invalid(
             f"{where}.transforms",
-            f"expected one of {list(FEATURE_VIS_TRANSFORMS)}, got {_short(d['transforms'])}",
+            f"expected one of {list(TRANSFORMS)}, got {_short(d['transforms'])}",
         )
-    if d["objective"] not in ("max", "mean"):
+    if d["objective"] not in OBJECTIVES:
         raise invalid(
             f"{where}.objective", f"expected 'max' or 'mean', got {_short(d['objective'])}"
         )

@@ -41,7 +41,10 @@ from ..base.progress import Progress, ProgressArg, check_progress
 from .capture import Capture
 from .probe import check_input_size, dry_run, fixed_input_size
 
-__all__ = ["COLOR_CORRELATION", "FeatureVis", "TRANSFORMS", "feature_vis"]
+__all__ = ["COLOR_CORRELATION", "OBJECTIVES", "FeatureVis", "TRANSFORMS", "feature_vis"]
+
+#: What a channel's objective may be: its soft spatial maximum, or its mean over positions.
+OBJECTIVES = ("max", "mean")
 
 #: Square root of the colour covariance of ImageNet photos (RGB), from Lucid
 #: (``lucid.optvis.param.color``): multiplying decorrelated channels by it gives
@@ -411,7 +414,7 @@ def feature_vis(
         raise ValueError(f"transforms: expected one of {sorted(TRANSFORMS)}, got {transforms!r}")
     if not isinstance(objective, str):
         raise TypeError(f"objective: expected 'max' or 'mean', got {type(objective).__name__}")
-    if objective not in ("max", "mean"):
+    if objective not in OBJECTIVES:
         raise ValueError(f"objective: expected 'max' or 'mean', got {objective!r}")
     progress = check_progress(progress)
     dev = model_device(model)

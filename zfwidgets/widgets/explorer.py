@@ -254,6 +254,7 @@ class Explorer(Pictured, w.VBox):
         self._fv_cache: dict[tuple[str, int], torch.Tensor] = {}
         self._fv_failed: set[tuple[str, int]] = set()  # not asked again (the note says why)
         self._fv_note = ""
+        self._unit_caption = ""  # the unit view's caption without the feature-vis note
         self._unit_shown: tuple[torch.Tensor, str, int | None, dict] | None = None
 
         self.status = w.Label("")
@@ -658,11 +659,10 @@ class Explorer(Pictured, w.VBox):
                 parts.append(fv.to(parts[1].device))
                 names.append("feature visualisation")
                 self._fv_note = ""
-        if self._fv_note:
-            caption += f" · {self._fv_note}"
+        self._unit_caption = caption
         with self.unit.hold_sync():
             self.unit.set_images(torch.cat(parts), names)
-            self.unit.caption = caption
+            self.unit.caption = self._with_fv_note(caption)
 
     # -- the unit view's feature visualisation ----------------------------------------------
     def _request_fv(self, layer: str, c: int, size: tuple[int, int]) -> None:
@@ -715,12 +715,14 @@ class Explorer(Pictured, w.VBox):
 
         self._fv_runner.submit(work, apply, error=error, key=(layer, c))
 
+    def _with_fv_note(self, caption: str) -> str:
+        return f"{caption} · {self._fv_note}" if self._fv_note else caption
+
     def _fv_progress(self, fraction: float) -> None:
         self._fv_note = f"feature visualisation: {round(100 * fraction)}%"
         shown = self._unit_shown
         if shown is not None and shown[2] is not None:
-            base = self.unit.caption.split(" · feature visualisation")[0]
-            self.unit.caption = f"{base} · {self._fv_note}"
+            self.unit.caption = self._with_fv_note(self._unit_caption)
 
     def _reshow_unit(self) -> None:
         shown = self._unit_shown
