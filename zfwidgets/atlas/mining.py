@@ -31,7 +31,7 @@ import hashlib
 import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -113,27 +113,45 @@ def merge_topk(
     )
 
 
+class _Candidates(NamedTuple):
+    """What :meth:`TopK.offer` keeps of one output on the CPU: the M maps that may enter the
+    top-k, the rest of the work left to :meth:`TopK.accept`."""
+
+    enter: torch.Tensor  # (B, C) bool: the maps that may enter
+    found: torch.Tensor  # their (M, H, W) maps, or their (M,) maxima
+    flat: torch.Tensor | None  # with maxima of (B, C, H, W): their (M,) row-major positions
+    start: int | torch.Tensor
+    width: int  # the maps' W
+
+
 class TopK:
     """Running top-k of (C,) scores per batch, strongest first; ties go to the lower index."""
 
-    #: :meth:`offer` searches positions only in the maps that enter (True), or in k maps per
-    #: channel, a fixed shape that needs no device synchronisation (False); None: the
-    #: former on the CPU. Both give the same entries.
+    #: How :meth:`offer` searches positions. True: only in the maps whose maximum beats their
+    #: channel's k-th entry, queued and merged once they number C x k (few, once the top-k has
+    #: filled; their number is data-dependent, which costs a device synchronisation off the
+    #: CPU). False: in k maps per channel, merged every batch (a fixed shape, no
+    #: synchronisation). None: the former on the CPU. Both give the same entries.
     compact: bool | None = None
 
     def __init__(self, channels: int, k: int, device: torch.device, dtype=torch.float32):
         self.k = k
-        self.values = torch.full((channels, k), float("-inf"), device=device, dtype=dtype)
-        self.indices = torch.full((channels, k), -1, device=device, dtype=torch.long)
-        self.positions = torch.zeros((channels, k, 2), device=device, dtype=torch.long)
+        self._values = torch.full((channels, k), float("-inf"), device=device, dtype=dtype)
+        self._indices = torch.full((channels, k), -1, device=device, dtype=torch.long)
+        self._positions = torch.zeros((channels, k, 2), device=device, dtype=torch.long)
+        self._queue: list[tuple[torch.Tensor, ...]] = []
+        self._queued = 0
+        self._threshold: torch.Tensor | None = None
+        self._open = True
 
     def update(
         self, values: torch.Tensor, positions: torch.Tensor, start: int | torch.Tensor
     ) -> None:
         """values (B, C), positions (B, C, 2) for images ``start .. start + B - 1``, or for the
         global indices ``start`` (a (B,) long tensor, increasing, all above those seen so far)."""
-        v, order, fresh, b = self._select(values.t().to(self.values.dtype))
-        p = torch.cat([self.positions, positions.transpose(0, 1)], 1)
+        self._flush()
+        v, order, fresh, b = self._select(values.t().to(self._values.dtype))
+        p = torch.cat([self._positions, positions.transpose(0, 1)], 1)
         self._commit(
             order,
             fresh,
@@ -153,12 +171,14 @@ class TopK:
 
         The same result as ``update`` with the values and positions of ``out.flatten(2).max(2)``
         for less work: the maxima are found without their positions (a vectorised pass), then
-        positions are searched only in the maps that enter the top-k. Call it while ``out`` is
-        fresh (in a forward hook): it reads ``out`` and holds nothing of it.
+        positions are searched only in the maps that may enter the top-k. Call it while ``out``
+        is fresh (in a forward hook): it reads ``out`` and holds nothing of it.
         """
         out = out.detach()
+        if self.compact if self.compact is not None else out.device.type == "cpu":
+            return self._candidates(out, start)
         scores = _spatial_amax(out) if out.dim() == 4 else out
-        v, order, fresh, b = self._select(scores.t().to(self.values.dtype))
+        v, order, fresh, b = self._select(scores.t().to(self._values.dtype))
         if out.dim() == 2 or out.shape[0] == 0:  # (B, C), or an empty batch: nothing enters
             zeros = torch.zeros(b.shape + (2,), dtype=torch.long, device=out.device)
             return order, fresh, torch.gather(v, 1, order), zeros, self._global(start, out)
@@ -166,23 +186,88 @@ class TopK:
         if self.k >= B:  # no more maps in the batch than entries kept: search them all
             best, flat = out.flatten(2).max(2)
             best, flat = torch.gather(best.t(), 1, b), torch.gather(flat.t(), 1, b)
-        elif self.compact if self.compact is not None else out.device.type == "cpu":
-            # only the maps that enter (few, once the top-k has filled): their number is
-            # data-dependent, which costs a device synchronisation off the CPU
-            rows, cols = fresh.nonzero(as_tuple=True)
-            found, where = out[b[rows, cols], rows].flatten(1).max(1)
-            best = torch.zeros(b.shape, dtype=found.dtype, device=out.device)
-            flat = torch.zeros(b.shape, dtype=torch.long, device=out.device)
-            best[rows, cols], flat[rows, cols] = found, where
         else:  # the maps that may enter, a fixed number: (C, k, H, W)
             planes = out[b, torch.arange(C, device=out.device).unsqueeze(1)]
             best, flat = planes.flatten(2).max(2)
         positions = torch.stack([flat // w, flat % w], -1)
-        return order, fresh, best.to(self.values.dtype), positions, self._global(start, out)
+        return order, fresh, best.to(self._values.dtype), positions, self._global(start, out)
+
+    def _candidates(self, out: torch.Tensor, start: int | torch.Tensor) -> _Candidates:
+        """The maps that may enter: those whose maximum is not at or below their channel's
+        k-th entry (NaN is above every value). The entries only grow, so a map below them now
+        never enters later; the queue is merged before the entries are read. Until every
+        channel holds k entries, every map may enter: their positions are found with their
+        maxima, in one pass.
+
+        Only what needs ``out`` runs here, in the hook, between the network's own operations
+        (where every operation starts cold): the maxima, the choice, a copy of the chosen maps.
+        The rest runs in :meth:`accept`, after the forward, for all layers in a row."""
+        if self._threshold is None:
+            self._threshold = self._values[:, -1].contiguous()
+            self._open = bool((self._indices[:, -1] < 0).any())
+        if out.dim() == 2:
+            enter = out.le(self._threshold).logical_not_()
+            return _Candidates(enter, out[enter], None, start, 1)
+        if self._open:
+            scores, flat = out.flatten(2).max(2)
+            enter = scores.le(self._threshold).logical_not_()
+            return _Candidates(enter, scores[enter], flat[enter], start, out.shape[3])
+        enter = _spatial_amax(out).le(self._threshold).logical_not_()
+        return _Candidates(enter, out[enter], None, start, out.shape[3])
 
     def accept(self, offer: tuple) -> None:
         """Merge what :meth:`offer` computed (against the entries as they are now)."""
-        self._commit(*offer)
+        if not isinstance(offer, _Candidates):
+            self._flush()
+            self._commit(*offer)
+            return
+        rows, cols = offer.enter.nonzero(as_tuple=True)  # (image in the batch, channel)
+        found, flat = offer.found, offer.flat
+        if found.dim() == 3:  # the maps: their maxima, at their first position
+            found, flat = found.flatten(1).max(1)
+        if flat is None:
+            positions = torch.zeros((rows.numel(), 2), dtype=torch.long, device=found.device)
+        else:
+            positions = torch.stack([flat // offer.width, flat % offer.width], -1)
+        indices = self._global(offer.start, offer.enter)[rows]
+        self._queue.append((cols, found.to(self._values.dtype), indices, positions))
+        self._queued += cols.numel()
+        # merged when the queue holds 4 x (C, k) candidates, or at once while the entries are
+        # not all filled: the next batch is then compared against real k-th entries
+        if self._open or self._queued >= 4 * self._values.numel():
+            self._flush()
+
+    def _flush(self) -> None:
+        """Merge the queued candidates: laid out (C, most per channel) in arrival order (that
+        is, by global index), padded with -inf after them, then the k best of [entries |
+        candidates] per channel as :meth:`_select` finds them."""
+        if not self._queue:
+            return
+        channels, values, indices, positions = (
+            torch.cat([q[j] for q in self._queue]) for j in range(4)
+        )
+        self._queue.clear()
+        self._queued = 0
+        C, k = self._values.shape
+        order = torch.sort(channels, stable=True).indices  # by channel, in arrival order
+        channels = channels[order]
+        counts = torch.bincount(channels, minlength=C)
+        col = torch.arange(channels.numel(), device=channels.device)
+        col -= (counts.cumsum(0) - counts)[channels]
+        width = int(counts.max())
+        like = self._values
+        v = torch.full((C, width), float("-inf"), device=like.device, dtype=like.dtype)
+        i = torch.full((C, width), -1, device=like.device, dtype=torch.long)
+        p = torch.zeros((C, width, 2), device=like.device, dtype=torch.long)
+        v[channels, col] = values[order]
+        i[channels, col] = indices[order]
+        p[channels, col] = positions[order]
+        v, best, _, _ = self._select(v)  # padding: -inf after every real entry, never chosen
+        self._values = torch.gather(v, 1, best)
+        self._indices = torch.gather(torch.cat([self._indices, i], 1), 1, best)
+        p = torch.cat([self._positions, p], 1)
+        self._positions = torch.gather(p, 1, best.unsqueeze(-1).expand(-1, -1, 2))
+        self._threshold = None
 
     def _global(self, start: int | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         if isinstance(start, torch.Tensor):
@@ -194,7 +279,7 @@ class TopK:
         descending sort of ``v`` = [running | batch] would order them: ``order`` (C, k) their
         columns in ``v``, ``fresh`` which come from the batch, ``b`` their image in the batch
         (0 where not)."""
-        v = torch.cat([self.values, scores], 1)
+        v = torch.cat([self._values, scores], 1)
         k = self.k
         if v.dtype == torch.float32:
             order = torch.topk(_sort_keys(v), k, dim=1).indices
@@ -213,25 +298,43 @@ class TopK:
     ) -> None:
         """The new running entries: ``values`` (C, k), ``positions`` (C, k, 2) where fresh."""
         old = order.clamp(max=self.k - 1)
-        i = torch.cat([self.indices, indices.expand(order.shape[0], -1)], 1)
-        self.values = torch.where(fresh, values, torch.gather(self.values, 1, old))
-        self.indices = torch.gather(i, 1, order)
-        self.positions = torch.where(
+        i = torch.cat([self._indices, indices.expand(order.shape[0], -1)], 1)
+        self._values = torch.where(fresh, values, torch.gather(self._values, 1, old))
+        self._threshold = None
+        self._indices = torch.gather(i, 1, order)
+        self._positions = torch.where(
             fresh.unsqueeze(-1),
             positions,
-            torch.gather(self.positions, 1, old.unsqueeze(-1).expand(-1, -1, 2)),
+            torch.gather(self._positions, 1, old.unsqueeze(-1).expand(-1, -1, 2)),
         )
 
     def state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.values, self.indices, self.positions
+        """(values, indices, positions): (C, k), (C, k), (C, k, 2), strongest first."""
+        self._flush()
+        return self._values, self._indices, self._positions
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self.state()[0]
+
+    @property
+    def indices(self) -> torch.Tensor:
+        return self.state()[1]
+
+    @property
+    def positions(self) -> torch.Tensor:
+        return self.state()[2]
 
 
 def _spatial_amax(out: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C) maxima (NaN where a map holds one). Small maps (AlexNet's 6x6)
-    make short rows, slow to reduce one by one: their transposed copy is reduced across the
-    rows instead, a vectorised pass that costs less than the copy saves."""
+    """(B, C, H, W) -> (B, C) maxima (NaN where a map holds one).
+
+    On the CPU, torch's reduction of rows of 12 to 31 elements (5x5 maps: ResNet at 160 px,
+    AlexNet at 96 px) is slower than reducing their transposed copy across the rows (1.2 to 1.6x
+    on the 2-core benchmark machine, ``benchmarks/bench_mining.py``); other lengths reduce
+    fastest in place."""
     B, C, H, W = out.shape
-    if H * W <= 64 and out.device.type == "cpu":
+    if 12 <= H * W < 32 and out.device.type == "cpu":
         return out.reshape(B * C, H * W).t().contiguous().amax(0).view(B, C)
     return out.amax((2, 3))
 
@@ -631,9 +734,16 @@ def _first_readable(source: ImageSource) -> tuple[torch.Tensor, int]:
 
 
 def _finite_rows(x: torch.Tensor) -> torch.Tensor:
-    """(B, ...) -> (B,) whether each image is finite: its maximum and minimum are (both
-    propagate NaN), two vectorised passes that allocate nothing of the image's size."""
+    """(B, ...) -> (B,) whether each image is finite, in vectorised passes that allocate
+    nothing of the image's size. On the CPU one pass: a row's sum is finite when all its
+    values are (NaN and infinities propagate), and, rarely, infinite when they are finite but
+    huge (a float32 overflow): then the maxima and minima decide, as they do elsewhere (two
+    passes, and no host synchronisation per batch)."""
     dims = tuple(range(1, x.dim()))
+    if x.device.type == "cpu":
+        ok = torch.isfinite(x.sum(dims))
+        if bool(ok.all()):
+            return ok
     return torch.isfinite(x.amax(dims)) & torch.isfinite(x.amin(dims))
 
 
