@@ -1,11 +1,13 @@
 """The per-batch hot path of ``zf.mine`` against the straightforward computation it replaced.
 
-``mine`` finds each map's spatial maximum with ``amax`` in the layer's hook, searches
-positions only in the maps that enter the top-k (or in k maps per channel), merges with one ``topk`` over distinct keys
-and checks the images' finiteness by their max and min. The reference below is the earlier
-code, kept literally: ``out.flatten(2).max(2)`` of every map of every image, a stable sort
-of [running | batch] per batch, ``isfinite(x).all()``. The atlases must be bit-identical,
-ties, signed zeros and NaN included.
+On the CPU ``mine`` finds each map's spatial maximum in the layer's hook, copies only the maps
+that beat their channel's k-th greatest maximum so far (or, before k images, the batch's own
+k-th), and searches their positions and merges them with the entries later, several batches at
+once; elsewhere it searches k maps per channel and merges every batch with one ``topk`` over
+distinct keys. It checks the images' finiteness by their sums (then max and min). The
+reference below is the earlier code, kept literally: ``out.flatten(2).max(2)`` of every map of
+every image, a stable sort of [running | batch] per batch, ``isfinite(x).all()``. The atlases
+must be bit-identical, ties, signed zeros and NaN included.
 """
 
 import pytest
@@ -14,7 +16,7 @@ from models import tiny_zf, torchvision_model
 from torch import nn
 
 import zfwidgets as zf
-from zfwidgets.atlas.mining import TopK, _plan, merge_topk
+from zfwidgets.atlas.mining import TopK, _plan, _spatial_amax, merge_topk
 
 
 def reference_mine(model, data, layers, k, batch_size):
@@ -194,3 +196,21 @@ def test_a_non_finite_image_is_named():
             zf.mine(model, data, layers=["4"], k=2, batch_size=5, progress=False)
     data = torch.randn(12, 3, 32, 32).clamp(-1, 1) * 3e38  # huge but finite: accepted
     zf.mine(model, data, layers=["0"], k=2, batch_size=5, progress=False)
+
+
+@pytest.mark.parametrize(
+    "hw", [(1, 1), (3, 4), (4, 4), (5, 5), (1, 31), (31, 1), (5, 6), (6, 6), (8, 8)]
+)
+def test_spatial_maxima_equal_amax_nan_and_infinities_included(hw):
+    """The halving reduction of 12- to 31-element maps and ``amax`` elsewhere: the maxima of
+    ``amax`` (NaN where a map holds one), contiguous or channels-last."""
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(3, 7, *hw, generator=g)
+    x[0, 1, 0, -1] = float("nan")
+    x[1, 2, -1, -1] = float("inf")
+    x[2, 3] = -float("inf")
+    for t in (x, x.contiguous(memory_format=torch.channels_last)):
+        got, want = _spatial_amax(t), t.amax((2, 3))
+        assert torch.equal(torch.isnan(got), torch.isnan(want))
+        assert torch.equal(got.nan_to_num(0.5), want.nan_to_num(0.5))
+    assert torch.isnan(_spatial_amax(x)[0, 1]) and _spatial_amax(x)[2, 3] == -float("inf")

@@ -5,6 +5,7 @@ from models import assert_unchanged, hook_count, snapshot, tiny_zf, torchvision_
 from torch import nn
 
 import zfwidgets as zf
+from zfwidgets.engine.capture import Capture
 
 
 @pytest.fixture(scope="module")
@@ -317,3 +318,25 @@ def test_relu_of_a_module_called_again_keeps_what_it_read():
     assert cap.calls == {"conv": 2, "relu": 1}
     assert torch.equal(cap.activations["relu"], F.relu(first))
     assert torch.equal(cap.activations["conv"], y)
+
+
+def test_a_capture_entered_again_records_afresh(alexnet):
+    """One Capture per loop (as ``mine`` uses it): each ``with`` has its own records, those
+    read after an earlier one stay as they were, and the hooks leave with each block."""
+    torch.manual_seed(7)
+    a, b = torch.randn(1, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    before = hook_count(alexnet)
+    cap = Capture(alexnet, ["features.0", "features.2"], stop_at=("features.2", 0))
+    with cap:
+        alexnet(a)
+    first, switches = cap.activations, cap.switches
+    assert cap.stopped and cap.calls == {"features.0": 1, "features.2": 1}
+    assert hook_count(alexnet) == before
+    with cap:
+        alexnet(b)
+    assert cap.stopped and cap.calls == {"features.0": 1, "features.2": 1}  # not 2
+    assert cap.activations is not first and cap.switches is not switches
+    assert first["features.0"].shape[0] == 1 and switches["features.2"].shape[0] == 1
+    assert torch.allclose(cap.activations["features.0"], alexnet.features[0](b))
+    assert cap.switches["features.2"].shape[0] == 2
+    assert hook_count(alexnet) == before

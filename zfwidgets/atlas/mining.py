@@ -122,6 +122,7 @@ class _Candidates(NamedTuple):
     flat: torch.Tensor | None  # with maxima of (B, C, H, W): their (M,) row-major positions
     start: int | torch.Tensor
     width: int  # the maps' W
+    scores: torch.Tensor  # (B, C) every map's maximum
 
 
 class TopK:
@@ -139,10 +140,13 @@ class TopK:
         self._values = torch.full((channels, k), float("-inf"), device=device, dtype=dtype)
         self._indices = torch.full((channels, k), -1, device=device, dtype=torch.long)
         self._positions = torch.zeros((channels, k, 2), device=device, dtype=torch.long)
-        self._queue: list[tuple[torch.Tensor, ...]] = []
+        self._queue: list[_Candidates] = []
         self._queued = 0
-        self._threshold: torch.Tensor | None = None
-        self._open = True
+        # the k greatest maxima seen (the entries' values, queued candidates included) and the
+        # least of them, which a map must beat to enter
+        self._best = self._values
+        self._threshold = self._values[:, -1].contiguous()
+        self._seen = 0  # images seen: until k, every map may enter
 
     def update(
         self, values: torch.Tensor, positions: torch.Tensor, start: int | torch.Tensor
@@ -193,27 +197,29 @@ class TopK:
         return order, fresh, best.to(self._values.dtype), positions, self._global(start, out)
 
     def _candidates(self, out: torch.Tensor, start: int | torch.Tensor) -> _Candidates:
-        """The maps that may enter: those whose maximum is not at or below their channel's
-        k-th entry (NaN is above every value). The entries only grow, so a map below them now
-        never enters later; the queue is merged before the entries are read. Until every
-        channel holds k entries, every map may enter: their positions are found with their
-        maxima, in one pass.
+        """The maps that may enter: those whose maximum is not at or below the k-th greatest
+        maximum seen in their channel (NaN is above every value). The entries only grow, so a
+        map below it now never enters later; the queue is merged before the entries are read.
+        Until k images are seen, the bound is the batch's own k-th greatest maximum: a map
+        below it has k maps of its batch before it.
 
         Only what needs ``out`` runs here, in the hook, between the network's own operations
         (where every operation starts cold): the maxima, the choice, a copy of the chosen maps.
         The rest runs in :meth:`accept`, after the forward, for all layers in a row."""
-        if self._threshold is None:
-            self._threshold = self._values[:, -1].contiguous()
-            self._open = bool((self._indices[:, -1] < 0).any())
         if out.dim() == 2:
             enter = out.le(self._threshold).logical_not_()
-            return _Candidates(enter, out[enter], None, start, 1)
-        if self._open:
+            return _Candidates(enter, out[enter], None, start, 1, out)
+        if self._seen < self.k and out.shape[0] <= self.k:  # every map may enter
             scores, flat = out.flatten(2).max(2)
             enter = scores.le(self._threshold).logical_not_()
-            return _Candidates(enter, scores[enter], flat[enter], start, out.shape[3])
-        enter = _spatial_amax(out).le(self._threshold).logical_not_()
-        return _Candidates(enter, out[enter], None, start, out.shape[3])
+            return _Candidates(enter, scores[enter], flat[enter], start, out.shape[3], scores)
+        scores = _spatial_amax(out)
+        if self._seen < self.k:
+            kth = torch.topk(scores, self.k, dim=0).values[-1]
+            enter = scores.lt(kth).logical_not_()
+        else:
+            enter = scores.le(self._threshold).logical_not_()
+        return _Candidates(enter, out[enter], None, start, out.shape[3], scores)
 
     def accept(self, offer: tuple) -> None:
         """Merge what :meth:`offer` computed (against the entries as they are now)."""
@@ -221,53 +227,51 @@ class TopK:
             self._flush()
             self._commit(*offer)
             return
-        rows, cols = offer.enter.nonzero(as_tuple=True)  # (image in the batch, channel)
-        found, flat = offer.found, offer.flat
-        if found.dim() == 3:  # the maps: their maxima, at their first position
-            found, flat = found.flatten(1).max(1)
-        if flat is None:
-            positions = torch.zeros((rows.numel(), 2), dtype=torch.long, device=found.device)
-        else:
-            positions = torch.stack([flat // offer.width, flat % offer.width], -1)
-        indices = self._global(offer.start, offer.enter)[rows]
-        self._queue.append((cols, found.to(self._values.dtype), indices, positions))
-        self._queued += cols.numel()
-        # merged when the queue holds 4 x (C, k) candidates, or at once while the entries are
-        # not all filled: the next batch is then compared against real k-th entries
-        if self._open or self._queued >= 4 * self._values.numel():
+        self._queue.append(offer)
+        self._queued += offer.found.shape[0]
+        self._seen += offer.scores.shape[0]
+        seen = torch.cat([self._best, offer.scores.t().to(self._best.dtype)], 1)
+        self._best = torch.topk(seen, self.k, dim=1).values  # NaN first, as in the order
+        self._threshold = self._best[:, -1].contiguous()
+        if self._queued >= 4 * self._values.numel():  # a bounded queue
             self._flush()
 
     def _flush(self) -> None:
-        """Merge the queued candidates: laid out (C, most per channel) in arrival order (that
-        is, by global index), padded with -inf after them, then the k best of [entries |
-        candidates] per channel as :meth:`_select` finds them."""
+        """Merge the queued candidates, all batches at once: their maxima and positions, laid
+        out (C, most per channel) in arrival order (that is, by global index) and padded with
+        -inf after them, then the k best of [entries | candidates] per channel as
+        :meth:`_select` finds them."""
         if not self._queue:
             return
-        channels, values, indices, positions = (
-            torch.cat([q[j] for q in self._queue]) for j in range(4)
-        )
-        self._queue.clear()
-        self._queued = 0
+        offers, self._queue, self._queued = self._queue, [], 0
+        enter = torch.cat([o.enter for o in offers])
+        images = torch.cat([self._global(o.start, o.enter) for o in offers])
+        rows, cols = enter.nonzero(as_tuple=True)  # by image, then channel: the found order
+        if len({(o.found.shape[1:], o.width) for o in offers}) == 1 and offers[0].flat is None:
+            found, positions = _maxima(torch.cat([o.found for o in offers]), None, offers[0].width)
+        else:
+            parts = [_maxima(o.found, o.flat, o.width) for o in offers]
+            found = torch.cat([f for f, _ in parts])
+            positions = torch.cat([q for _, q in parts])
         C, k = self._values.shape
-        order = torch.sort(channels, stable=True).indices  # by channel, in arrival order
-        channels = channels[order]
+        order = torch.sort(cols, stable=True).indices  # by channel, in arrival order
+        channels = cols[order]
         counts = torch.bincount(channels, minlength=C)
         col = torch.arange(channels.numel(), device=channels.device)
         col -= (counts.cumsum(0) - counts)[channels]
-        width = int(counts.max())
+        width = int(counts.max()) if channels.numel() else 0
         like = self._values
         v = torch.full((C, width), float("-inf"), device=like.device, dtype=like.dtype)
         i = torch.full((C, width), -1, device=like.device, dtype=torch.long)
         p = torch.zeros((C, width, 2), device=like.device, dtype=torch.long)
-        v[channels, col] = values[order]
-        i[channels, col] = indices[order]
+        v[channels, col] = found[order].to(like.dtype)
+        i[channels, col] = images[rows[order]]
         p[channels, col] = positions[order]
         v, best, _, _ = self._select(v)  # padding: -inf after every real entry, never chosen
         self._values = torch.gather(v, 1, best)
         self._indices = torch.gather(torch.cat([self._indices, i], 1), 1, best)
         p = torch.cat([self._positions, p], 1)
         self._positions = torch.gather(p, 1, best.unsqueeze(-1).expand(-1, -1, 2))
-        self._threshold = None
 
     def _global(self, start: int | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         if isinstance(start, torch.Tensor):
@@ -300,7 +304,9 @@ class TopK:
         old = order.clamp(max=self.k - 1)
         i = torch.cat([self._indices, indices.expand(order.shape[0], -1)], 1)
         self._values = torch.where(fresh, values, torch.gather(self._values, 1, old))
-        self._threshold = None
+        self._best = self._values
+        self._threshold = self._values[:, -1].contiguous()
+        self._seen += indices.shape[-1]
         self._indices = torch.gather(i, 1, order)
         self._positions = torch.where(
             fresh.unsqueeze(-1),
@@ -326,17 +332,41 @@ class TopK:
         return self.state()[2]
 
 
+def _maxima(
+    found: torch.Tensor, flat: torch.Tensor | None, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M,) maxima and (M, 2) positions of candidates: ``found`` their (M, H, W) maps (the
+    first maximum in row-major order), or their (M,) maxima with ``flat`` their row-major
+    positions in maps ``width`` wide, or without (outputs (B, C): position (0, 0))."""
+    if found.dim() == 3:
+        found, flat = found.flatten(1).max(1)
+    if flat is None:
+        return found, torch.zeros((found.shape[0], 2), dtype=torch.long, device=found.device)
+    return found, torch.stack([flat // width, flat % width], -1)
+
+
 def _spatial_amax(out: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C) maxima (NaN where a map holds one).
 
-    On the CPU, torch's reduction of rows of 12 to 31 elements (5x5 maps: ResNet at 160 px,
-    AlexNet at 96 px) is slower than reducing their transposed copy across the rows (1.2 to 1.6x
-    on the 2-core benchmark machine, ``benchmarks/bench_mining.py``); other lengths reduce
-    fastest in place."""
+    On the CPU, torch reduces rows of 12 to 31 elements (5x5 maps: ResNet at 160 px, AlexNet
+    at 96 px) 1.5 to 2 times slower per element than longer or shorter ones (1 thread, the
+    2-core benchmark machine, ``benchmarks/bench_mining.py``): such maps are reduced by
+    halving them with elementwise ``maximum`` (which propagates NaN) instead."""
     B, C, H, W = out.shape
-    if 12 <= H * W < 32 and out.device.type == "cpu":
-        return out.reshape(B * C, H * W).t().contiguous().amax(0).view(B, C)
-    return out.amax((2, 3))
+    n = H * W
+    if not (12 <= n < 32 and out.device.type == "cpu"):
+        return out.amax((2, 3))
+    rows = out.reshape(B * C, n)
+    m = torch.maximum(rows[:, : n // 2], rows[:, n // 2 : n // 2 * 2])
+    if n % 2:
+        m[:, 0] = torch.maximum(m[:, 0], rows[:, -1])
+    while m.shape[1] > 1:
+        h = m.shape[1] // 2
+        last = m[:, -1] if m.shape[1] % 2 else None
+        m = torch.maximum(m[:, :h], m[:, h : 2 * h])
+        if last is not None:
+            m[:, 0] = torch.maximum(m[:, 0], last)
+    return m.view(B, C)
 
 
 def _sort_keys(v: torch.Tensor) -> torch.Tensor:
@@ -646,6 +676,7 @@ def mine(
         # read the output in its hook, while it is fresh; a layer called again replaces it
         pending[name] = tops[name].offer(out, batch[0])
 
+    cap = Capture(model, names, switches=False, reduce=reduce, stop_at=stop)
     skipped: list[int] = []
     finished: list[int] = []
     checks: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -671,7 +702,7 @@ def mine(
                 checks.append((idx, _finite_rows(x)))
                 pending.clear()
                 batch[:] = [idx]
-                with Capture(model, names, switches=False, reduce=reduce, stop_at=stop):
+                with cap:
                     model(x)  # ends after the deepest requested layer (Capture swallows the stop)
                 for nm in names:
                     tops[nm].accept(pending[nm])

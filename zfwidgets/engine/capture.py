@@ -194,6 +194,9 @@ class Capture:
     get the output they are about to overwrite copied first; an in-place operation outside any module (``out += identity``) is detected
     and reading that output raises ``KeyError`` telling to use ``clone=True``, which copies
     every output as it is produced.
+
+    A Capture may be entered again (one per batch of a loop, its layers resolved once): each
+    ``with`` starts new ``activations``, ``switches``, ``calls`` and ``overwritten``.
     """
 
     def __init__(
@@ -247,6 +250,7 @@ class Capture:
         # id(output) -> (weak reference, the _Derived standing for it, its version)
         self._dropped: dict[int, tuple[weakref.ref, _Derived, int]] = {}
         self._active = False
+        self._entered = False
 
     # -- hooks ---------------------------------------------------------------------------
     def _store(self, name: str, out: torch.Tensor) -> torch.Tensor | None:
@@ -351,6 +355,13 @@ class Capture:
         if self._active:
             raise RuntimeError("this Capture is already active")
         self._active = True
+        if self._entered:  # entered again: new records (those read before stay as they were)
+            self.activations = _Activations(self)
+            self.switches = _Switches()
+            self.calls = {}
+            self.overwritten = set()
+            self.stopped = False
+        self._entered = True
         try:
             for name, module in self._modules.items():
                 is_pool = isinstance(module, nn.MaxPool2d)
