@@ -8,9 +8,10 @@ spatial maximum.
 How it scales:
 
 - **One pass that stops early.** Every requested layer is reduced inside its forward hook, on
-  the model's device, to (C,) spatial maxima and their positions; the forward pass ends right
-  after the last call of the deepest requested layer (the rest of the network never runs). The
-  running top-k is merged on the device; nothing is copied to the host per batch.
+  the model's device, to (B, C) spatial maxima; positions are searched only in maps that may
+  enter the top-k (:class:`TopK`); the forward pass ends right after the last call of the
+  deepest requested layer (the rest of the network never runs). The running top-k is merged on
+  the device; nothing is copied to the host per batch.
 - **Fixed chunks.** The work is cut into chunks of ``chunk_size`` consecutive global image
   indices, the unit of checkpointing and of distribution. The default size depends on the
   data size only, never on the number of processes (:func:`default_chunk_size`): more than
@@ -128,11 +129,12 @@ class _Candidates(NamedTuple):
 class TopK:
     """Running top-k of (C,) scores per batch, strongest first; ties go to the lower index."""
 
-    #: How :meth:`offer` searches positions. True: only in the maps whose maximum beats their
-    #: channel's k-th entry, queued and merged once they number C x k (few, once the top-k has
-    #: filled; their number is data-dependent, which costs a device synchronisation off the
-    #: CPU). False: in k maps per channel, merged every batch (a fixed shape, no
-    #: synchronisation). None: the former on the CPU. Both give the same entries.
+    #: How :meth:`offer` searches positions. True: only in the maps whose maximum beats the
+    #: k-th greatest maximum seen in their channel, copied in the hook, then searched and
+    #: merged several batches at once (few maps once k images are seen; their number is
+    #: data-dependent, which costs a device synchronisation off the CPU). False: in k maps per
+    #: channel, merged every batch (a fixed shape, no synchronisation). None: the former on the
+    #: CPU. Both give the same entries.
     compact: bool | None = None
 
     def __init__(self, channels: int, k: int, device: torch.device, dtype=torch.float32):
@@ -176,7 +178,8 @@ class TopK:
         The same result as ``update`` with the values and positions of ``out.flatten(2).max(2)``
         for less work: the maxima are found without their positions (a vectorised pass), then
         positions are searched only in the maps that may enter the top-k. Call it while ``out``
-        is fresh (in a forward hook): it reads ``out`` and holds nothing of it.
+        is fresh (in a forward hook): it reads ``out`` and keeps at most copies of the maps that
+        may enter.
         """
         out = out.detach()
         if self.compact if self.compact is not None else out.device.type == "cpu":
