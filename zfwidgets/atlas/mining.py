@@ -116,7 +116,8 @@ def merge_topk(
 
 class _Candidates(NamedTuple):
     """What :meth:`TopK.offer` keeps of one output on the CPU: the M maps that may enter the
-    top-k, the rest of the work left to :meth:`TopK.accept`."""
+    top-k, the rest of the work (their maxima's positions, the merge) left to
+    :meth:`TopK.accept`."""
 
     enter: torch.Tensor  # (B, C) bool: the maps that may enter
     found: torch.Tensor  # their (M, H, W) maps, or their (M,) maxima
@@ -142,7 +143,7 @@ class TopK:
         self._values = torch.full((channels, k), float("-inf"), device=device, dtype=dtype)
         self._indices = torch.full((channels, k), -1, device=device, dtype=torch.long)
         self._positions = torch.zeros((channels, k, 2), device=device, dtype=torch.long)
-        self._queue: list[_Candidates] = []
+        self._queue: list[tuple] = []  # (enter, maxima, positions, start) of each batch
         self._queued = 0
         # the k greatest maxima seen (the entries' values, queued candidates included) and the
         # least of them, which a map must beat to enter
@@ -230,8 +231,10 @@ class TopK:
             self._flush()
             self._commit(*offer)
             return
-        self._queue.append(offer)
-        self._queued += offer.found.shape[0]
+        # the positions now, so that the queue holds no maps: (M,) maxima, (M, 2) positions
+        found, positions = _maxima(offer.found, offer.flat, offer.width)
+        self._queue.append((offer.enter, found, positions, offer.start))
+        self._queued += found.shape[0]
         self._seen += offer.scores.shape[0]
         seen = torch.cat([self._best, offer.scores.t().to(self._best.dtype)], 1)
         self._best = torch.topk(seen, self.k, dim=1).values  # NaN first, as in the order
@@ -240,22 +243,16 @@ class TopK:
             self._flush()
 
     def _flush(self) -> None:
-        """Merge the queued candidates, all batches at once: their maxima and positions, laid
+        """Merge the queued candidates, all batches at once: their maxima and positions laid
         out (C, most per channel) in arrival order (that is, by global index) and padded with
         -inf after them, then the k best of [entries | candidates] per channel as
         :meth:`_select` finds them."""
         if not self._queue:
             return
-        offers, self._queue, self._queued = self._queue, [], 0
-        enter = torch.cat([o.enter for o in offers])
-        images = torch.cat([self._global(o.start, o.enter) for o in offers])
+        queue, self._queue, self._queued = self._queue, [], 0
+        enter, found, positions = (torch.cat([q[j] for q in queue]) for j in range(3))
+        images = torch.cat([self._global(q[3], q[0]) for q in queue])
         rows, cols = enter.nonzero(as_tuple=True)  # by image, then channel: the found order
-        if len({(o.found.shape[1:], o.width) for o in offers}) == 1 and offers[0].flat is None:
-            found, positions = _maxima(torch.cat([o.found for o in offers]), None, offers[0].width)
-        else:
-            parts = [_maxima(o.found, o.flat, o.width) for o in offers]
-            found = torch.cat([f for f, _ in parts])
-            positions = torch.cat([q for _, q in parts])
         C, k = self._values.shape
         order = torch.sort(cols, stable=True).indices  # by channel, in arrival order
         channels = cols[order]
