@@ -107,6 +107,16 @@ def single(data, kw=KW, **more):
         torch.set_num_threads(2)
 
 
+def assert_every_rank_holds(tmp_path, ref):
+    """Both ranks wrote the atlas ``ref`` (indices, values, positions), bit for bit."""
+    for rank in (0, 1):
+        got = load_file(str(tmp_path / f"out.{rank}.safetensors"))
+        for layer in LAYERS:
+            assert torch.equal(got[f"{layer}.indices"], ref.indices[layer])
+            assert torch.equal(got[f"{layer}.values"], ref.values[layer])
+            assert torch.equal(got[f"{layer}.positions"], ref.positions[layer])
+
+
 @pytest.fixture(scope="module")
 def data():
     g = torch.Generator().manual_seed(3)
@@ -118,12 +128,7 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, data):
     result = torchrun(tmp_path, data)
     assert result.returncode == 0, result.stderr[-3000:]
     ref = single(data)
-    for rank in (0, 1):  # every rank holds the same atlas
-        got = load_file(str(tmp_path / f"out.{rank}.safetensors"))
-        for layer in LAYERS:
-            assert torch.equal(got[f"{layer}.indices"], ref.indices[layer])
-            assert torch.equal(got[f"{layer}.values"], ref.values[layer])
-            assert torch.equal(got[f"{layer}.positions"], ref.positions[layer])
+    assert_every_rank_holds(tmp_path, ref)
 
 
 @pytest.mark.slow
@@ -136,12 +141,7 @@ def test_few_images_keep_both_ranks_busy(tmp_path, data):
     reads = [int((tmp_path / f"out.{rank}.reads").read_text()) for rank in (0, 1)]
     assert reads == [1 + 22, 1 + 22]  # the first image (to trace the model), then its half
     ref = single(data, kw)
-    for rank in (0, 1):
-        got = load_file(str(tmp_path / f"out.{rank}.safetensors"))
-        for layer in LAYERS:
-            assert torch.equal(got[f"{layer}.indices"], ref.indices[layer])
-            assert torch.equal(got[f"{layer}.values"], ref.values[layer])
-            assert torch.equal(got[f"{layer}.positions"], ref.positions[layer])
+    assert_every_rank_holds(tmp_path, ref)
 
 
 @pytest.mark.slow
