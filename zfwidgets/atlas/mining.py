@@ -223,7 +223,7 @@ class TopK:
             enter = scores.lt(kth).logical_not_()
         else:
             enter = scores.le(self._threshold).logical_not_()
-        return _Candidates(enter, out[enter], None, start, out.shape[3], scores)
+        return _Candidates(enter, _chosen_maps(out, enter), None, start, out.shape[3], scores)
 
     def accept(self, offer: tuple) -> None:
         """Merge what :meth:`offer` computed (against the entries as they are now)."""
@@ -231,12 +231,20 @@ class TopK:
             self._flush()
             self._commit(*offer)
             return
-        # the positions now, so that the queue holds no maps: (M,) maxima, (M, 2) positions
-        found, positions = _maxima(offer.found, offer.flat, offer.width)
-        self._queue.append((offer.enter, found, positions, offer.start))
+        # the maxima's flat positions now, so that the queue holds no maps; rows and columns
+        # are found once per merge
+        found, flat = offer.found, offer.flat
+        if found.dim() == 3:
+            found, flat = found.flatten(1).max(1)
+        self._queue.append((offer.enter, found, flat, offer.width, offer.start))
         self._queued += found.shape[0]
         self._seen += offer.scores.shape[0]
-        seen = torch.cat([self._best, offer.scores.t().to(self._best.dtype)], 1)
+        # Only the maps that entered can change the k greatest maxima: the others are at or
+        # below the least of them, or, before k images were seen, below k maxima of their own
+        # batch. Masked with -inf they leave the values unchanged, and topk's comparisons on
+        # rows of mostly -inf predict well: 3 to 4 times faster than on every maximum.
+        scores = torch.where(offer.enter, offer.scores, float("-inf"))
+        seen = torch.cat([self._best, scores.t().to(self._best.dtype)], 1)
         self._best = torch.topk(seen, self.k, dim=1).values  # NaN first, as in the order
         self._threshold = self._best[:, -1].contiguous()
         if self._queued >= 4 * self._values.numel():  # a bounded queue
@@ -250,8 +258,9 @@ class TopK:
         if not self._queue:
             return
         queue, self._queue, self._queued = self._queue, [], 0
-        enter, found, positions = (torch.cat([q[j] for q in queue]) for j in range(3))
-        images = torch.cat([self._global(q[3], q[0]) for q in queue])
+        enter, found = (torch.cat([q[j] for q in queue]) for j in range(2))
+        positions = _positions(queue)
+        images = torch.cat([self._global(q[4], q[0]) for q in queue])
         rows, cols = enter.nonzero(as_tuple=True)  # by image, then channel: the found order
         C, k = self._values.shape
         order = torch.sort(cols, stable=True).indices  # by channel, in arrival order
@@ -332,17 +341,32 @@ class TopK:
         return self.state()[2]
 
 
-def _maxima(
-    found: torch.Tensor, flat: torch.Tensor | None, width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(M,) maxima and (M, 2) positions of candidates: ``found`` their (M, H, W) maps (the
-    first maximum in row-major order), or their (M,) maxima with ``flat`` their row-major
-    positions in maps ``width`` wide, or without (outputs (B, C): position (0, 0))."""
-    if found.dim() == 3:
-        found, flat = found.flatten(1).max(1)
-    if flat is None:
-        return found, torch.zeros((found.shape[0], 2), dtype=torch.long, device=found.device)
-    return found, torch.stack([flat // width, flat % width], -1)
+def _chosen_maps(out: torch.Tensor, enter: torch.Tensor) -> torch.Tensor:
+    """``out[enter]``: the (M, H, W) maps of (B, C, H, W) ``out`` chosen by (B, C) ``enter``, in
+    row-major order. A contiguous ``out`` is read with ``index_select`` of its rows (about a
+    third faster on the CPU than the boolean index, which serves other layouts)."""
+    if not out.is_contiguous():
+        return out[enter]
+    rows = enter.reshape(-1).nonzero().squeeze(1)
+    return out.flatten(0, 1).index_select(0, rows)
+
+
+def _positions(queue: list[tuple]) -> torch.Tensor:
+    """(M, 2) ``(y, x)`` of the queued candidates: (enter, maxima, flat positions or None for
+    (B, C) outputs, map width, start) per batch; one division for all when the widths agree."""
+    flats, widths = [], []
+    for _, found, flat, width, _ in queue:
+        if flat is None:  # an output (B, C): position (0, 0)
+            flat, width = torch.zeros_like(found, dtype=torch.long), 1
+        flats.append(flat)
+        widths.append(width)
+    flat = torch.cat(flats)
+    if len(set(widths)) == 1:
+        w: int | torch.Tensor = widths[0]
+    else:
+        counts = torch.tensor([f.shape[0] for f in flats], device=flat.device)
+        w = torch.tensor(widths, device=flat.device).repeat_interleave(counts)
+    return torch.stack([flat // w, flat % w], -1)
 
 
 def _spatial_amax(out: torch.Tensor) -> torch.Tensor:
