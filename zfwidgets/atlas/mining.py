@@ -227,10 +227,9 @@ class TopK:
 
     def accept(self, offer: tuple) -> None:
         """Merge what :meth:`offer` computed (against the entries as they are now)."""
-        if not isinstance(offer, _Candidates):
-            self._flush()
-            self._commit(*offer)
-            return
+        accept_all([self], [offer])
+
+    def _enqueue(self, offer: _Candidates) -> None:
         # the maxima's flat positions now, so that the queue holds no maps; rows and columns
         # are found once per merge
         found, flat = offer.found, offer.flat
@@ -239,16 +238,6 @@ class TopK:
         self._queue.append((offer.enter, found, flat, offer.width, offer.start))
         self._queued += found.shape[0]
         self._seen += offer.scores.shape[0]
-        # Only the maps that entered can change the k greatest maxima: the others are at or
-        # below the least of them, or, before k images were seen, below k maxima of their own
-        # batch. Masked with -inf they leave the values unchanged, and topk's comparisons on
-        # rows of mostly -inf predict well: 3 to 4 times faster than on every maximum.
-        scores = torch.where(offer.enter, offer.scores, float("-inf"))
-        seen = torch.cat([self._best, scores.t().to(self._best.dtype)], 1)
-        self._best = torch.topk(seen, self.k, dim=1).values  # NaN first, as in the order
-        self._threshold = self._best[:, -1].contiguous()
-        if self._queued >= 4 * self._values.numel():  # a bounded queue
-            self._flush()
 
     def _flush(self) -> None:
         """Merge the queued candidates, all batches at once: their maxima and positions laid
@@ -339,6 +328,41 @@ class TopK:
     @property
     def positions(self) -> torch.Tensor:
         return self.state()[2]
+
+
+def accept_all(tops: list[TopK], offers: list[tuple]) -> None:
+    """``top.accept(offer)`` for each pair: what :meth:`TopK.offer` computed for each top-k in
+    one forward. The CPU path's bounds (the k greatest maxima seen per channel) are raised in
+    one ``topk`` over the channels of all of them (few operations per batch, not per layer).
+
+    Only the maps that entered can change the k greatest maxima: the others are at or below
+    the least of them, or, before k images were seen, below k maxima of their own batch. They
+    are masked with -inf, which leaves the values unchanged and makes topk's comparisons on
+    rows of mostly -inf predict well (3 to 4 times faster than on every maximum)."""
+    compact = [(t, o) for t, o in zip(tops, offers) if isinstance(o, _Candidates)]
+    for t, o in zip(tops, offers):
+        if not isinstance(o, _Candidates):
+            t._flush()
+            t._commit(*o)
+    groups: dict[tuple, list[tuple[TopK, _Candidates]]] = {}
+    for t, o in compact:
+        t._enqueue(o)
+        groups.setdefault((t.k, t._best.dtype, o.scores.shape[0]), []).append((t, o))
+    for (k, dtype, _), pairs in groups.items():
+        enter = torch.cat([o.enter for _, o in pairs], 1)
+        scores = torch.cat([o.scores.to(dtype) for _, o in pairs], 1)
+        best = torch.cat([t._best for t, _ in pairs]) if len(pairs) > 1 else pairs[0][0]._best
+        seen = torch.cat([best, torch.where(enter, scores, float("-inf")).t()], 1)
+        best = torch.topk(seen, k, dim=1).values  # NaN first, as in the order
+        threshold = best[:, -1].contiguous()
+        row = 0
+        for t, _ in pairs:
+            c = t._values.shape[0]
+            t._best, t._threshold = best[row : row + c], threshold[row : row + c]
+            row += c
+    for t, _ in compact:
+        if t._queued >= 4 * t._values.numel():  # a bounded queue
+            t._flush()
 
 
 def _chosen_maps(out: torch.Tensor, enter: torch.Tensor) -> torch.Tensor:
@@ -728,8 +752,7 @@ def mine(
                 batch[:] = [idx]
                 with cap:
                     model(x)  # ends after the deepest requested layer (Capture swallows the stop)
-                for nm in names:
-                    tops[nm].accept(pending[nm])
+                accept_all([tops[nm] for nm in names], [pending[nm] for nm in names])
             bar.update(e - s)
             if complete:  # the images mined so far are exactly those of the finished chunks
                 _check_finite(checks)
