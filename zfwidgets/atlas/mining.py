@@ -701,7 +701,7 @@ def mine(
             input_size=input_size,
             chunk_size=chunk_size,
         )
-        store = Checkpoint(checkpoint, job, n=n, channels=channels)
+        store = Checkpoint(checkpoint, job, n=n, channels=channels, model=model)
         if ctx.is_main:
             store.prepare(write=True)
         ctx.barrier()

@@ -24,13 +24,21 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..base.files import write_atomic
 
-__all__ = ["Checkpoint", "Part", "job_description", "model_description", "saved_chunk_size"]
+__all__ = [
+    "Checkpoint",
+    "Part",
+    "job_description",
+    "model_description",
+    "parameters_match",
+    "saved_chunk_size",
+]
 
 JOB_FORMAT = "zfwidgets.atlas.mining-job/1"
 PART_FORMAT = "zfwidgets.atlas.mining-part/1"
@@ -56,11 +64,50 @@ def model_description(model: nn.Module, *, parameters: bool = True) -> dict:
     return out
 
 
+#: The prefix of :func:`_parameter_hash`'s values. A value without it was recorded by the
+#: earlier scheme (:func:`_legacy_parameter_hash`), still recognised by
+#: :func:`parameters_match`.
+PARAMETER_SCHEME = "2:"
+
+
 def _parameter_hash(model: nn.Module) -> str:
-    """SHA-256 over every parameter and buffer: its name, shape, dtype, the sum and the 2-norm
-    of all its elements (floating tensors) and 4,096 evenly spaced elements. Computed on the model's
-    device (a few scalars and samples per tensor reach the host), so hashing ResNet-50 costs
-    milliseconds, not a copy of its weights; any real change of the weights changes it."""
+    """SHA-256 over every parameter and buffer: its name, shape, dtype, the sum of its bits
+    (:func:`_bit_sum`) and 4,096 evenly spaced elements. Computed on the model's device (a few
+    bytes per tensor reach the host), in one pass over each tensor, so hashing ResNet-50 costs
+    milliseconds, not a copy of its weights; any real change of the weights changes it.
+
+    The value is the same on every device and with any number of threads: integer sums do not
+    depend on the order of the additions, where the float sums of the earlier scheme took the
+    rounding of the reduction's split (a checkpoint written by ``torchrun``'s one-thread
+    processes was refused by a process with two threads)."""
+    p = hashlib.sha256()
+    with torch.no_grad():
+        for name, t in sorted(model.state_dict().items(), key=lambda kv: kv[0]):
+            if not isinstance(t, torch.Tensor):
+                continue
+            flat = t.detach().reshape(-1)
+            p.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+            if flat.numel() == 0:
+                continue
+            p.update(_bit_sum(flat))
+            step = max(1, flat.numel() // 4096)
+            p.update(flat[::step][:4096].cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return PARAMETER_SCHEME + p.hexdigest()[:32]
+
+
+def _bit_sum(flat: torch.Tensor) -> bytes:
+    """The sum of a contiguous 1-d tensor's bytes read as 64-bit integers (32, 16 or 8 where its
+    size or offset does not divide), modulo 2 to that width: exact, so the same in any order."""
+    nbytes, offset = flat.numel() * flat.element_size(), flat.storage_offset() * flat.element_size()
+    widths = ((torch.int64, 8), (torch.int32, 4), (torch.int16, 2), (torch.uint8, 1))
+    dtype = next(d for d, w in widths if nbytes % w == 0 and offset % w == 0)
+    return flat.view(dtype).sum(dtype=dtype).cpu().numpy().tobytes()
+
+
+def _legacy_parameter_hash(model: nn.Module) -> str:
+    """The earlier scheme, for values recorded before :data:`PARAMETER_SCHEME`: the float sum
+    and 2-norm of each tensor instead of :func:`_bit_sum` (their last bits depend on the device
+    and the number of threads)."""
     p = hashlib.sha256()
     with torch.no_grad():
         for name, t in sorted(model.state_dict().items(), key=lambda kv: kv[0]):
@@ -77,6 +124,17 @@ def _parameter_hash(model: nn.Module) -> str:
                 p.update(stats.numpy().tobytes())
             p.update(sample.cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return p.hexdigest()[:32]
+
+
+def parameters_match(recorded: Any, model: nn.Module, current: str | None = None) -> bool:
+    """Whether ``recorded``, a ``"parameters"`` value of :func:`model_description` (this scheme's
+    or the earlier one's), describes ``model``'s parameters; ``current``: this scheme's value
+    for ``model`` when already computed."""
+    if not isinstance(recorded, str):
+        return False
+    if recorded.startswith(PARAMETER_SCHEME):
+        return recorded == (current if current is not None else _parameter_hash(model))
+    return recorded == _legacy_parameter_hash(model)
 
 
 def job_description(
@@ -141,9 +199,18 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 class Checkpoint:
     """The checkpoint folder of one mining job (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike, job: dict, *, n: int, channels: dict[str, int]):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        job: dict,
+        *,
+        n: int,
+        channels: dict[str, int],
+        model: nn.Module | None = None,
+    ):
         self.path = Path(path)
         self.job = job
+        self.model = model  # recognises a job saved with the earlier parameter hash
         self.n = n
         self.channels = channels
         self.k = job["k"]
@@ -175,7 +242,22 @@ class Checkpoint:
                     f"checkpoint: {str(job_file)!r} has format {saved.get('format')!r}, "
                     f"expected {JOB_FORMAT!r}"
                 )
-            diff = _diff(saved, json.loads(json.dumps(self.job)))
+            job = json.loads(json.dumps(self.job))
+            old = (
+                saved.get("model", {}).get("parameters")
+                if isinstance(saved.get("model"), dict)
+                else None
+            )
+            now = job.get("model", {}).get("parameters")
+            if (
+                self.model is not None
+                and isinstance(old, str)
+                and isinstance(now, str)
+                and not old.startswith(PARAMETER_SCHEME)
+                and parameters_match(old, self.model)
+            ):  # the same weights, hashed by the earlier scheme
+                job["model"]["parameters"] = old
+            diff = _diff(saved, job)
             if diff:
                 hint = ""
                 if any(d.startswith("chunk_size ") for d in diff):

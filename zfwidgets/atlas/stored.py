@@ -64,7 +64,11 @@ def _mismatch(recorded: Any, model) -> tuple[str | None, bool]:
         )
     if recorded.get("structure") and recorded["structure"] != here["structure"]:
         return "it was mined from a model with other layers or parameter shapes", False
-    if recorded.get("parameters") and recorded["parameters"] != here.get("parameters"):
+    from .resume import parameters_match
+
+    if recorded.get("parameters") and not parameters_match(
+        recorded["parameters"], model, here.get("parameters")
+    ):
         return "it was mined from this architecture with other weights", True
     return None, False
 
