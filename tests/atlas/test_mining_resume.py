@@ -61,13 +61,43 @@ def test_forward_stops_after_the_deepest_layer(data):
     head = Counter()
     model.append(head)
     atlas = zf.mine(model, data, layers=["4", "0"], k=3, batch_size=8, progress=False)
-    assert head.calls == 1  # the one traced forward of image 0; no batch ran the head
+    assert head.calls == 0  # the stop comes from the shape-only pass; no forward ran the head
     ref = zf.mine(tiny_zf(), data, layers=["0", "4"], k=3, batch_size=8, progress=False)
     same(atlas, ref)
     # a head that cannot run at this input size does not stop mining the layers before it
     head.fail = True
     same(zf.mine(model, data, layers=["0", "4"], k=3, batch_size=8, progress=False), ref)
     assert hook_count(model) == 0
+
+
+class DataDependent(nn.Module):
+    """A branch on the data (which cannot run on the meta device) before the mined layers, a
+    ReLU called twice, and a head after them."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.relu, self.conv2 = nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)
+        self.head = Counter()
+
+    def features(self, x):
+        x = x * 2 if bool(torch.isfinite(x).all()) else x  # the same for a batch or an image
+        return self.relu(self.conv2(self.relu(self.conv(x))))
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
+def test_a_model_that_cannot_run_on_meta_is_traced_by_one_real_forward(data):
+    model = DataDependent()
+    atlas = zf.mine(model, data, layers=["relu", "conv"], k=3, batch_size=8, progress=False)
+    assert model.head.calls == 1  # the real trace of image 0 ran as far as the head
+    # the ReLU's second call (after conv2) is the one mined, as a capture of one forward sees
+    with torch.no_grad():
+        maxima = torch.cat([model.features(x[None]).amax((2, 3)) for x in data])  # (N, 4)
+    top = maxima.t().topk(3, dim=1)
+    torch.testing.assert_close(atlas.values["relu"], top.values)  # batched vs one image
+    assert torch.equal(atlas.indices["relu"], top.indices)
 
 
 class WithSpare(nn.Module):

@@ -43,7 +43,7 @@ from ..base.layers import eval_mode, resolve_layers
 from ..base.progress import Progress, ProgressArg, check_progress
 from ..base.source import ImageSource
 from ..engine.capture import Capture
-from ..engine.probe import check_images, check_input_size
+from ..engine.probe import check_images, check_input_size, dry_run
 from . import distributed
 from .core import Atlas
 from .resume import Checkpoint, job_description, model_description, saved_chunk_size
@@ -433,8 +433,31 @@ def _sort_keys(v: torch.Tensor) -> torch.Tensor:
 
 # -- the plan: what the forward calls, where it can stop ----------------------------------------
 def _trace(model: nn.Module, names: list[str], x: torch.Tensor):
-    """One forward of one image: the order of the requested layers' calls, their outputs'
-    shapes, and the call after which the forward can stop."""
+    """The order of the requested layers' calls in one forward of ``x``'s shape, their outputs'
+    shapes, and the call after which the forward can stop: from the shape-only pass on the
+    meta device that the input checks use (:func:`~zfwidgets.engine.probe.dry_run`, made
+    afresh: no data, the model untouched), or, for a model that cannot run on meta before the
+    last requested layer, from one real forward of the image ``x``."""
+    run = dry_run(model, tuple(x.shape), layers=tuple(names), dtype=x.dtype, cached=False)
+    if all(run.calls.get(n) for n in names):
+        # a pass that fails after them fails there on the real forward too, which never
+        # runs that far while mining
+        calls = [n for n in run.order if n in set(names)]
+        last = calls[-1]
+        shapes = {n: run.shapes[n] for n in names}
+        stop = (last, run.calls[last] - 1)
+    else:
+        stop, shapes = _real_trace(model, names, x)
+    for n in names:
+        if len(shapes[n]) not in (2, 4):
+            raise ValueError(
+                f"layers: {n!r} outputs shape {shapes[n]}; mining needs (B, C, H, W) or (B, C)"
+            )
+    return stop, {n: shapes[n][1] for n in names}, {n: len(shapes[n]) == 4 for n in names}
+
+
+def _real_trace(model: nn.Module, names: list[str], x: torch.Tensor):
+    """:func:`_trace` by one real forward of ``x``: the stop and the outputs' shapes."""
     events: list[str] = []
     shapes: dict[str, tuple[int, ...]] = {}
 
@@ -461,14 +484,8 @@ def _trace(model: nn.Module, names: list[str], x: torch.Tensor):
             f"layers: {missing} are never called by the model's forward pass, so they have no "
             "activations to mine; pass layers the forward uses"
         )
-    for n in names:
-        if len(shapes[n]) not in (2, 4):
-            raise ValueError(
-                f"layers: {n!r} outputs shape {shapes[n]}; mining needs (B, C, H, W) or (B, C)"
-            )
     last = events[-1]
-    stop = (last, events.count(last) - 1)
-    return stop, {n: shapes[n][1] for n in names}, {n: len(shapes[n]) == 4 for n in names}
+    return (last, events.count(last) - 1), shapes
 
 
 def _data_fingerprint(source: ImageSource, first: torch.Tensor) -> str:

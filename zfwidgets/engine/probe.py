@@ -185,16 +185,20 @@ def dry_run(
     layers: Iterable[str] = (),
     reach: bool = False,
     dtype: torch.dtype | None = None,
+    cached: bool = True,
 ) -> DryRun:
     """One forward pass of an input of ``shape`` on the meta device: shapes only, no data,
     no memory for activations, the model untouched (its parameters stand in as meta tensors
-    for the pass; every module's ``training`` flag restored). Cached per model and shape.
+    for the pass; every module's ``training`` flag restored). Cached per model and shape
+    (the module tree and parameter shapes) unless ``cached=False``.
 
     ``layers`` are watched (output shapes, call counts); with ``reach=True`` a backward pass
     on meta tells which of them the output depends on.
     """
     dtype = model_dtype(model) if dtype is None else dtype
     key = (tuple(int(v) for v in shape), dtype, tuple(layers), bool(reach))
+    if not cached:
+        return _meta_pass(model, key[0], dtype, key[2], reach)
     try:
         per_model = _cache.setdefault(model, {})
     except TypeError:  # not weak-referenceable
