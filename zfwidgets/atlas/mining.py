@@ -143,7 +143,8 @@ class TopK:
         self._values = torch.full((channels, k), float("-inf"), device=device, dtype=dtype)
         self._indices = torch.full((channels, k), -1, device=device, dtype=torch.long)
         self._positions = torch.zeros((channels, k, 2), device=device, dtype=torch.long)
-        self._queue: list[tuple] = []  # (enter, maxima, positions, start) of each batch
+        # (enter, maxima, flat positions or None, map width, start) of each batch
+        self._queue: list[tuple] = []
         self._queued = 0
         # the k greatest maxima seen (the entries' values, queued candidates included) and the
         # least of them, which a map must beat to enter
@@ -439,11 +440,11 @@ def _trace(model: nn.Module, names: list[str], x: torch.Tensor):
     afresh: no data, the model untouched), or, for a model that cannot run on meta before the
     last requested layer, from one real forward of the image ``x``."""
     run = dry_run(model, tuple(x.shape), layers=tuple(names), dtype=x.dtype, cached=False)
-    if all(run.calls.get(n) for n in names):
+    if all(n in run.shapes and run.calls.get(n) for n in names):
         # a pass that fails after them fails there on the real forward too, which never
         # runs that far while mining
-        calls = [n for n in run.order if n in set(names)]
-        last = calls[-1]
+        wanted = set(names)
+        last = [n for n in run.order if n in wanted][-1]
         shapes = {n: run.shapes[n] for n in names}
         stop = (last, run.calls[last] - 1)
     else:
