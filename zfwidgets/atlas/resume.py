@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,26 @@ def _parameter_hash(model: nn.Module) -> str:
     depend on the order of the additions, where the float sums of the earlier scheme took the
     rounding of the reduction's split (a checkpoint written by ``torchrun``'s one-thread
     processes was refused by a process with two threads)."""
+    return PARAMETER_SCHEME + _hash_tensors(model, _bit_sum)
+
+
+def _legacy_parameter_hash(model: nn.Module) -> str:
+    """The earlier scheme, for values recorded before :data:`PARAMETER_SCHEME`: the float sum
+    and 2-norm of each floating tensor instead of :func:`_bit_sum` (their last bits depend on
+    the device and the number of threads)."""
+
+    def stats(flat: torch.Tensor) -> bytes:
+        if not flat.is_floating_point():
+            return b""
+        both = torch.stack([flat.sum(), torch.linalg.vector_norm(flat)]).float().cpu()
+        return both.numpy().tobytes()
+
+    return _hash_tensors(model, stats)
+
+
+def _hash_tensors(model: nn.Module, stats: Callable[[torch.Tensor], bytes]) -> str:
+    """SHA-256 (32 hex digits) over the state dict in name order: each tensor's name, shape and
+    dtype, then, unless empty, ``stats`` of it flattened and 4,096 evenly spaced elements."""
     p = hashlib.sha256()
     with torch.no_grad():
         for name, t in sorted(model.state_dict().items(), key=lambda kv: kv[0]):
@@ -89,10 +110,10 @@ def _parameter_hash(model: nn.Module) -> str:
             p.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
             if flat.numel() == 0:
                 continue
-            p.update(_bit_sum(flat))
+            p.update(stats(flat))
             step = max(1, flat.numel() // 4096)
             p.update(flat[::step][:4096].cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return PARAMETER_SCHEME + p.hexdigest()[:32]
+    return p.hexdigest()[:32]
 
 
 def _bit_sum(flat: torch.Tensor) -> bytes:
@@ -102,28 +123,6 @@ def _bit_sum(flat: torch.Tensor) -> bytes:
     widths = ((torch.int64, 8), (torch.int32, 4), (torch.int16, 2), (torch.uint8, 1))
     dtype = next(d for d, w in widths if nbytes % w == 0 and offset % w == 0)
     return flat.view(dtype).sum(dtype=dtype).cpu().numpy().tobytes()
-
-
-def _legacy_parameter_hash(model: nn.Module) -> str:
-    """The earlier scheme, for values recorded before :data:`PARAMETER_SCHEME`: the float sum
-    and 2-norm of each tensor instead of :func:`_bit_sum` (their last bits depend on the device
-    and the number of threads)."""
-    p = hashlib.sha256()
-    with torch.no_grad():
-        for name, t in sorted(model.state_dict().items(), key=lambda kv: kv[0]):
-            if not isinstance(t, torch.Tensor):
-                continue
-            flat = t.detach().reshape(-1)
-            p.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-            if flat.numel() == 0:
-                continue
-            step = max(1, flat.numel() // 4096)
-            sample = flat[::step][:4096]
-            if flat.is_floating_point():
-                stats = torch.stack([flat.sum(), torch.linalg.vector_norm(flat)]).float().cpu()
-                p.update(stats.numpy().tobytes())
-            p.update(sample.cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return p.hexdigest()[:32]
 
 
 def parameters_match(recorded: Any, model: nn.Module, current: str | None = None) -> bool:
