@@ -137,6 +137,54 @@ def test_ties_signed_zeros_nan_inf_bit_identical(batch_size, k, compact):
     assert k == 1 or (atlas.values["clip"][:, 1:].abs() == 0.1).any()  # NaN first
 
 
+class Marked(nn.Module):
+    """Rounds its input (ties) and, in the images marked 50, sets a NaN of each sign."""
+
+    def forward(self, y, marks):
+        y = torch.round(y * 4) / 4
+        h, w = y.shape[2:]
+        y[marks == 50, 1, h - 1, w - 1] = float("nan")
+        y[marks == 50, 2, h // 2, 0] = -float("nan")  # the sign bit set, as x86's default NaN
+        return y
+
+
+class Sizes(nn.Module):
+    """Maps of 121, 49, 25 and 16 elements: each way of ``_spatial_amax``."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.c1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.c2 = nn.Conv2d(6, 6, 1)
+        self.c3 = nn.Conv2d(6, 6, 1)
+        self.c4 = nn.Conv2d(6, 6, 1)
+        self.m1, self.m2, self.m3, self.m4 = Marked(), Marked(), Marked(), Marked()
+
+    def forward(self, x):
+        marks, pool = x[:, 0, 0, 0], nn.functional.adaptive_max_pool2d
+        y = self.m1(self.c1(x), marks)
+        y = self.m2(self.c2(pool(y.nan_to_num(0.0), 7)), marks)
+        y = self.m3(self.c3(pool(y.nan_to_num(0.0), 5)), marks)
+        return self.m4(self.c4(pool(y.nan_to_num(0.0), 4)), marks)
+
+
+@pytest.mark.parametrize("batch_size", [5, 16])
+def test_map_sizes_of_every_reduction_bit_identical(batch_size, compact):
+    """11x11, 7x7, 5x5 and 4x4 maps with ties and NaN of both signs; the last batch smaller
+    than the others (the padded rows of 5x5 maps are made again for it)."""
+    torch.manual_seed(5)
+    data = torch.randn(38, 3, 11, 11)
+    data[12:15] = data[3]
+    data[7, 0, 0, 0] = 50
+    model = Sizes().eval()
+    layers = ["m1", "m2", "m3", "m4", "c2"]
+    atlas = zf.mine(model, data, layers=layers, k=4, batch_size=batch_size, progress=False)
+    assert_same_atlas(atlas, reference_mine(model, data, layers, 4, batch_size))
+    for layer in layers[:4]:  # the NaNs come first
+        assert torch.isnan(atlas.values[layer][1:3, 0]).all(), layer
+        assert (atlas.indices[layer][1:3, 0] == 7).all(), layer
+
+
 def test_resnet_relu_called_twice_and_float64_and_channels_last(compact):
     model = torchvision_model("resnet18").double().to(memory_format=torch.channels_last)
     torch.manual_seed(3)
@@ -198,22 +246,35 @@ def test_a_non_finite_image_is_named():
     zf.mine(model, data, layers=["0"], k=2, batch_size=5, progress=False)
 
 
-@pytest.mark.parametrize(
-    "hw", [(1, 1), (3, 4), (4, 4), (5, 5), (1, 31), (31, 1), (5, 6), (6, 6), (8, 8)]
-)
-def test_spatial_maxima_equal_amax_nan_and_infinities_included(hw):
-    """The halving reduction of 12- to 31-element maps and ``amax`` elsewhere: the maxima of
-    ``amax`` (NaN where a map holds one), contiguous or channels-last."""
+SPATIAL_SIZES = [(1, 1), (3, 4), (4, 4), (5, 5), (1, 31), (31, 1), (5, 6), (6, 6), (8, 8)]
+# the overlapping halves (7x7: 32 of 49; 9x9, 11x11: 64), and amax on either side of them
+SPATIAL_SIZES += [(7, 7), (6, 7), (9, 9), (11, 11), (1, 127), (10, 10), (13, 13)]
+
+
+@pytest.mark.parametrize("hw", SPATIAL_SIZES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_spatial_maxima_equal_amax_nan_and_infinities_included(hw, dtype):
+    """Halving (12 to 19 elements), rows padded with -inf (20 to 31, the padded rows kept
+    from call to call), overlapping halves (33 to 127 with a long remainder) and ``amax``
+    elsewhere: the maxima of ``amax`` (NaN where a map holds one), contiguous or channels-last,
+    whichever the sign of NaN and wherever it and the infinities lie."""
     g = torch.Generator().manual_seed(8)
-    x = torch.randn(3, 7, *hw, generator=g)
-    x[0, 1, 0, -1] = float("nan")
-    x[1, 2, -1, -1] = float("inf")
-    x[2, 3] = -float("inf")
-    for t in (x, x.contiguous(memory_format=torch.channels_last)):
-        got, want = _spatial_amax(t), t.amax((2, 3))
-        assert torch.equal(torch.isnan(got), torch.isnan(want))
-        assert torch.equal(got.nan_to_num(0.5), want.nan_to_num(0.5))
-    assert torch.isnan(_spatial_amax(x)[0, 1]) and _spatial_amax(x)[2, 3] == -float("inf")
+    scratch: dict = {}
+    for b in (3, 3, 2):  # the same shape again, then a smaller last batch
+        x = torch.randn(b, 7, *hw, generator=g).to(dtype)
+        x[0, 1, 0, -1] = float("nan")
+        x[1, 2, -1, -1] = float("inf")
+        x[-1, 3] = -float("inf")
+        x[0, 4].view(-1)[hw[0] * hw[1] // 2] = -torch.tensor(float("nan"), dtype=dtype)
+        x[1, 5] = -torch.rand(*hw, generator=g).to(dtype) - 1  # all below zero
+        x[-1, 6].view(-1)[0] = float("inf")
+        for t in (x, x.contiguous(memory_format=torch.channels_last)):
+            got, want = _spatial_amax(t, scratch), t.amax((2, 3))
+            assert got.dtype == want.dtype
+            assert torch.equal(torch.isnan(got), torch.isnan(want))
+            assert torch.equal(got.nan_to_num(0.5), want.nan_to_num(0.5))
+        assert torch.isnan(_spatial_amax(x)[0, 1]) and torch.isnan(_spatial_amax(x)[0, 4])
+        assert _spatial_amax(x)[-1, 3] == -float("inf")
 
 
 def test_queued_candidates_hold_no_maps():

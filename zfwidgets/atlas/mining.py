@@ -151,6 +151,7 @@ class TopK:
         self._best = self._values
         self._threshold = self._values[:, -1].contiguous()
         self._seen = 0  # images seen: until k, every map may enter
+        self._scratch: dict = {}  # rows reused by _spatial_amax from batch to batch
 
     def update(
         self, values: torch.Tensor, positions: torch.Tensor, start: int | torch.Tensor
@@ -218,7 +219,7 @@ class TopK:
             scores, flat = out.flatten(2).max(2)
             enter = scores.le(self._threshold).logical_not_()
             return _Candidates(enter, scores[enter], flat[enter], start, out.shape[3], scores)
-        scores = _spatial_amax(out)
+        scores = _spatial_amax(out, self._scratch)
         if self._seen < self.k:
             kth = torch.topk(scores, self.k, dim=0).values[-1]
             enter = scores.lt(kth).logical_not_()
@@ -394,18 +395,54 @@ def _positions(queue: list[tuple]) -> torch.Tensor:
     return torch.stack([flat // w, flat % w], -1)
 
 
-def _spatial_amax(out: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C) maxima (NaN where a map holds one).
+def _spatial_amax(out: torch.Tensor, scratch: dict | None = None) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C) maxima (NaN where a map holds one): ``out.amax((2, 3))``.
 
-    On the CPU, torch reduces rows of 12 to 31 elements (5x5 maps: ResNet at 160 px, AlexNet
-    at 96 px) 1.5 to 2 times slower per element than longer or shorter ones (1 thread, the
-    2-core benchmark machine, ``benchmarks/bench_mining.py``): such maps are reduced by
-    halving them with elementwise ``maximum`` (which propagates NaN) instead."""
+    On the CPU, torch reduces contiguous rows of n elements in blocks of 32 and the rest one
+    element at a time, so rows whose remainder is long cost 2 to 7 times more per element than
+    rows of 32, 64 or 128 (1 or 2 threads on the 2-core benchmark machine; the rates are in
+    BENCHMARKS.md). A contiguous output's maps are reduced instead:
+
+    - 12 to 19 elements: halving, with elementwise ``maximum`` (which propagates NaN);
+    - 20 to 31 (5x5 maps: AlexNet at 96 px, ResNet at 160 px): copied into rows of 32 whose
+      last columns hold -inf (``scratch``: a dict kept by the caller across batches, so the
+      rows are allocated and filled once);
+    - 33 to 127 with a remainder of 8 or more (7x7, 9x9, 11x11 maps): the elementwise
+      ``maximum`` of the first and the last 32 or 64 elements, which overlap and cover the row,
+      then rows of that width.
+
+    ``maximum`` and ``amax`` are exact and propagate NaN, so each way gives ``amax``'s maxima."""
     B, C, H, W = out.shape
     n = H * W
-    if not (12 <= n < 32 and out.device.type == "cpu"):
+    if (
+        out.device.type != "cpu"
+        or not out.is_floating_point()
+        or not 12 <= n < 128
+        or not out.is_contiguous()
+    ):
         return out.amax((2, 3))
-    rows = out.reshape(B * C, n)
+    rows = out.view(B * C, n)
+    if n < 20:
+        return _halving_max(rows).view(B, C)
+    if n < 32:
+        key = (B * C, n, out.dtype)
+        padded = None if scratch is None else scratch.get(key)
+        if padded is None:
+            padded = torch.full((B * C, 32), float("-inf"), dtype=out.dtype)
+            if scratch is not None:
+                scratch.clear()  # one shape at a time: the last batch may be smaller
+                scratch[key] = padded
+        padded[:, :n] = rows
+        return padded.amax(1).view(B, C)
+    if n % 32 >= 8:
+        width = 1 << (n.bit_length() - 1)  # 32 or 64: at least half of n
+        return torch.maximum(rows[:, :width], rows[:, n - width :]).amax(1).view(B, C)
+    return out.amax((2, 3))
+
+
+def _halving_max(rows: torch.Tensor) -> torch.Tensor:
+    """(M, n) -> (M,) maxima by halving the rows with elementwise ``maximum``."""
+    n = rows.shape[1]
     m = torch.maximum(rows[:, : n // 2], rows[:, n // 2 : n // 2 * 2])
     if n % 2:
         m[:, 0] = torch.maximum(m[:, 0], rows[:, -1])
@@ -415,7 +452,7 @@ def _spatial_amax(out: torch.Tensor) -> torch.Tensor:
         m = torch.maximum(m[:, :h], m[:, h : 2 * h])
         if last is not None:
             m[:, 0] = torch.maximum(m[:, 0], last)
-    return m.view(B, C)
+    return m[:, 0]
 
 
 def _sort_keys(v: torch.Tensor) -> torch.Tensor:
