@@ -247,16 +247,17 @@ def test_a_non_finite_image_is_named():
 
 
 SPATIAL_SIZES = [(1, 1), (3, 4), (4, 4), (5, 5), (1, 31), (31, 1), (5, 6), (6, 6), (8, 8)]
-# the overlapping halves (7x7: 32 of 49; 9x9, 11x11: 64), and amax on either side of them
-SPATIAL_SIZES += [(7, 7), (6, 7), (9, 9), (11, 11), (1, 127), (10, 10), (13, 13)]
+# overlapping 32s (7x7), blocks and the last 32 (9x9, 11x11, 12x12, 27x27), amax around them
+SPATIAL_SIZES += [(7, 7), (6, 7), (9, 9), (11, 11), (1, 127), (10, 10), (12, 12), (13, 13)]
+SPATIAL_SIZES += [(27, 27), (1, 48), (1, 80)]
 
 
 @pytest.mark.parametrize("hw", SPATIAL_SIZES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_spatial_maxima_equal_amax_nan_and_infinities_included(hw, dtype):
     """Halving (12 to 19 elements), rows padded with -inf (20 to 31, the padded rows kept
-    from call to call), overlapping halves (33 to 127 with a long remainder) and ``amax``
-    elsewhere: the maxima of ``amax`` (NaN where a map holds one), contiguous or channels-last,
+    from call to call), two overlapping 32s (40 to 63), blocks of 32 and the last 32 (64 and
+    more with a long remainder) and ``amax`` elsewhere: the maxima of ``amax`` (NaN where a map holds one), contiguous or channels-last,
     whichever the sign of NaN and wherever it and the infinities lie."""
     g = torch.Generator().manual_seed(8)
     scratch: dict = {}

@@ -399,27 +399,23 @@ def _spatial_amax(out: torch.Tensor, scratch: dict | None = None) -> torch.Tenso
     """(B, C, H, W) -> (B, C) maxima (NaN where a map holds one): ``out.amax((2, 3))``.
 
     On the CPU, torch reduces contiguous rows of n elements in blocks of 32 and the rest one
-    element at a time, so rows whose remainder is long cost 2 to 7 times more per element than
-    rows of 32, 64 or 128 (1 or 2 threads on the 2-core benchmark machine; the rates are in
+    element at a time, so rows whose remainder is long cost up to 7 times more per element than
+    rows of a multiple of 32 (1 or 2 threads on the 2-core benchmark machine; the rates are in
     BENCHMARKS.md). A contiguous output's maps are reduced instead:
 
     - 12 to 19 elements: halving, with elementwise ``maximum`` (which propagates NaN);
     - 20 to 31 (5x5 maps: AlexNet at 96 px, ResNet at 160 px): copied into rows of 32 whose
       last columns hold -inf (``scratch``: a dict kept by the caller across batches, so the
       rows are allocated and filled once);
-    - 33 to 127 with a remainder of 8 or more (7x7, 9x9, 11x11 maps): the elementwise
-      ``maximum`` of the first and the last 32 or 64 elements, which overlap and cover the row,
-      then rows of that width.
+    - 40 to 63 with a remainder of 8 or more (7x7 maps): the elementwise ``maximum`` of the
+      first and the last 32 elements, which overlap and cover the row, then rows of 32;
+    - 64 and more with a remainder of 16 or more (9x9, 11x11, 23x23, 27x27, 28x28 maps): the
+      greatest of the maxima of the first multiple of 32 elements and of the last 32.
 
     ``maximum`` and ``amax`` are exact and propagate NaN, so each way gives ``amax``'s maxima."""
     B, C, H, W = out.shape
     n = H * W
-    if (
-        out.device.type != "cpu"
-        or not out.is_floating_point()
-        or not 12 <= n < 128
-        or not out.is_contiguous()
-    ):
+    if out.device.type != "cpu" or not out.is_floating_point() or n < 12 or not out.is_contiguous():
         return out.amax((2, 3))
     rows = out.view(B * C, n)
     if n < 20:
@@ -434,9 +430,11 @@ def _spatial_amax(out: torch.Tensor, scratch: dict | None = None) -> torch.Tenso
                 scratch[key] = padded
         padded[:, :n] = rows
         return padded.amax(1).view(B, C)
-    if n % 32 >= 8:
-        width = 1 << (n.bit_length() - 1)  # 32 or 64: at least half of n
-        return torch.maximum(rows[:, :width], rows[:, n - width :]).amax(1).view(B, C)
+    if n < 64 and n % 32 >= 8:
+        return torch.maximum(rows[:, :32], rows[:, n - 32 :]).amax(1).view(B, C)
+    if n >= 64 and n % 32 >= 16:
+        blocks = rows[:, : n // 32 * 32].amax(1)
+        return torch.maximum(blocks, rows[:, n - 32 :].amax(1)).view(B, C)
     return out.amax((2, 3))
 
 
