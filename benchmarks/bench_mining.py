@@ -86,6 +86,16 @@ def load_baseline(root):
     return module
 
 
+def minor_faults() -> int:
+    """Page faults served without I/O so far in this process (fresh pages of the heap); 0
+    where the platform does not count them."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def rotations(names, repeats):
     """The order of each round: the first name (the floor) first, the others rotated by one
     place per round, so that none always runs right after the same one (on this machine the
@@ -136,13 +146,15 @@ def bench_throughput(device, quick, n=None, size=None, bs=None, repeats=None, ba
         f()
     wall = {k: [] for k in fns}
     cpu = {k: [] for k in fns}
+    faults = {k: [] for k in fns}
     for order in rotations(list(fns), repeats):
         for k in order:
             f = fns[k]
-            t, c = time.perf_counter(), time.process_time()
+            t, c, pf = time.perf_counter(), time.process_time(), minor_faults()
             f()
             wall[k].append(time.perf_counter() - t)
             cpu[k].append(time.process_time() - c)
+            faults[k].append(minor_faults() - pf)
     med = {k: statistics.median(v) for k, v in wall.items()}
     print(
         f"\n[throughput] AlexNet, {n} images {size}px, batch {bs}, all 5 conv layers, {device}, "
@@ -166,6 +178,13 @@ def bench_throughput(device, quick, n=None, size=None, bs=None, repeats=None, ba
         )
     if baseline is not None:
         row("the same atlas as the baseline (values, indices, positions)", str(same))
+    # glibc hands the forward's large blocks back to the system after a batch, or keeps them,
+    # depending on what else lies on the heap: a run that takes fresh pages every batch is
+    # ~10% slower here, floor included; these counts tell which state each run was in
+    row(
+        "page faults per run, median (" + ", ".join(fns) + ")",
+        ", ".join(f"{statistics.median(faults[k]):.0f}" for k in fns),
+    )
     return {
         "names": names,
         "paired": {
@@ -173,6 +192,7 @@ def bench_throughput(device, quick, n=None, size=None, bs=None, repeats=None, ba
             for name in names
         },
         "floor": n / med["floor"],
+        "faults": {k: statistics.median(v) for k, v in faults.items()},
         "same": same if baseline is not None else None,
     }
 
@@ -193,6 +213,10 @@ def bench_throughput_processes(processes: int, argv: list[str]):
     names = runs[0]["names"]
     print(f"\n[throughput over {processes} processes] paired mine / floor per process")
     row("floor per process (img/s)", ", ".join(f"{r['floor']:.0f}" for r in runs))
+    row(
+        "page faults per run per process (floor / mine)",
+        ", ".join(f"{r['faults']['floor']:.0f} / {r['faults']['mine']:.0f}" for r in runs),
+    )
     for name in names:
         ratios = [r["paired"][name] for r in runs]
         row(
