@@ -11,6 +11,10 @@
     python benchmarks/bench_mining.py [--quick] [--device cuda]
     python benchmarks/bench_mining.py --only throughput --images 2048 --size 96 --batch 32 \
         --threads 1 --repeats 7 --baseline /tmp/old   # 1. only, against another checkout
+    python benchmarks/bench_mining.py --only throughput --processes 5   # 1. in 5 processes
+
+Not in the full run: ``--only breakdown`` (the mining loop built up step by step against the
+floor) and ``--only rows`` (the spatial maxima alone, per map size).
 """
 
 from __future__ import annotations
@@ -316,6 +320,47 @@ def bench_breakdown(n=None, size=None, bs=None, repeats=None):
         )
 
 
+def bench_rows(repeats=None):
+    """The spatial maxima alone, per map size: torch's ``amax`` over (B, C, H, W) against
+    ``_spatial_amax`` (halving, rows padded to 32, overlapping 32s, blocks of 32 plus the last
+    32), on ~3M elements (as AlexNet's first layer at 112 px, batch 64), ns per element."""
+    from zfwidgets.atlas import mining
+
+    repeats = repeats or 30
+    print(
+        f"\n[rows] spatial maxima of ~3M float32 elements, {torch.get_num_threads()} threads: "
+        "ns per element, median of 5 timings of "
+        f"{repeats} calls"
+    )
+    for h, w in [(4, 4), (5, 5), (6, 6), (7, 7), (9, 9), (11, 11), (12, 12), (13, 13)] + [
+        (23, 23),
+        (27, 27),
+        (28, 28),
+        (56, 56),
+    ]:
+        n = h * w
+        x = torch.randn(max(1, 3_000_000 // (64 * n)), 64, h, w)
+        scratch: dict = {}
+        times = {}
+        for name, f in (
+            ("amax", lambda x=x: x.amax((2, 3))),
+            ("zf", lambda x=x, scratch=scratch: mining._spatial_amax(x, scratch)),
+        ):
+            f()
+            runs = []
+            for _ in range(5):
+                t = time.perf_counter()
+                for _ in range(repeats):
+                    f()
+                runs.append((time.perf_counter() - t) / repeats)
+            times[name] = statistics.median(runs) * 1e9 / x.numel()
+        row(
+            f"{h}x{w} ({n} elements)",
+            f"amax {times['amax']:.3f} ns, _spatial_amax {times['zf']:.3f} ns",
+            f"{times['amax'] / times['zf']:.2f}x",
+        )
+
+
 MEMORY_CHILD = textwrap.dedent(
     """
     import resource, sys, torch, torchvision
@@ -494,7 +539,8 @@ def main():
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
-        "--only", choices=["throughput", "breakdown", "memory", "resume", "distributed", "gpu"]
+        "--only",
+        choices=["throughput", "breakdown", "rows", "memory", "resume", "distributed", "gpu"],
     )
     p.add_argument("--images", type=int, help="throughput: images (default 2048, quick 256)")
     p.add_argument("--size", type=int, help="throughput: image size (default 112)")
@@ -530,6 +576,8 @@ def main():
             Path(a.json).write_text(json.dumps(result))
     if a.only == "breakdown":  # not part of the full run
         bench_breakdown(a.images, a.size, a.batch, a.repeats)
+    if a.only == "rows":  # not part of the full run
+        bench_rows(a.repeats)
     if a.only in (None, "memory"):
         bench_memory(a.quick)
     if a.only in (None, "resume"):

@@ -398,10 +398,12 @@ def _positions(queue: list[tuple]) -> torch.Tensor:
 def _spatial_amax(out: torch.Tensor, scratch: dict | None = None) -> torch.Tensor:
     """(B, C, H, W) -> (B, C) maxima (NaN where a map holds one): ``out.amax((2, 3))``.
 
-    On the CPU, torch reduces contiguous rows of n elements in blocks of 32 and the rest one
-    element at a time, so rows whose remainder is long cost up to 7 times more per element than
-    rows of a multiple of 32 (1 or 2 threads on the 2-core benchmark machine; the rates are in
-    BENCHMARKS.md). A contiguous output's maps are reduced instead:
+    On the CPU, torch reduces contiguous rows of n elements in vectors, then the remainder
+    one element at a time, so maps whose n leaves a long remainder (or is below 32) cost it far
+    more per element than the others. A contiguous output's maps are reduced instead as below,
+    1.2 to 3.7 times faster for those sizes, the same for the others (1 or 2 threads on the
+    2-core benchmark machine: ``python benchmarks/bench_mining.py --only rows``, figures in
+    BENCHMARKS.md):
 
     - 12 to 19 elements: halving, with elementwise ``maximum`` (which propagates NaN);
     - 20 to 31 (5x5 maps: AlexNet at 96 px, ResNet at 160 px): copied into rows of 32 whose
