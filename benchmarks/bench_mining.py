@@ -110,6 +110,28 @@ def rotations(names, repeats):
         yield [first] + others[j:] + others[:j]
 
 
+def timed_rounds(fns: dict, repeats: int) -> tuple[dict, dict, dict]:
+    """Each function once (warm-up), then ``repeats`` rounds in :func:`rotations` order: per
+    name, the wall times, CPU times and page faults of its timed runs."""
+    for f in fns.values():
+        f()
+    wall, cpu, faults = ({k: [] for k in fns} for _ in range(3))
+    for order in rotations(list(fns), repeats):
+        for k in order:
+            t, c, pf = time.perf_counter(), time.process_time(), minor_faults()
+            fns[k]()
+            wall[k].append(time.perf_counter() - t)
+            cpu[k].append(time.process_time() - c)
+            faults[k].append(minor_faults() - pf)
+    return wall, cpu, faults
+
+
+def paired(floor: list[float], runs: list[float]) -> float:
+    """The median over rounds of floor / run, each run against its round's floor run (the
+    rounds start with the floor): steadier under load than the ratio of the medians."""
+    return statistics.median(f / m for f, m in zip(floor, runs))
+
+
 def bench_throughput(device, quick, n=None, size=None, bs=None, repeats=None, baseline=None):
     n = n or (256 if quick else 2048)
     size, bs = size or 112, bs or 64
@@ -146,19 +168,7 @@ def bench_throughput(device, quick, n=None, size=None, bs=None, repeats=None, ba
             for f in ("values", "indices", "positions")
             for l in CONVS
         )
-    for f in fns.values():
-        f()
-    wall = {k: [] for k in fns}
-    cpu = {k: [] for k in fns}
-    faults = {k: [] for k in fns}
-    for order in rotations(list(fns), repeats):
-        for k in order:
-            f = fns[k]
-            t, c, pf = time.perf_counter(), time.process_time(), minor_faults()
-            f()
-            wall[k].append(time.perf_counter() - t)
-            cpu[k].append(time.process_time() - c)
-            faults[k].append(minor_faults() - pf)
+    wall, cpu, faults = timed_rounds(fns, repeats)
     med = {k: statistics.median(v) for k, v in wall.items()}
     print(
         f"\n[throughput] AlexNet, {n} images {size}px, batch {bs}, all 5 conv layers, {device}, "
@@ -172,9 +182,7 @@ def bench_throughput(device, quick, n=None, size=None, bs=None, repeats=None, ba
     if baseline is not None:
         row(f"zf.mine of {baseline} (baseline)", f"{n / med['baseline']:.0f} img/s")
     for name in names:
-        # per round, each run against the floor run just before it: steadier under load
-        pair = statistics.median(f / m for f, m in zip(wall["floor"], wall[name]))
-        pair_cpu = statistics.median(f / m for f, m in zip(cpu["floor"], cpu[name]))
+        pair, pair_cpu = paired(wall["floor"], wall[name]), paired(cpu["floor"], cpu[name])
         row(
             f"{name} / floor throughput (wall; paired per round; CPU time)",
             f"{med['floor'] / med[name]:.3f}x; {pair:.3f}x; {pair_cpu:.3f}x",
@@ -191,10 +199,7 @@ def bench_throughput(device, quick, n=None, size=None, bs=None, repeats=None, ba
     )
     return {
         "names": names,
-        "paired": {
-            name: statistics.median(f / m for f, m in zip(wall["floor"], wall[name]))
-            for name in names
-        },
+        "paired": {name: paired(wall["floor"], wall[name]) for name in names},
         "floor": n / med["floor"],
         "faults": {k: statistics.median(v) for k, v in faults.items()},
         "same": same if baseline is not None else None,
@@ -293,17 +298,7 @@ def bench_breakdown(n=None, size=None, bs=None, repeats=None):
             model, x, layers=CONVS, k=9, batch_size=bs, progress=False
         ),
     }
-    for f in fns.values():
-        f()
-    wall = {k: [] for k in fns}
-    cpu = {k: [] for k in fns}
-    for order in rotations(list(fns), repeats):
-        for k in order:
-            f = fns[k]
-            t, c = time.perf_counter(), time.process_time()
-            f()
-            wall[k].append(time.perf_counter() - t)
-            cpu[k].append(time.process_time() - c)
+    wall, cpu, _ = timed_rounds(fns, repeats)
     batches = -(-n // bs)
     print(
         f"\n[breakdown] AlexNet, {n} images {size}px, batch {bs}, CPU, "
@@ -311,12 +306,11 @@ def bench_breakdown(n=None, size=None, bs=None, repeats=None):
         "this paired per round (wall; CPU time)"
     )
     for k in fns:
-        ratio = statistics.median(f / m for f, m in zip(wall["floor"], wall[k]))
-        ratio_cpu = statistics.median(f / m for f, m in zip(cpu["floor"], cpu[k]))
         row(
             k,
             f"{statistics.median(wall[k]) * 1e3 / batches:.1f} ms",
-            f"floor / this {ratio:.3f}x; {ratio_cpu:.3f}x",
+            f"floor / this {paired(wall['floor'], wall[k]):.3f}x; "
+            f"{paired(cpu['floor'], cpu[k]):.3f}x",
         )
 
 
