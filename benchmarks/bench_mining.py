@@ -216,7 +216,8 @@ def bench_throughput_processes(processes: int, argv: list[str]):
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(processes):
             out = Path(tmp) / f"{i}.json"
-            cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--json", str(out)]
+            cmd = [sys.executable, str(Path(__file__).resolve()), *argv]
+            cmd += ["--processes", "1", "--json", str(out)]  # the last --processes wins
             subprocess.run(cmd, check=True)
             runs.append(json.loads(out.read_text()))
     names = runs[0]["names"]
@@ -553,12 +554,7 @@ def main():
     if a.processes > 1:
         if a.only != "throughput":
             p.error("--processes needs --only throughput")
-        argv = list(sys.argv[1:])
-        i = argv.index("--processes") if "--processes" in argv else None
-        if i is not None:
-            del argv[i : i + 2]
-        argv = [v for v in argv if not v.startswith("--processes=")]
-        bench_throughput_processes(a.processes, argv)
+        bench_throughput_processes(a.processes, sys.argv[1:])
         return
     device = torch.device(a.device)
     if a.threads:

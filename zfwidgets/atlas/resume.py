@@ -242,20 +242,10 @@ class Checkpoint:
                     f"expected {JOB_FORMAT!r}"
                 )
             job = json.loads(json.dumps(self.job))
-            old = (
-                saved.get("model", {}).get("parameters")
-                if isinstance(saved.get("model"), dict)
-                else None
-            )
-            now = job.get("model", {}).get("parameters")
-            if (
-                self.model is not None
-                and isinstance(old, str)
-                and isinstance(now, str)
-                and not old.startswith(PARAMETER_SCHEME)
-                and parameters_match(old, self.model)
-            ):  # the same weights, hashed by the earlier scheme
-                job["model"]["parameters"] = old
+            old = saved["model"].get("parameters") if isinstance(saved.get("model"), dict) else None
+            now = job["model"].get("parameters")
+            if self.model is not None and parameters_match(old, self.model, now):
+                job["model"]["parameters"] = old  # the same weights, maybe by the earlier scheme
             diff = _diff(saved, job)
             if diff:
                 hint = ""
