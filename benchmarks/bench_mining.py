@@ -14,7 +14,7 @@
     python benchmarks/bench_mining.py --only throughput --processes 5   # 1. in 5 processes
 
 Not in the full run: ``--only breakdown`` (the mining loop built up step by step against the
-floor) and ``--only rows`` (the spatial maxima alone, per map size).
+floor) and ``--only rows`` (the spatial maxima per map size, alone and inside a forward).
 """
 
 from __future__ import annotations
@@ -318,7 +318,9 @@ def bench_breakdown(n=None, size=None, bs=None, repeats=None):
 def bench_rows(repeats=None):
     """The spatial maxima alone, per map size: torch's ``amax`` over (B, C, H, W) against
     ``_spatial_amax`` (halving, rows padded to 32, overlapping 32s, blocks of 32 plus the last
-    32), on ~3M elements (as AlexNet's first layer at 112 px, batch 64), ns per element."""
+    32), on ~3M elements (as AlexNet's first layer at 112 px, batch 64), ns per element; for
+    long rows, which ``_spatial_amax`` leaves to ``amax`` (inside a forward the blocks lost),
+    the blocks alone too. Then the same inside a forward: see :func:`bench_rows_in_forward`."""
     from zfwidgets.atlas import mining
 
     repeats = repeats or 30
@@ -333,10 +335,13 @@ def bench_rows(repeats=None):
         x = torch.randn(max(1, 3_000_000 // (64 * n)), 64, h, w)
         scratch: dict = {}
         times = {}
-        for name, f in (
+        ways = [
             ("amax", lambda x=x: x.amax((2, 3))),
             ("zf", lambda x=x, scratch=scratch: mining._spatial_amax(x, scratch)),
-        ):
+        ]
+        if n >= 256 and n % 32 >= 16:  # left to amax in a forward: the blocks alone, here
+            ways.append(("blocks", lambda x=x, n=n: mining._blocks_max(x.view(-1, n))))
+        for name, f in ways:
             f()
             runs = []
             for _ in range(5):
@@ -345,10 +350,13 @@ def bench_rows(repeats=None):
                     f()
                 runs.append((time.perf_counter() - t) / repeats)
             times[name] = statistics.median(runs) * 1e9 / x.numel()
+        blocks = ""
+        if "blocks" in times:
+            blocks = f"; blocks of 32 and the last 32 alone {times['amax'] / times['blocks']:.2f}x"
         row(
             f"{h}x{w} ({n} elements)",
             f"amax {times['amax']:.3f} ns, _spatial_amax {times['zf']:.3f} ns",
-            f"{times['amax'] / times['zf']:.2f}x",
+            f"{times['amax'] / times['zf']:.2f}x{blocks}",
         )
 
 
@@ -365,6 +373,62 @@ MEMORY_CHILD = textwrap.dedent(
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     """
 )
+
+
+def bench_rows_in_forward(n=None, size=None, bs=None, repeats=None):
+    """The spatial maxima inside AlexNet's forward, as ``zf.mine`` reads them: a hook on each
+    conv layer times ``amax`` (the output read right after the layer wrote it), ``_spatial_amax``
+    and, over the whole output in one row, ``max`` (the cost of reading it once, the least any
+    per-map reduction could take); ms per run of ``n`` images, summed per layer, over
+    ``repeats`` runs in rotating order."""
+    from zfwidgets.atlas import mining
+
+    n, size, bs, repeats = n or 2048, size or 112, bs or 64, repeats or 6
+    model = alexnet(torch.device("cpu"))
+    x = torch.randn(n, 3, size, size)
+    trunk = model.features[:11]
+    convs = [trunk[i] for i in (0, 3, 6, 8, 10)]
+    scratch: dict = {}
+    ways = {
+        "amax": lambda o: o.amax((2, 3)),
+        "_spatial_amax": lambda o: mining._spatial_amax(o, scratch.setdefault(o.shape[1], {})),
+        "max of the whole output": lambda o: o.max(),
+    }
+    spent: dict = {}
+
+    def run(name):
+        f = ways[name]
+
+        def hook(module, inputs, out):
+            t = time.perf_counter()
+            f(out)
+            key = (name, "x".join(str(d) for d in out.shape[1:]))
+            spent[key] = spent.get(key, 0.0) + time.perf_counter() - t
+
+        handles = [c.register_forward_hook(hook) for c in convs]
+        try:
+            with torch.no_grad():
+                for s in range(0, n, bs):
+                    trunk(x[s : s + bs])
+        finally:
+            for h in handles:
+                h.remove()
+
+    names = list(ways)
+    for name in names:  # warm-up
+        run(name)
+    spent.clear()
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            run(name)
+    print(
+        f"\n[rows in a forward] spatial maxima in hooks on AlexNet's 5 conv layers, {n} images "
+        f"{size}px, batch {bs}, {torch.get_num_threads()} threads: ms per run, mean of {repeats}"
+    )
+    for name in names:
+        per = {m: v / repeats * 1e3 for (w, m), v in spent.items() if w == name}
+        detail = ", ".join(f"{m} {v:.1f}" for m, v in per.items())
+        row(name, f"{sum(per.values()):.1f} ms", detail)
 
 
 def bench_memory(quick):
@@ -564,6 +628,7 @@ def main():
         bench_breakdown(a.images, a.size, a.batch, a.repeats)
     if a.only == "rows":  # not part of the full run
         bench_rows(a.repeats)
+        bench_rows_in_forward(a.images, a.size, a.batch)
     if a.only in (None, "memory"):
         bench_memory(a.quick)
     if a.only in (None, "resume"):

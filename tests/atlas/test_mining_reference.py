@@ -247,7 +247,8 @@ def test_a_non_finite_image_is_named():
 
 
 SPATIAL_SIZES = [(1, 1), (3, 4), (4, 4), (5, 5), (1, 31), (31, 1), (5, 6), (6, 6), (8, 8)]
-# overlapping 32s (7x7), blocks and the last 32 (9x9, 11x11, 12x12, 27x27), amax around them
+# overlapping 32s (7x7), blocks and the last 32 (9x9, 11x11, 12x12), amax around them and
+# for long rows (27x27)
 SPATIAL_SIZES += [(7, 7), (6, 7), (9, 9), (11, 11), (1, 127), (10, 10), (12, 12), (13, 13)]
 SPATIAL_SIZES += [(27, 27), (1, 48), (1, 80)]
 
@@ -288,3 +289,33 @@ def test_queued_candidates_hold_no_maps():
     assert top._queue and all(q[1].dim() == 1 and q[2].dim() == 1 for q in top._queue)
     values, indices, positions = top.state()
     assert not top._queue and (indices >= 0).all()
+
+
+def test_a_long_run_keeps_a_bounded_queue():
+    """Memory flat in the data size: a batch that brings no candidate leaves nothing queued,
+    and the queue is merged after at most 256 batches however few candidates each brings (a
+    million images make 15,625 batches of 64); the entries stay those of the stable sort."""
+    C, k, B = 64, 9, 2
+    top = TopK(C, k, torch.device("cpu"))
+    outs = [torch.full((k + 1, C, 4, 4), 100.0)]  # k images seen after the first batch
+    outs += [torch.full((B, C, 4, 4), -1.0) for _ in range(300)]  # below every bound
+    for j in range(600):  # one map a batch beats the bound: one candidate a batch
+        out = torch.full((B, C, 4, 4), -1.0)
+        out[1, 5, 2, 3] = 101.0 + j
+        outs.append(out)
+    longest = 0
+    start = 0
+    for j, out in enumerate(outs):
+        top.add(out, torch.arange(start, start + out.shape[0]))
+        start += out.shape[0]
+        longest = max(longest, len(top._queue))
+        if j == 300:
+            assert len(top._queue) == 1  # the first batch's candidates only
+    assert 200 < longest <= 256
+    values, flat = torch.cat(outs).flatten(2).max(2)  # (N, C)
+    order = torch.sort(values.t(), dim=1, descending=True, stable=True).indices[:, :k]
+    assert torch.equal(top.values, torch.gather(values.t(), 1, order))
+    assert torch.equal(top.indices, order)
+    flat = torch.gather(flat.t(), 1, order)
+    assert torch.equal(top.positions, torch.stack([flat // 4, flat % 4], -1))
+    assert top.indices[5, 0] == start - 1 and top.values[5, 0] == 700.0

@@ -120,6 +120,7 @@ class _Candidates(NamedTuple):
     :meth:`TopK.accept`."""
 
     enter: torch.Tensor  # (B, C) bool: the maps that may enter
+    rows: torch.Tensor  # (M,) their flat indices in (B, C), ascending
     found: torch.Tensor  # their (M, H, W) maps, or their (M,) maxima
     flat: torch.Tensor | None  # with maxima of (B, C, H, W): their (M,) row-major positions
     start: int | torch.Tensor
@@ -143,7 +144,8 @@ class TopK:
         self._values = torch.full((channels, k), float("-inf"), device=device, dtype=dtype)
         self._indices = torch.full((channels, k), -1, device=device, dtype=torch.long)
         self._positions = torch.zeros((channels, k, 2), device=device, dtype=torch.long)
-        # (enter, maxima, flat positions or None, map width, start) of each batch
+        # (flat indices in (B, C), maxima, flat positions or None, map width, global indices)
+        # of each batch's candidates
         self._queue: list[tuple] = []
         self._queued = 0
         # the k greatest maxima seen (the entries' values, queued candidates included) and the
@@ -184,8 +186,9 @@ class TopK:
         is fresh (in a forward hook): it reads ``out`` and keeps at most copies of the maps that
         may enter.
         """
-        out = out.detach()
-        if self.compact if self.compact is not None else out.device.type == "cpu":
+        if out.requires_grad:
+            out = out.detach()
+        if self.compact if self.compact is not None else out.is_cpu:
             return self._candidates(out, start)
         scores = _spatial_amax(out) if out.dim() == 4 else out
         v, order, fresh, b = self._select(scores.t().to(self._values.dtype))
@@ -212,20 +215,30 @@ class TopK:
         Only what needs ``out`` runs here, in the hook, between the network's own operations
         (where every operation starts cold): the maxima, the choice, a copy of the chosen maps.
         The rest runs in :meth:`accept`, after the forward, for all layers in a row."""
+        # few Python operations: the caches are cold after the network's own operation, so
+        # each costs several microseconds here
+        if self._seen >= self.k and out.dim() == 4:  # the usual case
+            scores = _spatial_amax(out, self._scratch)
+            enter = scores.le(self._threshold).logical_not_()
+            rows = enter.view(-1).nonzero().view(-1)
+            return _Candidates(
+                enter, rows, _chosen_maps(out, rows), None, start, out.shape[3], scores
+            )
         if out.dim() == 2:
             enter = out.le(self._threshold).logical_not_()
-            return _Candidates(enter, out[enter], None, start, 1, out)
+            rows = _rows(enter)
+            return _Candidates(enter, rows, out.reshape(-1)[rows], None, start, 1, out)
         if self._seen < self.k and out.shape[0] <= self.k:  # every map may enter
             scores, flat = out.flatten(2).max(2)
             enter = scores.le(self._threshold).logical_not_()
-            return _Candidates(enter, scores[enter], flat[enter], start, out.shape[3], scores)
+            rows = _rows(enter)
+            found, flat = scores.view(-1)[rows], flat.view(-1)[rows]
+            return _Candidates(enter, rows, found, flat, start, out.shape[3], scores)
         scores = _spatial_amax(out, self._scratch)
-        if self._seen < self.k:
-            kth = torch.topk(scores, self.k, dim=0).values[-1]
-            enter = scores.lt(kth).logical_not_()
-        else:
-            enter = scores.le(self._threshold).logical_not_()
-        return _Candidates(enter, _chosen_maps(out, enter), None, start, out.shape[3], scores)
+        kth = torch.topk(scores, self.k, dim=0).values[-1]
+        enter = scores.lt(kth).logical_not_()
+        rows = _rows(enter)
+        return _Candidates(enter, rows, _chosen_maps(out, rows), None, start, out.shape[3], scores)
 
     def accept(self, offer: tuple) -> None:
         """Merge what :meth:`offer` computed (against the entries as they are now)."""
@@ -237,9 +250,11 @@ class TopK:
         found, flat = offer.found, offer.flat
         if found.dim() == 3:
             found, flat = found.flatten(1).max(1)
-        self._queue.append((offer.enter, found, flat, offer.width, offer.start))
-        self._queued += found.shape[0]
         self._seen += offer.scores.shape[0]
+        if found.shape[0]:  # a batch with no candidate leaves nothing to merge
+            images = self._global(offer.start, offer.scores)
+            self._queue.append((offer.rows, found, flat, offer.width, images))
+            self._queued += found.shape[0]
 
     def _flush(self) -> None:
         """Merge the queued candidates, all batches at once: their maxima and positions laid
@@ -249,11 +264,16 @@ class TopK:
         if not self._queue:
             return
         queue, self._queue, self._queued = self._queue, [], 0
-        enter, found = (torch.cat([q[j] for q in queue]) for j in range(2))
-        positions = _positions(queue)
-        images = torch.cat([self._global(q[4], q[0]) for q in queue])
-        rows, cols = enter.nonzero(as_tuple=True)  # by image, then channel: the found order
         C, k = self._values.shape
+        flat_rows, found, images = (torch.cat([q[j] for q in queue]) for j in (0, 1, 4))
+        positions = _positions(queue)
+        # each candidate's image (its row in the queued batches' images laid end to end) and
+        # channel: by image, then channel, which is the arrival order
+        rows, cols = flat_rows.div(C, rounding_mode="floor"), flat_rows.remainder(C)
+        if len(queue) > 1:
+            starts = torch.tensor([0] + [q[4].shape[0] for q in queue[:-1]]).cumsum(0)
+            counts = torch.tensor([q[0].shape[0] for q in queue])
+            rows += torch.repeat_interleave(starts, counts).to(rows.device)
         order = torch.sort(cols, stable=True).indices  # by channel, in arrival order
         channels = cols[order]
         counts = torch.bincount(channels, minlength=C)
@@ -363,23 +383,30 @@ def accept_all(tops: list[TopK], offers: list[tuple]) -> None:
             t._best, t._threshold = best[row : row + c], threshold[row : row + c]
             row += c
     for t, _ in compact:
-        if t._queued >= 4 * t._values.numel():  # a bounded queue
+        # a bounded queue: in candidates, and in batches (each keeps its (B,) global indices)
+        if t._queued >= 16 * t._values.numel() or len(t._queue) >= 256:
             t._flush()
 
 
-def _chosen_maps(out: torch.Tensor, enter: torch.Tensor) -> torch.Tensor:
-    """``out[enter]``: the (M, H, W) maps of (B, C, H, W) ``out`` chosen by (B, C) ``enter``, in
-    row-major order. A contiguous ``out`` is read with ``index_select`` of its rows (about a
-    third faster on the CPU than the boolean index, which serves other layouts)."""
-    if not out.is_contiguous():
-        return out[enter]
-    rows = enter.reshape(-1).nonzero().squeeze(1)
-    return out.flatten(0, 1).index_select(0, rows)
+def _rows(enter: torch.Tensor) -> torch.Tensor:
+    """(B, C) bool -> (M,) the flat indices of its True entries, ascending."""
+    return enter.reshape(-1).nonzero().view(-1)
+
+
+def _chosen_maps(out: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The (M, H, W) maps of (B, C, H, W) ``out`` at the flat (B, C) indices ``rows``. A
+    contiguous ``out`` is read with ``index_select`` of its rows (about a third faster on the
+    CPU than the boolean index); other layouts by image and channel."""
+    if out.is_contiguous():
+        return out.flatten(0, 1).index_select(0, rows)
+    C = out.shape[1]
+    return out[rows.div(C, rounding_mode="floor"), rows.remainder(C)]
 
 
 def _positions(queue: list[tuple]) -> torch.Tensor:
-    """(M, 2) ``(y, x)`` of the queued candidates: (enter, maxima, flat positions or None for
-    (B, C) outputs, map width, start) per batch; one division for all when the widths agree."""
+    """(M, 2) ``(y, x)`` of the queued candidates: (flat indices, maxima, flat positions or None
+    for (B, C) outputs, map width, global indices) per batch; one division for all when the
+    widths agree."""
     flats, widths = [], []
     for _, found, flat, width, _ in queue:
         if flat is None:  # an output (B, C): position (0, 0)
@@ -411,14 +438,27 @@ def _spatial_amax(out: torch.Tensor, scratch: dict | None = None) -> torch.Tenso
       rows are allocated and filled once);
     - 40 to 63 with a remainder of 8 or more (7x7 maps): the elementwise ``maximum`` of the
       first and the last 32 elements, which overlap and cover the row, then rows of 32;
-    - 64 and more with a remainder of 16 or more (9x9, 11x11, 23x23, 27x27, 28x28 maps): the
-      greatest of the maxima of the first multiple of 32 elements and of the last 32.
+    - 64 to 255 with a remainder of 16 or more (9x9, 11x11 maps): the greatest of the maxima
+      of the first multiple of 32 elements and of the last 32.
+
+    Longer rows (23x23, 27x27 maps) are left to ``amax``: alone the last way is faster for them
+    too, but inside a forward, where the output is read for the first time, its second pass
+    cost more than it saved (``python benchmarks/bench_mining.py --only rows`` times both).
 
     ``maximum`` and ``amax`` are exact and propagate NaN, so each way gives ``amax``'s maxima."""
-    B, C, H, W = out.shape
-    n = H * W
-    if out.device.type != "cpu" or not out.is_floating_point() or n < 12 or not out.is_contiguous():
+    shape = out.shape
+    n = shape[2] * shape[3]
+    if (
+        n < 12
+        or n >= 256
+        or (32 <= n < 64 and n % 32 < 8)
+        or (n >= 64 and n % 32 < 16)
+        or not out.is_cpu
+        or not out.is_contiguous()
+        or not out.is_floating_point()
+    ):  # few Python operations first: this runs in a forward hook, where each costs
         return out.amax((2, 3))
+    B, C = shape[0], shape[1]
     rows = out.view(B * C, n)
     if n < 20:
         return _halving_max(rows).view(B, C)
@@ -432,12 +472,15 @@ def _spatial_amax(out: torch.Tensor, scratch: dict | None = None) -> torch.Tenso
                 scratch[key] = padded
         padded[:, :n] = rows
         return padded.amax(1).view(B, C)
-    if n < 64 and n % 32 >= 8:
+    if n < 64:
         return torch.maximum(rows[:, :32], rows[:, n - 32 :]).amax(1).view(B, C)
-    if n >= 64 and n % 32 >= 16:
-        blocks = rows[:, : n // 32 * 32].amax(1)
-        return torch.maximum(blocks, rows[:, n - 32 :].amax(1)).view(B, C)
-    return out.amax((2, 3))
+    return _blocks_max(rows).view(B, C)
+
+
+def _blocks_max(rows: torch.Tensor) -> torch.Tensor:
+    """(M, n >= 32) -> (M,) maxima: of the first multiple of 32 elements and of the last 32."""
+    n = rows.shape[1]
+    return torch.maximum(rows[:, : n // 32 * 32].amax(1), rows[:, n - 32 :].amax(1))
 
 
 def _halving_max(rows: torch.Tensor) -> torch.Tensor:
