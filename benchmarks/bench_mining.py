@@ -444,6 +444,40 @@ def bench_memory(quick):
         row(f"{n} images", f"{peaks[n]:.0f} MiB")
     a, b = sizes
     row(f"{b} / {a} images", f"{peaks[b] / peaks[a]:.3f}x", "goal: flat (~1.0x)")
+    bench_queue(quick)
+
+
+def bench_queue(quick):
+    """What the running top-k of one layer holds between merges over a long run, where the
+    model's own memory would hide it: ``TopK.add`` of seeded (64, 384, 2, 2) outputs (a layer
+    of 384 channels), the largest queue seen, at N and 5 N images."""
+    from zfwidgets.atlas import mining
+
+    sizes = (20_000, 100_000) if quick else (200_000, 1_000_000)
+    print("\n[memory] the queue of one layer's running top-k (384 channels, batches of 64)")
+    peaks = {}
+    for n in sizes:
+        top = mining.TopK(384, 9, torch.device("cpu"))
+        g = torch.Generator().manual_seed(1)
+        peak, batches, t = 0, 0, time.perf_counter()
+        for s in range(0, n, 64):
+            top.add(torch.randn(64, 384, 2, 2, generator=g), torch.arange(s, s + 64))
+            held = sum(
+                v.numel() * v.element_size()
+                for entry in top._queue
+                for v in entry
+                if isinstance(v, torch.Tensor)
+            )
+            if held > peak:
+                peak, batches = held, len(top._queue)
+        peaks[n] = peak
+        row(
+            f"{n} images",
+            f"{peak / 2**20:.2f} MiB in {batches} batches",
+            f"{time.perf_counter() - t:.1f} s in TopK",
+        )
+    a, b = sizes
+    row(f"{b} / {a} images", f"{peaks[b] / peaks[a]:.3f}x", "goal: flat (~1.0x)")
 
 
 def bench_resume(quick):
