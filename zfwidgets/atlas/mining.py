@@ -216,7 +216,7 @@ class TopK:
         (where every operation starts cold): the maxima, the choice, a copy of the chosen maps.
         The rest runs in :meth:`accept`, after the forward, for all layers in a row."""
         # few Python operations: the caches are cold after the network's own operation, so
-        # each costs several microseconds here
+        # each costs several microseconds here (BENCHMARKS.md, issue 19 item 6, fourth stop)
         if self._seen >= self.k and out.dim() == 4:  # the usual case
             scores = _spatial_amax(out, self._scratch)
             enter = scores.le(self._threshold).logical_not_()
@@ -456,7 +456,7 @@ def _spatial_amax(out: torch.Tensor, scratch: dict | None = None) -> torch.Tenso
         or not out.is_cpu
         or not out.is_contiguous()
         or not out.is_floating_point()
-    ):  # few Python operations first: this runs in a forward hook, where each costs
+    ):  # few Python operations first: in a forward hook each costs several microseconds
         return out.amax((2, 3))
     B, C = shape[0], shape[1]
     rows = out.view(B * C, n)
