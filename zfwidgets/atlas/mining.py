@@ -154,7 +154,6 @@ class TopK:
         self._threshold = self._values[:, -1].contiguous()
         self._seen = 0  # images seen: until k, every map may enter
         self._scratch: dict = {}  # rows reused by _spatial_amax from batch to batch
-        self._pooled_exact = False
 
     def update(
         self, values: torch.Tensor, positions: torch.Tensor, start: int | torch.Tensor
@@ -240,32 +239,6 @@ class TopK:
         enter = scores.lt(kth).logical_not_()
         rows = _rows(enter)
         return _Candidates(enter, rows, _chosen_maps(out, rows), None, start, out.shape[3], scores)
-
-    def offer_pooled(
-        self, pooled: torch.Tensor, maps: torch.Tensor, start: int | torch.Tensor
-    ) -> _Candidates:
-        """:meth:`offer` of a (B, C, H, W) output ``out`` read further down the forward: ``maps``
-        is ``out`` after in-place ReLUs, ``pooled`` the output of a max pool of ``maps`` whose
-        windows cover every position (:class:`_PoolPlan` finds both).
-
-        The same candidates, for a smaller read, while :meth:`pooled_exact`: a map enters when
-        its maximum m is above its channel's bound t >= 0 (or NaN), and then ``pooled``'s
-        maximum, max(m, 0), is m, and ``maps`` holds m at the same first position; a map with
-        m <= t has max(m, 0) <= t. (ReLU and max pooling propagate NaN.)"""
-        scores = _spatial_amax(pooled, self._scratch)
-        enter = scores.le(self._threshold).logical_not_()
-        rows = enter.view(-1).nonzero().view(-1)
-        return _Candidates(
-            enter, rows, _chosen_maps(maps, rows), None, start, maps.shape[3], scores
-        )
-
-    def pooled_exact(self) -> bool:
-        """Whether :meth:`offer_pooled` gives :meth:`offer`'s result now: k images were seen
-        and every channel's bound (the k-th greatest maximum) is at least 0. The bounds only
-        grow, so once true it stays true (and is not computed again)."""
-        if not self._pooled_exact and self._seen >= self.k:
-            self._pooled_exact = bool(self._threshold.min() >= 0)
-        return self._pooled_exact
 
     def accept(self, offer: tuple) -> None:
         """Merge what :meth:`offer` computed (against the entries as they are now)."""
@@ -596,121 +569,6 @@ def _real_trace(model: nn.Module, names: list[str], x: torch.Tensor):
     return (last, events.count(last) - 1), shapes
 
 
-class _PoolPlan:
-    """Where a mined layer's maxima can be read from a smaller tensor: the output of an
-    ``nn.MaxPool2d`` that reads the layer's output itself, changed on the way only by in-place
-    ``nn.ReLU`` modules, and whose windows cover every position (AlexNet's and VGG's conv
-    layers before a pool). :meth:`TopK.offer_pooled` says why the maxima are then the same
-    while the bounds are not negative. The pool's output is a quarter of the layer's or less,
-    just written, and a forward that stops at the deepest layer runs these pools anyway.
-
-    Learnt in one forward, where every output is followed from module to module by its object
-    and its version counter (:meth:`track` for each output, :meth:`watched` for each call of an
-    in-place ReLU or a max pool); checked the same way in every forward that uses it: the pool
-    must read the very object the layer returned, changed only by the in-place ReLU calls seen
-    in between (each seen on that object, each adding one to its version), the same ReLUs as
-    when learnt. A forward where a deferred layer's pool does not complete it is run again
-    without the plan, and that layer leaves the plan (:meth:`drop`)."""
-
-    def __init__(self, model: nn.Module, names: list[str]):
-        modules = dict(model.named_modules())
-        self._relus = {n for n, m in modules.items() if type(m) is nn.ReLU and m.inplace}
-        self._pools = {
-            n: m
-            for n, m in modules.items()
-            if type(m) is nn.MaxPool2d and not m.return_indices and _no_gaps(m)
-        }
-        self.watch: list[str] = sorted(self._relus | set(self._pools))  # modules to watch now
-        self.learning = True
-        self.layers: dict[str, tuple[str, tuple[str, ...]]] = {}  # layer -> (pool, ReLUs)
-        # id(output) -> [layer, output, version when returned, in-place ReLUs seen since]
-        self._tracked: dict[int, list] = {}
-        self._calls: dict[str, int] = {}
-        self._shared: set[str] = set()  # layers that returned an object another one returned
-
-    def track(self, name: str, out: torch.Tensor) -> None:
-        """Follow ``out``, the output ``name`` just returned."""
-        self._calls[name] = self._calls.get(name, 0) + 1
-        entry = self._tracked.get(id(out))
-        if entry is not None and entry[1] is out:
-            self._shared.update((name, entry[0]))
-        self._tracked[id(out)] = [name, out, out._version, []]
-
-    def watched(self, name: str, inputs: tuple, output: Any):
-        """A call of the watched module ``name`` ran: (layer, its output as the pool read it,
-        the pool's output) when it is the pool that completes a followed output, else None."""
-        if name in self._pools:
-            self._calls[name] = self._calls.get(name, 0) + 1
-        x = inputs[0] if inputs else None
-        entry = self._tracked.get(id(x))
-        if entry is None or entry[1] is not x:
-            return None
-        layer, _, version, relus = entry
-        if name in self._relus:
-            if relus is not None and output is x and x._version == version + len(relus) + 1:
-                relus.append(name)
-            else:
-                entry[3] = None  # changed otherwise: never completed
-            return None
-        del self._tracked[id(x)]
-        if relus is None or x._version != version + len(relus):
-            return None
-        if self.learning:
-            if _covers(self._pools[name], tuple(x.shape), tuple(output.shape)):
-                self.layers.setdefault(layer, (name, tuple(relus)))
-            return None
-        if self.layers.get(layer) != (name, tuple(relus)):
-            return None
-        return layer, x, output
-
-    def learnt(self) -> None:
-        """The plan, after the learning forward: layers called once, whose pool is called once
-        and completes no other layer, whose output object no other layer returned."""
-        pools = [p for p, _ in self.layers.values()]
-        self.layers = {
-            layer: (pool, relus)
-            for layer, (pool, relus) in self.layers.items()
-            if self._calls.get(layer) == 1
-            and self._calls.get(pool) == 1
-            and pools.count(pool) == 1
-            and layer not in self._shared
-        }
-        self.learning = False
-        self._tracked.clear()
-        self._watch_plan()
-
-    def drop(self, layers: Iterable[str]) -> None:
-        for layer in layers:
-            self.layers.pop(layer, None)
-        self._tracked.clear()
-        self._watch_plan()
-
-    def forget(self) -> None:
-        """Drop what a forward left followed (an output whose pool never ran)."""
-        self._tracked.clear()
-
-    def _watch_plan(self) -> None:
-        self.watch = sorted({m for p, relus in self.layers.values() for m in (p, *relus)})
-
-
-def _no_gaps(pool: nn.MaxPool2d) -> bool:
-    """Whether consecutive windows of ``pool`` leave no position between them."""
-    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
-    k, s, d = pair(pool.kernel_size), pair(pool.stride or pool.kernel_size), pair(pool.dilation)
-    return all(di == 1 and si <= ki for ki, si, di in zip(k, s, d))
-
-
-def _covers(pool: nn.MaxPool2d, x: tuple[int, ...], y: tuple[int, ...]) -> bool:
-    """Whether ``pool``'s windows (no gaps between them: :func:`_no_gaps`), from input shape
-    ``x`` to output shape ``y``, cover every position of the input."""
-    if len(x) != 4 or len(y) != 4 or x[:2] != y[:2]:
-        return False
-    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
-    k, s, p = pair(pool.kernel_size), pair(pool.stride or pool.kernel_size), pair(pool.padding)
-    # the first window starts at -p <= 0; the last one must reach the last position
-    return all((n - 1) * si - pi + ki >= size for size, n, ki, si, pi in zip(x[2:], y[2:], k, s, p))
-
-
 def _data_fingerprint(source: ImageSource, first: torch.Tensor) -> str:
     """Cheap identity of the data, reading nothing more: its size and kind and a hash of its
     first image (or the dataset's own ``fingerprint()``, as
@@ -960,64 +818,11 @@ def mine(
     pending: dict[str, tuple] = {}
     batch: list[torch.Tensor] = []  # the global indices of the batch in flight
 
-    # on the CPU, layers followed by a max pool are read from its output (_PoolPlan), learnt in
-    # the first forward
-    compact = TopK.compact if TopK.compact is not None else device.type == "cpu"
-    pools = _PoolPlan(model, names) if compact else None
-    deferred: set[str] = set()  # the layers read from their pool in this forward
-
     def reduce(name: str, out: torch.Tensor):
         # read the output in its hook, while it is fresh; a layer called again replaces it
-        if name in deferred:
-            pools.track(name, out)
-            return
-        if pools is not None and pools.learning:
-            pools.track(name, out)
         pending[name] = tops[name].offer(out, batch[0])
 
-    def watched(name: str, inputs: tuple, output: Any):
-        done = pools.watched(name, inputs, output)
-        if done is not None:
-            layer, maps, pooled = done
-            pending[layer] = tops[layer].offer_pooled(pooled, maps, batch[0])
-
-    def capture() -> Capture:
-        watch = pools.watch if pools is not None else ()
-        return Capture(
-            model,
-            names,
-            switches=False,
-            reduce=reduce,
-            stop_at=stop,
-            watch=watch,
-            on_watch=watched if watch else None,
-        )
-
-    def forward(x: torch.Tensor) -> None:
-        nonlocal cap
-        pending.clear()
-        deferred.clear()
-        if pools is not None and not pools.learning:
-            deferred.update(nm for nm in pools.layers if tops[nm].pooled_exact())
-        with cap:
-            model(x)  # ends after the deepest requested layer (Capture swallows the stop)
-        if pools is None:
-            return
-        if pools.learning:
-            pools.learnt()
-            cap = capture()
-            return
-        missing = [nm for nm in deferred if nm not in pending]
-        pools.forget()
-        if missing:  # a pool did not complete them: this forward again, without the plan
-            pools.drop(missing)
-            cap = capture()
-            deferred.clear()
-            pending.clear()
-            with cap:
-                model(x)
-
-    cap = capture()
+    cap = Capture(model, names, switches=False, reduce=reduce, stop_at=stop)
     skipped: list[int] = []
     finished: list[int] = []
     checks: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -1041,8 +846,10 @@ def mine(
                 x = x.to(device=device, dtype=first.dtype, non_blocking=True)
                 idx = idx.to(device, non_blocking=True)
                 checks.append((idx, _finite_rows(x)))
+                pending.clear()
                 batch[:] = [idx]
-                forward(x)
+                with cap:
+                    model(x)  # ends after the deepest requested layer (Capture swallows the stop)
                 accept_all([tops[nm] for nm in names], [pending[nm] for nm in names])
             bar.update(e - s)
             if complete:  # the images mined so far are exactly those of the finished chunks

@@ -197,11 +197,6 @@ class Capture:
 
     A Capture may be entered again (one per batch of a loop, its layers resolved once): each
     ``with`` starts new ``activations``, ``switches``, ``calls`` and ``overwritten``.
-
-    ``watch`` (dotted names) and ``on_watch`` let a caller see other modules' calls without
-    capturing them: after each call of a watched module, ``on_watch(name, inputs, output)``;
-    nothing is recorded or counted for it, and it is never the stop. Mining uses it to read a
-    layer's maxima from the smaller output of the max pool that follows it.
     """
 
     def __init__(
@@ -214,8 +209,6 @@ class Capture:
         reduce: Callable[[str, torch.Tensor], Any] | None = None,
         keep_graph: bool = False,
         stop_at: tuple[str, int] | None = None,
-        watch: Iterable[str] = (),
-        on_watch: Callable[[str, tuple, Any], None] | None = None,
     ):
         check_model(model)
         if clone not in (True, False, "auto"):
@@ -232,11 +225,6 @@ class Capture:
         self._reduce = reduce
         self._keep_graph = keep_graph
         self._stop_at = stop_at
-        watched = resolve_layers(model, list(watch)) if watch else []
-        if watched and on_watch is None:
-            raise ValueError("on_watch: expected a callable with watch=, got None")
-        self._watched = dict(watched)
-        self._on_watch = on_watch
         self.activations: dict[str, Any] = _Activations(self)
         self.switches: _Switches = _Switches()
         self.calls: dict[str, int] = {}
@@ -339,14 +327,6 @@ class Capture:
 
         return hook
 
-    def _make_watch(self, name: str):
-        on_watch = self._on_watch
-
-        def hook(module: nn.Module, inputs: tuple, output: Any):
-            on_watch(name, inputs, output)
-
-        return hook
-
     def _pre_inplace(self, module: nn.Module, inputs: tuple) -> None:
         # An in-place module is about to run: copy any captured output it would overwrite.
         if not self._uncopied:
@@ -405,8 +385,6 @@ class Capture:
                         prepend=True,
                     )
                 )
-            for name, module in self._watched.items():
-                self._handles.append(module.register_forward_hook(self._make_watch(name)))
             if self._clone == "auto" and self._reduce is None and not self._keep_graph:
                 for module in self.model.modules():
                     if getattr(module, "inplace", False) is not True:
