@@ -220,7 +220,7 @@ class TopK:
         if self._seen >= self.k and out.dim() == 4:  # the usual case
             scores = _spatial_amax(out, self._scratch)
             enter = scores.le(self._threshold).logical_not_()
-            rows = enter.view(-1).nonzero().view(-1)
+            rows = _rows(enter)
             return _Candidates(
                 enter, rows, _chosen_maps(out, rows), None, start, out.shape[3], scores
             )
