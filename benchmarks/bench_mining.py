@@ -376,18 +376,18 @@ MEMORY_CHILD = textwrap.dedent(
 
 
 def bench_rows_in_forward(n=None, size=None, bs=None, repeats=None):
-    """The spatial maxima inside AlexNet's forward, as ``zf.mine`` reads them: a hook on each
-    conv layer times ``amax`` (the output read right after the layer wrote it), ``_spatial_amax``
-    and, over the whole output in one row, ``max`` (the cost of reading it once, the least any
-    per-map reduction could take); ms per run of ``n`` images, summed per layer, over
-    ``repeats`` runs in rotating order."""
+    """The spatial maxima inside AlexNet's forward, as ``zf.mine`` reads them: a ``Capture``
+    reducing each conv layer's output times ``amax`` (the output read right after the layer
+    wrote it), ``_spatial_amax`` and, over the whole output in one row, ``max`` (the cost of
+    reading it once, the least any per-map reduction could take); ms per run of ``n`` images,
+    summed per layer, over ``repeats`` runs in rotating order."""
     from zfwidgets.atlas import mining
+    from zfwidgets.engine.capture import Capture
 
     n, size, bs, repeats = n or 2048, size or 112, bs or 64, repeats or 6
     model = alexnet(torch.device("cpu"))
     x = torch.randn(n, 3, size, size)
     trunk = model.features[:11]
-    convs = [trunk[i] for i in (0, 3, 6, 8, 10)]
     scratch: dict = {}
     ways = {
         "amax": lambda o: o.amax((2, 3)),
@@ -399,20 +399,17 @@ def bench_rows_in_forward(n=None, size=None, bs=None, repeats=None):
     def run(name):
         f = ways[name]
 
-        def hook(module, inputs, out):
+        def reduce(layer, out):
             t = time.perf_counter()
             f(out)
             key = (name, "x".join(str(d) for d in out.shape[1:]))
             spent[key] = spent.get(key, 0.0) + time.perf_counter() - t
 
-        handles = [c.register_forward_hook(hook) for c in convs]
-        try:
-            with torch.no_grad():
-                for s in range(0, n, bs):
+        cap = Capture(trunk, [str(i) for i in (0, 3, 6, 8, 10)], switches=False, reduce=reduce)
+        with torch.no_grad():
+            for s in range(0, n, bs):
+                with cap:
                     trunk(x[s : s + bs])
-        finally:
-            for h in handles:
-                h.remove()
 
     names = list(ways)
     for name in names:  # warm-up
